@@ -1,0 +1,287 @@
+"""The ``siamid`` command line. Heavy imports (torch, faiss, prefect) happen inside commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipelines.settings import Settings
+
+app = typer.Typer(
+    name="siamid",
+    help="Open-set face identification with Siamese networks, FAISS and Prefect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+gallery_app = typer.Typer(help="Import, list, show and remove gallery identities.",
+                          no_args_is_help=True)
+data_app = typer.Typer(help="Make data: seeded synthetic face galleries.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(gallery_app, name="gallery")
+app.add_typer(data_app, name="data")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+
+
+class CliError(Exception):
+    """An error already phrased for the user; the command exits non-zero with it."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions a user can cause: shown as one line, no traceback."""
+    from pipelines.gallery import GalleryError
+    from siamese.images import ImageRejected
+    from storage.identities import UnknownIdentityError
+    from storage.registry import UnknownModelVersionError
+
+    errors: list[type[BaseException]] = [
+        CliError, GalleryError, ImageRejected, UnknownIdentityError, UnknownModelVersionError,
+    ]
+    errors.extend(_optional_user_errors())
+    return tuple(errors)
+
+
+def _optional_user_errors() -> list[type[BaseException]]:
+    found: list[type[BaseException]] = []
+    try:
+        from index import VectorIndexError  # type: ignore[attr-defined]
+
+        found.append(VectorIndexError)
+    except ImportError:
+        pass
+    try:
+        from pipelines.errors import SiamidError  # type: ignore[import-not-found]
+
+        found.append(SiamidError)
+    except ImportError:
+        pass
+    return found
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except user_errors() as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def emit_json(obj: dict[str, Any]) -> None:
+    """One JSON object on one line: the last line of stdout."""
+    sys.stdout.flush()
+    typer.echo(json.dumps(obj, ensure_ascii=False, sort_keys=True, default=str))
+
+
+@contextmanager
+def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr; a no-op callback when disabled or not a terminal and short."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if not enabled:
+        yield lambda done, total: None
+        return
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=console, transient=False,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def runtime():  # type: ignore[no-untyped-def]
+    from pipelines.runtime import open_runtime
+
+    return open_runtime(Settings())
+
+
+# ---------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Create or migrate the database schema (SQLite by default, PostgreSQL by URL)."""
+    from pipelines import migrations
+
+    settings = Settings()
+    settings.ensure_dirs()
+    migrations.upgrade(settings.db_url, revision)
+    typer.echo(f"database at {revision}: {_safe_url(settings.db_url)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")]) -> None:
+    """Migrate the schema down to REVISION (``base`` drops everything siamid created)."""
+    from pipelines import migrations
+
+    migrations.downgrade(Settings().db_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's revision and the newest one available."""
+    from pipelines import migrations
+    from storage.db import make_engine
+
+    url = Settings().db_url
+    engine = make_engine(url)
+    typer.echo(f"current: {migrations.current_revision(engine)}  head: {migrations.head_revision(url)}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# ---------------------------------------------------------------- gallery
+
+
+@gallery_app.command("import")
+def gallery_import(
+    path: Annotated[Path | None, typer.Argument(help="ImageFolder root: PATH/<identity>/<image>.")]
+    = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV with columns path,identity.")] = None,
+    allow_outside: Annotated[bool, typer.Option(
+        "--allow-outside", help="Accept manifest paths outside the manifest's folder.")] = False,
+    min_side: Annotated[int | None, typer.Option(
+        help="Reject images with a side below this (default SIAMID_MIN_IMAGE_SIDE).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a gallery; bad files are recorded as rejected with a reason and the import goes on."""
+    from pipelines.gallery import import_items, read_manifest, scan_image_folder
+    from siamese.images import DecodeLimits
+
+    if (path is None) == (manifest is None):
+        raise CliError("give either an ImageFolder PATH or --manifest FILE.csv (one of them)")
+    items = read_manifest(manifest, allow_outside=allow_outside) if manifest else \
+        scan_image_folder(path)  # type: ignore[arg-type]
+    rt = runtime()
+    limits = rt.limits if min_side is None else DecodeLimits(min_side, rt.limits.max_pixels)
+    with progress_bar("importing", enabled=len(items) >= 50) as update:
+        summary = import_items(items, sessions=rt.sessions, limits=limits, progress=update)
+    for source, reason, detail in summary.rejected_files[:50]:
+        typer.echo(f"rejected {source}: {reason} ({detail})", err=True)
+    if len(summary.rejected_files) > 50:
+        typer.echo(f"... and {len(summary.rejected_files) - 50} more rejected", err=True)
+    d = summary.as_dict()
+    typer.echo(
+        f"seen {d['seen']}  new {d['new']}  duplicates {d['duplicates']}  "
+        f"rejected {d['rejected']}  conflicts {d['conflicts']}  new identities {d['new_identities']}"
+    )
+    if as_json:
+        emit_json(d)
+
+
+@gallery_app.command("list")
+def gallery_list(as_json: JsonOpt = False) -> None:
+    """List identities with their accepted and rejected image counts."""
+    from storage.identities import list_identities
+
+    rt = runtime()
+    with rt.sessions() as s:
+        rows = list_identities(session=s)
+    for r in rows:
+        typer.echo(f"{r.name}\taccepted={r.accepted}\trejected={r.rejected}")
+    typer.echo(f"{len(rows)} identities, {sum(r.accepted for r in rows)} accepted images")
+    if as_json:
+        emit_json({"identities": [
+            {"id": r.id, "name": r.name, "accepted": r.accepted, "rejected": r.rejected}
+            for r in rows
+        ]})
+
+
+@gallery_app.command("show")
+def gallery_show(
+    identity: Annotated[str, typer.Argument(help="The identity's exact name.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one identity and its images (status, size, reason)."""
+    from storage.identities import find_identity
+    from storage.images import images_of_identity
+
+    rt = runtime()
+    with rt.sessions() as s:
+        ident = find_identity(session=s, name=identity)
+        images = images_of_identity(session=s, identity_id=ident.id)
+        info = {
+            "id": ident.id, "name": ident.name, "attributes": ident.attributes,
+            "images": [
+                {"id": im.id, "source": im.source_uri, "status": im.status,
+                 "width": im.width, "height": im.height, "mode": im.mode,
+                 "reject_reason": im.reject_reason, "sha256": im.sha256}
+                for im in images
+            ],
+        }
+    typer.echo(f"{info['name']} (id {info['id']}): {len(images)} images")
+    for im in info["images"]:
+        extra = f"{im['width']}x{im['height']} {im['mode']}" if im["status"] == "accepted" \
+            else im["reject_reason"]
+        typer.echo(f"  [{im['id']}] {im['status']:8} {extra}  {im['source']}")
+    if as_json:
+        emit_json(info)
+
+
+@gallery_app.command("remove")
+def gallery_remove(
+    identity: Annotated[str, typer.Argument(help="The identity's exact name.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove an identity and its images; its vectors leave the next published index."""
+    from pipelines.enrolment import remove_identity
+
+    rt = runtime()
+    removed = remove_identity(rt, identity)
+    typer.echo(f"removed {identity!r} and {len(removed)} images")
+    if as_json:
+        emit_json({"identity": identity, "removed_images": len(removed)})
+
+
+# ---------------------------------------------------------------- data
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Folder to write PATH/<identity>/<image>.png into.")],
+    identities: Annotated[int, typer.Option(min=1, help="Number of people.")] = 40,
+    per_identity: Annotated[int, typer.Option(min=1, help="Images per person.")] = 10,
+    seed: Annotated[int, typer.Option(help="Same seed -> byte-identical files.")] = 0,
+    size: Annotated[str, typer.Option(help="Image size WxH.")] = "92x112",
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a seeded synthetic face gallery (an ImageFolder)."""
+    from siamese.synthetic import generate_gallery
+
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise CliError(f"--size must look like 92x112 (width x height), got {size!r}") from None
+    if w < 16 or h < 16:
+        raise CliError(f"--size {size} is too small; use at least 16x16")
+    files = generate_gallery(out, identities=identities, per_identity=per_identity, seed=seed,
+                             size=(w, h))
+    typer.echo(f"wrote {len(files)} images of {identities} identities to {out}")
+    if as_json:
+        emit_json({"out": str(out), "images": len(files), "identities": identities, "seed": seed})
+
+
+if __name__ == "__main__":
+    main()

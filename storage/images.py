@@ -1,0 +1,118 @@
+"""Reading and writing face images and their conflicts. Functions take a Session, never commit."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage.models import FaceImage, ImageConflict
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the importer learned about one file; ``reject_reason`` is None when accepted."""
+
+    source_uri: str
+    sha256: str | None
+    identity_id: int | None
+    width: int | None = None
+    height: int | None = None
+    mode: str | None = None
+    reject_reason: str | None = None
+    reject_detail: str | None = None
+
+
+def find_by_sha256(*, session: Session, sha256: str) -> FaceImage | None:
+    return session.scalars(select(FaceImage).where(FaceImage.sha256 == sha256)).one_or_none()
+
+
+def find_unreadable(*, session: Session, source_uri: str, reason: str) -> FaceImage | None:
+    """A rejected row with no bytes (missing file, outside root...) recorded for this source."""
+    stmt = select(FaceImage).where(
+        FaceImage.sha256.is_(None),
+        FaceImage.source_uri == source_uri,
+        FaceImage.reject_reason == reason,
+    )
+    return session.scalars(stmt.limit(1)).one_or_none()
+
+
+def add_image(*, session: Session, record: ImageRecord) -> FaceImage:
+    image = FaceImage(
+        identity_id=record.identity_id,
+        source_uri=record.source_uri,
+        sha256=record.sha256,
+        width=record.width,
+        height=record.height,
+        mode=record.mode,
+        status="rejected" if record.reject_reason else "accepted",
+        reject_reason=record.reject_reason,
+        reject_detail=record.reject_detail,
+    )
+    session.add(image)
+    session.flush()
+    return image
+
+
+def record_conflict(
+    *, session: Session, image: FaceImage, claimed_identity_id: int, source_uri: str
+) -> bool:
+    """Record that ``image``'s bytes were also claimed for another identity; False if known."""
+    known = session.scalars(
+        select(ImageConflict).where(
+            ImageConflict.face_image_id == image.id,
+            ImageConflict.claimed_identity_id == claimed_identity_id,
+        )
+    ).one_or_none()
+    if known is not None:
+        return False
+    session.add(
+        ImageConflict(
+            face_image_id=image.id, claimed_identity_id=claimed_identity_id, source_uri=source_uri
+        )
+    )
+    session.flush()
+    return True
+
+
+def images_of_identity(*, session: Session, identity_id: int) -> list[FaceImage]:
+    stmt = select(FaceImage).where(FaceImage.identity_id == identity_id).order_by(FaceImage.id)
+    return list(session.scalars(stmt))
+
+
+def conflicted_image_ids(*, session: Session) -> set[int]:
+    return set(session.scalars(select(ImageConflict.face_image_id).distinct()))
+
+
+def accepted_images(*, session: Session) -> list[tuple[int, str, int]]:
+    """(face_image_id, source_uri, identity_id) of every accepted gallery image, by id.
+
+    Images whose bytes are claimed by two identities are left out: they would vote for both.
+    """
+    conflicted = select(ImageConflict.face_image_id)
+    stmt = (
+        select(FaceImage.id, FaceImage.source_uri, FaceImage.identity_id)
+        .where(
+            FaceImage.status == "accepted",
+            FaceImage.identity_id.is_not(None),
+            FaceImage.id.not_in(conflicted),
+        )
+        .order_by(FaceImage.id)
+    )
+    return [(int(i), str(u), int(p)) for i, u, p in session.execute(stmt)]
+
+
+def status_counts(*, session: Session) -> Counter[str]:
+    stmt = select(FaceImage.status, func.count()).group_by(FaceImage.status)
+    return Counter({s: int(n) for s, n in session.execute(stmt)})
+
+
+def reject_reason_counts(*, session: Session) -> Counter[str]:
+    stmt = (
+        select(FaceImage.reject_reason, func.count())
+        .where(FaceImage.status == "rejected")
+        .group_by(FaceImage.reject_reason)
+    )
+    return Counter({str(r): int(n) for r, n in session.execute(stmt)})

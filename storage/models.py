@@ -1,0 +1,197 @@
+"""SQLAlchemy 2 models: the schema every flow writes to.
+
+The schema changes only through Alembic (``alembic/versions``); ``alembic check`` in the tests
+keeps these models and the migrations in agreement.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Deterministic constraint names, so migrations can drop and alter them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+IMAGE_STATUSES = ("accepted", "rejected")
+INDEX_STATUSES = ("building", "published", "retired")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Identity(Base):
+    """A person, known by a unique external name (exactly as given: accents, CJK, quotes...)."""
+
+    __tablename__ = "identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), unique=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    images: Mapped[list[FaceImage]] = relationship(back_populates="identity")
+
+
+class FaceImage(Base):
+    """One imported file. The same bytes (sha256) give one row, whatever path they came from.
+
+    Files that could not be read at all (missing, outside the root) have no sha256; they are
+    recorded by source so that a re-run of the same import adds nothing.
+    """
+
+    __tablename__ = "face_image"
+    __table_args__ = (
+        CheckConstraint("status IN ('accepted', 'rejected')", name="status"),
+        CheckConstraint(
+            "(status = 'accepted' AND reject_reason IS NULL AND sha256 IS NOT NULL) "
+            "OR (status = 'rejected' AND reject_reason IS NOT NULL)",
+            name="reason_matches_status",
+        ),
+        Index("ix_face_image_source_uri", "source_uri"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("identity.id", ondelete="CASCADE"), index=True
+    )
+    source_uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    mode: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    reject_reason: Mapped[str | None] = mapped_column(String(64))
+    reject_detail: Mapped[str | None] = mapped_column(Text)
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    identity: Mapped[Identity | None] = relationship(back_populates="images")
+
+
+class ImageConflict(Base):
+    """The same bytes claimed for a second identity: recorded, never merged."""
+
+    __tablename__ = "image_conflict"
+    __table_args__ = (UniqueConstraint("face_image_id", "claimed_identity_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    face_image_id: Mapped[int] = mapped_column(
+        ForeignKey("face_image.id", ondelete="CASCADE"), index=True
+    )
+    claimed_identity_id: Mapped[int] = mapped_column(
+        ForeignKey("identity.id", ondelete="CASCADE"), index=True
+    )
+    source_uri: Mapped[str] = mapped_column(Text)
+    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelVersion(Base):
+    """A trained encoder: its configuration, checkpoint and validation figures."""
+
+    __tablename__ = "model_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    architecture: Mapped[str] = mapped_column(String(32))
+    config: Mapped[dict[str, Any]]
+    checkpoint_path: Mapped[str] = mapped_column(Text)
+    checkpoint_sha256: Mapped[str] = mapped_column(String(64))
+    embedding_dim: Mapped[int]
+    distance: Mapped[str] = mapped_column(String(16))
+    margin: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Embedding(Base):
+    """Where the vector of one image under one model lives (a ref into the vector store)."""
+
+    __tablename__ = "embedding"
+    __table_args__ = (UniqueConstraint("face_image_id", "model_version_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    face_image_id: Mapped[int] = mapped_column(
+        ForeignKey("face_image.id", ondelete="CASCADE"), index=True
+    )
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_version.id", ondelete="CASCADE"), index=True
+    )
+    vector_ref: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IndexVersion(Base):
+    """A FAISS index file built for one model version; at most one published per model."""
+
+    __tablename__ = "index_version"
+    __table_args__ = (
+        CheckConstraint("status IN ('building', 'published', 'retired')", name="status"),
+        Index(
+            "uq_index_version_one_published",
+            "model_version_id",
+            unique=True,
+            sqlite_where=text("status = 'published'"),
+            postgresql_where=text("status = 'published'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_version.id", ondelete="CASCADE"), index=True
+    )
+    factory: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    vector_count: Mapped[int] = mapped_column(default=0)
+    status: Mapped[str] = mapped_column(String(16), default="building")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EvaluationRun(Base):
+    """One open-set evaluation: its protocol, figures and where the report is."""
+
+    __tablename__ = "evaluation_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_version.id", ondelete="SET NULL"), index=True
+    )
+    index_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("index_version.id", ondelete="SET NULL"), index=True
+    )
+    protocol: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]]
+    report_path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

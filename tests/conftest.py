@@ -1,0 +1,73 @@
+"""Shared fixtures. Thread counts are pinned: on a shared 2-core machine torch with 2 threads
+can run 20x slower than with 1 when another process is busy."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+try:
+    import faiss  # noqa: E402
+
+    faiss.omp_set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
+ATT_FACES = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "att_faces"
+
+
+@pytest.fixture
+def att_faces() -> Path:
+    """The AT&T faces beside the repo; the test skips cleanly when ../shared is absent."""
+    if not (ATT_FACES / "s1").is_dir():
+        pytest.skip(f"AT&T faces not found at {ATT_FACES}")
+    return ATT_FACES
+
+
+@pytest.fixture
+def siamid_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway SIAMID_HOME with the default embedded SQLite database."""
+    home = tmp_path / "siamid-home"
+    monkeypatch.setenv("SIAMID_HOME", str(home))
+    monkeypatch.delenv("SIAMID_DATABASE_URL", raising=False)
+    return home
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards.
+
+    Locally the test skips when SIAMID_TEST_POSTGRES_URL is unset; under CI=true that is a
+    failure, since .ci/run starts PostgreSQL and exports the URL.
+    """
+    admin_url = os.environ.get("SIAMID_TEST_POSTGRES_URL")
+    if not admin_url:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but SIAMID_TEST_POSTGRES_URL is not set; .ci/run must export it")
+        pytest.skip("SIAMID_TEST_POSTGRES_URL is not set")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"siamid_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
