@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -281,6 +282,77 @@ def data_synth(
     typer.echo(f"wrote {len(files)} images of {identities} identities to {out}")
     if as_json:
         emit_json({"out": str(out), "images": len(files), "identities": identities, "seed": seed})
+
+
+# ---------------------------------------------------------------- train
+
+
+class ArchChoice(str, Enum):
+    siamese = "siamese"
+    pseudo = "pseudo"
+    two_channel = "two-channel"
+
+
+class LossChoice(str, Enum):
+    hadsell = "hadsell"
+    chopra = "chopra"
+    bce = "bce"
+
+
+class DistanceChoice(str, Enum):
+    l2 = "l2"
+    l1 = "l1"
+    cosine = "cosine"
+
+
+class PresetChoice(str, Enum):
+    default = "default"
+    chopra2005 = "chopra2005"
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path | None, typer.Option(
+        help="ImageFolder to import and train on; default: the gallery in the database.")] = None,
+    arch: Annotated[ArchChoice, typer.Option(help="Pair network.")] = ArchChoice.siamese,
+    loss: Annotated[LossChoice | None, typer.Option(
+        help="hadsell (2006 eq. 4) or chopra (2005 eq. 8); bce for two-channel.")] = None,
+    distance: Annotated[DistanceChoice, typer.Option(help="Embedding distance.")]
+    = DistanceChoice.l2,
+    margin: Annotated[float | None, typer.Option(
+        help="Contrastive margin m (or Chopra's Q); default from the training config.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Maximum epochs.")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds split, weights, sampling, augmentation.")] = 0,
+    preset: Annotated[PresetChoice, typer.Option(help="Encoder network.")]
+    = PresetChoice.default,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a Siamese encoder with the contrastive loss and register a model version."""
+    from pipelines.settings import prefect_defaults
+    from pipelines.train import build_configs, train_flow
+
+    options = dict(arch=arch.value, loss=loss.value if loss else None, distance=distance.value,
+                   margin=margin, epochs=epochs, seed=seed, preset=preset.value)
+    try:
+        build_configs(**options)  # refuse bad combinations before Prefect starts
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if data is not None and not data.is_dir():
+        raise CliError(f"--data {data} is not a folder laid out as PATH/<identity>/<image>")
+    runtime()  # create and migrate the database up front
+    prefect_defaults()
+    out = train_flow(data=str(data) if data else None, **options)
+    v = out["validation"]
+    eer = "n/a" if v["eer"] is None else f"{100 * v['eer']:.2f}%"
+    typer.echo(
+        f"model version {out['model_version']} (id {out['model_version_id']}): validation EER "
+        f"{eer} on {len(v['val_identities'])} unseen people, best epoch {v['best_epoch']}/"
+        f"{v['epochs_run']}, {v['seconds']:.0f} s"
+    )
+    if as_json:
+        emit_json({"model_version": out["model_version"],
+                   "model_version_id": out["model_version_id"],
+                   "checkpoint": out["checkpoint"], "validation": v})
 
 
 if __name__ == "__main__":

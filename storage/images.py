@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from storage.models import FaceImage, ImageConflict
+from storage.models import FaceImage, Identity, ImageConflict
 
 
 @dataclass(frozen=True)
@@ -86,22 +86,25 @@ def conflicted_image_ids(*, session: Session) -> set[int]:
     return set(session.scalars(select(ImageConflict.face_image_id).distinct()))
 
 
-def accepted_images(*, session: Session) -> list[tuple[int, str, int]]:
-    """(face_image_id, source_uri, identity_id) of every accepted gallery image, by id.
-
-    Images whose bytes are claimed by two identities are left out: they would vote for both.
-    """
-    conflicted = select(ImageConflict.face_image_id)
-    stmt = (
-        select(FaceImage.id, FaceImage.source_uri, FaceImage.identity_id)
-        .where(
-            FaceImage.status == "accepted",
-            FaceImage.identity_id.is_not(None),
-            FaceImage.id.not_in(conflicted),
-        )
-        .order_by(FaceImage.id)
+def live_image_ids() -> Select[tuple[int]]:
+    """Accepted gallery images with one identity; conflicted bytes are left out (they would
+    vote for two people)."""
+    return select(FaceImage.id).where(
+        FaceImage.status == "accepted",
+        FaceImage.identity_id.is_not(None),
+        FaceImage.id.not_in(select(ImageConflict.face_image_id)),
     )
-    return [(int(i), str(u), int(p)) for i, u, p in session.execute(stmt)]
+
+
+def labelled_images(*, session: Session) -> list[tuple[int, str, str]]:
+    """(face_image_id, source_uri, identity name) of every live gallery image."""
+    stmt = (
+        select(FaceImage.id, FaceImage.source_uri, Identity.name)
+        .join(Identity, FaceImage.identity_id == Identity.id)
+        .where(FaceImage.id.in_(live_image_ids()))
+        .order_by(Identity.name, FaceImage.id)
+    )
+    return [(int(i), str(u), str(n)) for i, u, n in session.execute(stmt)]
 
 
 def status_counts(*, session: Session) -> Counter[str]:

@@ -195,3 +195,32 @@ class EvaluationRun(Base):
     metrics: Mapped[dict[str, Any]]
     report_path: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Calibration(Base):
+    """A reject threshold calibrated on non-mated searches at a target FPIR.
+
+    Stored with the model and index version it was measured on; the gallery size at the time lets
+    ``identify`` warn when the gallery has grown a lot since (FPIR grows with gallery size).
+    """
+
+    __tablename__ = "calibration"
+    __table_args__ = (
+        CheckConstraint("target_fpir > 0 AND target_fpir < 1", name="target_fpir_range"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_version.id", ondelete="CASCADE"), index=True
+    )
+    index_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("index_version.id", ondelete="SET NULL"), index=True
+    )
+    target_fpir: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    realised_fpir: Mapped[float] = mapped_column(Float)
+    nonmated_searches: Mapped[int]
+    gallery_identities: Mapped[int]
+    gallery_images: Mapped[int]
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -13,7 +13,7 @@ from storage.db import make_engine
 
 TABLES = {
     "identity", "face_image", "image_conflict", "model_version", "embedding", "index_version",
-    "evaluation_run",
+    "evaluation_run", "calibration",
 }
 
 

@@ -1,0 +1,78 @@
+"""Which images have vectors under which model, and where the vectors live. Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from storage.images import live_image_ids
+from storage.models import Embedding, FaceImage
+
+
+def images_to_embed(*, session: Session, model_version_id: int) -> list[tuple[int, str, str]]:
+    """(face_image_id, source_uri, sha256) of live images with no vector under this model."""
+    has_vector = select(Embedding.face_image_id).where(
+        Embedding.model_version_id == model_version_id
+    )
+    stmt = (
+        select(FaceImage.id, FaceImage.source_uri, FaceImage.sha256)
+        .where(FaceImage.id.in_(live_image_ids()), FaceImage.id.not_in(has_vector))
+        .order_by(FaceImage.id)
+    )
+    return [(int(i), str(u), str(h)) for i, u, h in session.execute(stmt)]
+
+
+def count_live_images(*, session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(live_image_ids().subquery())) or 0)
+
+
+def add_embeddings(
+    *, session: Session, model_version_id: int, rows: Sequence[tuple[int, str]]
+) -> None:
+    """Record (face_image_id, vector_ref) pairs; the unique key makes a double insert fail."""
+    session.add_all(
+        Embedding(face_image_id=fid, model_version_id=model_version_id, vector_ref=ref)
+        for fid, ref in rows
+    )
+    session.flush()
+
+
+def live_embeddings(*, session: Session, model_version_id: int) -> list[tuple[int, str]]:
+    """(face_image_id, vector_ref) of every live image embedded under this model, by id."""
+    stmt = (
+        select(Embedding.face_image_id, Embedding.vector_ref)
+        .where(
+            Embedding.model_version_id == model_version_id,
+            Embedding.face_image_id.in_(live_image_ids()),
+        )
+        .order_by(Embedding.face_image_id)
+    )
+    return [(int(i), str(r)) for i, r in session.execute(stmt)]
+
+
+def referenced_shards(*, session: Session, model_version_id: int) -> set[str]:
+    """Shard names that SQL points at (vector refs look like ``<shard>#<row>``)."""
+    refs = session.scalars(
+        select(Embedding.vector_ref).where(Embedding.model_version_id == model_version_id)
+    )
+    return {ref.split("#", 1)[0] for ref in refs}
+
+
+def delete_embeddings_of_model(*, session: Session, model_version_id: int) -> int:
+    result = session.execute(
+        delete(Embedding).where(Embedding.model_version_id == model_version_id)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def image_identities(*, session: Session, face_image_ids: Sequence[int]) -> dict[int, int]:
+    """face_image_id -> identity_id for these ids, by primary key (no table scan)."""
+    if not face_image_ids:
+        return {}
+    stmt = select(FaceImage.id, FaceImage.identity_id).where(
+        FaceImage.id.in_(set(int(i) for i in face_image_ids)),
+        FaceImage.identity_id.is_not(None),
+    )
+    return {int(i): int(p) for i, p in session.execute(stmt)}
