@@ -266,6 +266,8 @@ def data_synth(
     per_identity: Annotated[int, typer.Option(min=1, help="Images per person.")] = 10,
     seed: Annotated[int, typer.Option(help="Same seed -> byte-identical files.")] = 0,
     size: Annotated[str, typer.Option(help="Image size WxH.")] = "92x112",
+    first_identity: Annotated[int, typer.Option(
+        min=0, help="Index of the first person: blocks of people that never overlap.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a seeded synthetic face gallery (an ImageFolder)."""
@@ -278,7 +280,7 @@ def data_synth(
     if w < 16 or h < 16:
         raise CliError(f"--size {size} is too small; use at least 16x16")
     files = generate_gallery(out, identities=identities, per_identity=per_identity, seed=seed,
-                             size=(w, h))
+                             size=(w, h), first_identity=first_identity)
     typer.echo(f"wrote {len(files)} images of {identities} identities to {out}")
     if as_json:
         emit_json({"out": str(out), "images": len(files), "identities": identities, "seed": seed})
@@ -353,6 +355,233 @@ def train_cmd(
         emit_json({"model_version": out["model_version"],
                    "model_version_id": out["model_version_id"],
                    "checkpoint": out["checkpoint"], "validation": v})
+
+
+# ---------------------------------------------------------------- models and index
+
+
+@app.command("models")
+def models_cmd(as_json: JsonOpt = False) -> None:
+    """List registered model versions with their validation EER."""
+    from storage.registry import list_model_versions
+
+    rt = runtime()
+    with rt.sessions() as s:
+        rows = [
+            {"id": m.id, "name": m.name, "architecture": m.architecture, "distance": m.distance,
+             "margin": m.margin, "embedding_dim": m.embedding_dim,
+             "eer": (m.metrics.get("validation") or {}).get("eer"),
+             "created_at": m.created_at.isoformat()}
+            for m in list_model_versions(session=s)
+        ]
+    for r in rows:
+        eer = "n/a" if r["eer"] is None else f"{100 * r['eer']:.2f}%"
+        typer.echo(f"[{r['id']}] {r['name']}  {r['architecture']} {r['distance']} "
+                   f"dim={r['embedding_dim']} val EER {eer}")
+    if as_json:
+        emit_json({"models": rows})
+
+
+@app.command("embed")
+def embed_cmd(
+    model: Annotated[str | None, typer.Option(
+        help="Model version (name or id); default: the newest one.")] = None,
+    factory: Annotated[str | None, typer.Option(
+        help="FAISS index_factory string; default: chosen from the gallery size.")] = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="Re-embed every image and rebuild the index from scratch.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 256,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader decode processes.")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Embed images lacking a vector, drop removed ones, publish a new index version."""
+    from pipelines.embed import embed_flow
+    from pipelines.settings import prefect_defaults
+
+    runtime()
+    prefect_defaults()
+    out = embed_flow(model=model, factory=factory, full=full, batch_size=batch_size,
+                     workers=workers)
+    for f in out["failed_images"][:20]:
+        typer.echo(f"could not embed {f['source']}: {f['reason']}", err=True)
+    state = "published" if out["published"] else "unchanged"
+    typer.echo(
+        f"model {out['model_version']}: embedded {out['embedded']}, skipped {out['skipped']}, "
+        f"failed {out['failed']}, removed {out['removed']}; index version "
+        f"{out['index_version']} {state} ({out['factory']}, {out['vectors']} vectors)"
+    )
+    if as_json:
+        out.pop("failed_images")
+        emit_json(out)
+
+
+@app.command("doctor")
+def doctor_cmd(
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Rebuild the index from the vector store and publish it.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check that the published index and SQL agree; exit 1 on any disagreement."""
+    from pipelines import doctor
+
+    rt = runtime()
+    repaired = None
+    if repair:
+        repaired = doctor.repair(rt)
+        typer.echo(f"rebuilt index version {repaired['index_version']} "
+                   f"({repaired['vectors']} vectors) from the vector store")
+    report = doctor.diagnose(rt)
+    for p in report.problems:
+        typer.echo(f"problem: {p}")
+    if report.ok:
+        typer.echo(f"ok: index version {report.index_version} agrees with SQL "
+                   f"({report.counts.get('index_vectors', 0)} vectors)")
+    if as_json:
+        emit_json({**report.as_dict(), "repaired": repaired})
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("serve")
+def serve_cmd(
+    cron: Annotated[str, typer.Option(help="When to re-embed (cron, server time zone).")]
+    = "0 3 * * *",
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "siamid-embed",
+) -> None:
+    """Serve the embed flow as a Prefect deployment on a cron schedule (needs a Prefect server)."""
+    from pipelines.schedule import serve_embed
+
+    serve_embed(cron=cron, name=name)
+
+
+# ---------------------------------------------------------------- identification
+
+
+class TemplateChoice(str, Enum):
+    best = "best"
+    mean = "mean"
+
+
+@app.command("identify")
+def identify_cmd(
+    target: Annotated[Path | None, typer.Argument(help="A probe image or a folder of them.")]
+    = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV with a `path` column.")] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Candidate identities to return.")] = 5,
+    threshold: Annotated[float | None, typer.Option(
+        help="Accept distance; default: the calibrated one, else margin/2.")] = None,
+    template: Annotated[TemplateChoice, typer.Option(
+        help="Score identities by their best image or their mean template.")]
+    = TemplateChoice.best,
+    out: Annotated[Path | None, typer.Option(help="Write results to .parquet or .csv.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per probe.")] = False,
+) -> None:
+    """Identify probes against the published index: a match within the threshold, or unknown."""
+    from pipelines.gallery import read_manifest
+    from pipelines.identify import Identifier, probe_files
+
+    if (target is None) == (manifest is None):
+        raise CliError("give a probe IMAGE or DIR, or --manifest FILE.csv (one of them)")
+    if target is not None:
+        if not target.exists():
+            raise CliError(f"{target} does not exist")
+        paths = probe_files(target)
+    else:
+        paths = [it.path for it in read_manifest(manifest, allow_outside=True)]  # type: ignore[arg-type]
+    if not paths:
+        raise CliError(f"no image files found in {target or manifest}")
+    rt = runtime()
+    ident = Identifier(rt, threshold=threshold, top_k=top_k, template=template.value)
+    decisions = ident.identify(paths)
+    for d in decisions:
+        if as_json:
+            emit_json(d.as_dict())
+        elif d.decision == "error":
+            typer.echo(f"{d.probe}: error: {d.error}")
+        else:
+            who = d.identity if d.decision == "match" else "unknown"
+            dist = "n/a" if d.distance is None else f"{d.distance:.4f}"
+            typer.echo(f"{d.probe}: {who} (best distance {dist}, threshold {d.threshold:.4f})")
+    if out is not None:
+        _write_table([d.as_dict() for d in decisions], out)
+
+
+def _write_table(rows: list[dict[str, Any]], out: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame["candidates"] = [json.dumps(r["candidates"], ensure_ascii=False) for r in rows]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        frame.to_csv(out, index=False)
+    elif out.suffix.lower() == ".parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        raise CliError(f"--out {out}: use a .parquet or .csv file name")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    data: Annotated[Path, typer.Option(
+        help="ImageFolder of people who are NOT enrolled (non-mated searches).")],
+    target_fpir: Annotated[float, typer.Option(
+        help="Target false-positive identification rate.")] = 0.01,
+    as_json: JsonOpt = False,
+) -> None:
+    """Calibrate the reject threshold at a target FPIR and store it with the model and index."""
+    from pipelines.identify import calibrate
+
+    rt = runtime()
+    res = calibrate(rt, data, target_fpir)
+    typer.echo(
+        f"threshold {res['threshold']:.4f} at target FPIR {target_fpir:g} (realised "
+        f"{res['realised_fpir']:.4f} on {res['nonmated_searches']} non-mated searches); stored "
+        f"for model {res['model_version']}, index version {res['index_version']}"
+    )
+    if as_json:
+        emit_json(res)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    data: Annotated[Path, typer.Option(help="ImageFolder PATH/<person>/<image> to evaluate on.")],
+    report: Annotated[Path, typer.Option(help="Folder for metrics.json, probes.*, report.html.")],
+    folds: Annotated[int, typer.Option(min=1, help="Repetitions with re-drawn splits.")] = 3,
+    train_fraction: Annotated[float, typer.Option(help="Share of people that train.")] = 0.5,
+    known_fraction: Annotated[float, typer.Option(
+        help="Share of the other people enrolled; the rest are unknown.")] = 0.5,
+    enroll: Annotated[int, typer.Option(min=1, help="Images enrolled per known person.")] = 5,
+    target_fpir: Annotated[float, typer.Option(help="FPIR the threshold is set for.")] = 0.01,
+    seed: Annotated[int, typer.Option(help="Seeds the splits and training.")] = 0,
+    model: Annotated[str | None, typer.Option(
+        help="Evaluate this model version instead of training one per fold.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs per fold.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Identity-disjoint open-set evaluation: DIR/FPIR, FNIR, rank-1/CMC, DET; HTML report."""
+    from pipelines.evaluate import Protocol, evaluate_flow
+    from pipelines.settings import prefect_defaults
+
+    if not data.is_dir():
+        raise CliError(f"--data {data} is not a folder laid out as PATH/<person>/<image>")
+    protocol = Protocol(data=str(data.resolve()), folds=folds, train_fraction=train_fraction,
+                        known_fraction=known_fraction, enroll=enroll, target_fpir=target_fpir,
+                        seed=seed, model=model, epochs=epochs)
+    runtime()
+    prefect_defaults()
+    out = evaluate_flow(protocol, str(report))
+    m = out["metrics"]
+    typer.echo(
+        f"rank-1 {m['rank1']:.3f}  DIR@FPIR=1% {m['dir_at_fpir']['0.01']:.3f}  "
+        f"EER {100 * m['eer']:.2f}%  threshold {m['threshold']:.4f}  realised FPIR "
+        f"{m['realised_fpir']:.3f} (target {m['target_fpir']:g})  FNIR {m['realised_fnir']:.3f}")
+    typer.echo(f"report: {out['report']}")
+    if as_json:
+        emit_json({"evaluation_run": out["evaluation_run"], "report": out["report"],
+                   **{k: v for k, v in m.items() if k not in ("folds", "protocol")}})
 
 
 if __name__ == "__main__":

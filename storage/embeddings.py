@@ -76,3 +76,32 @@ def image_identities(*, session: Session, face_image_ids: Sequence[int]) -> dict
         FaceImage.identity_id.is_not(None),
     )
     return {int(i): int(p) for i, p in session.execute(stmt)}
+
+
+def count_live_identities(*, session: Session) -> int:
+    stmt = select(func.count(func.distinct(FaceImage.identity_id))).where(
+        FaceImage.id.in_(live_image_ids())
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def identity_vector_refs(
+    *, session: Session, model_version_id: int, identity_ids: Sequence[int]
+) -> dict[int, list[str]]:
+    """identity_id -> vector refs of its live images under this model (for mean templates)."""
+    if not identity_ids:
+        return {}
+    stmt = (
+        select(FaceImage.identity_id, Embedding.vector_ref)
+        .join(Embedding, Embedding.face_image_id == FaceImage.id)
+        .where(
+            Embedding.model_version_id == model_version_id,
+            FaceImage.identity_id.in_(set(int(i) for i in identity_ids)),
+            FaceImage.id.in_(live_image_ids()),
+        )
+        .order_by(FaceImage.id)
+    )
+    out: dict[int, list[str]] = {}
+    for ident, ref in session.execute(stmt):
+        out.setdefault(int(ident), []).append(str(ref))
+    return out

@@ -1,0 +1,401 @@
+"""The ``evaluate`` flow: an identity-disjoint open-set protocol, NIST metrics, an HTML report.
+
+Per fold (seeded), the people of the data set are split into:
+- **train**: they train the fold's encoder (unless ``--model`` is given, in which case the
+  model's own training and validation people are excluded from evaluation);
+- **known**: enrolled with K images each; their other images are mated probes;
+- **unknown, calibration half**: non-mated searches that set the threshold at the target FPIR;
+- **unknown, test half**: non-mated test searches, never seen by calibration.
+So no person used for training appears in evaluation, and the threshold is calibrated on people
+separate from the test probes. Figures are averaged over folds with their spread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from pipelines.errors import SiamidError
+from pipelines.runtime import Runtime, open_runtime
+from pipelines.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+FPIR_TARGETS = (0.001, 0.01, 0.1)
+FAR_TARGETS = (0.001, 0.01)
+
+
+class EvaluationError(SiamidError):
+    """A data set or protocol that cannot be evaluated as asked."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    data: str
+    folds: int = 3
+    train_fraction: float = 0.5
+    known_fraction: float = 0.5
+    enroll: int = 5
+    target_fpir: float = 0.01
+    seed: int = 0
+    model: str | None = None
+    epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.folds < 1:
+            raise EvaluationError(f"--folds must be at least 1, got {self.folds}")
+        for name in ("train_fraction", "known_fraction"):
+            v = getattr(self, name)
+            if not 0.0 < v < 1.0:
+                raise EvaluationError(f"--{name.replace('_', '-')} must be in (0, 1), got {v}")
+        if self.enroll < 1:
+            raise EvaluationError(f"--enroll must be at least 1, got {self.enroll}")
+        if not 0.0 < self.target_fpir < 1.0:
+            raise EvaluationError(f"--target-fpir must be in (0, 1), got {self.target_fpir}")
+
+
+@dataclass
+class Split:
+    train: list[str]
+    known: list[str]
+    calib_unknown: list[str]
+    test_unknown: list[str]
+
+
+@dataclass
+class FoldScores:
+    """Everything measured in one fold (distances, lower = more similar)."""
+
+    fold: int
+    model_version: str | None
+    split: Split
+    genuine: np.ndarray
+    impostor: np.ndarray
+    mated_dist: np.ndarray
+    mated_rank: np.ndarray
+    mated_ids: list[str]
+    calib_nonmated: np.ndarray
+    test_nonmated: np.ndarray
+    test_nonmated_ids: list[str]
+    test_probe_rows: list[dict[str, Any]]
+    threshold: float
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ data and splits
+
+
+def load_dataset(data: Path) -> tuple[list[str], list[str]]:
+    """(paths, identity names) of the readable images of an ImageFolder, sorted."""
+    from pipelines.gallery import scan_image_folder
+
+    items = [it for it in scan_image_folder(data) if it.precheck is None]
+    if not items:
+        raise EvaluationError(f"{data} has no images; give PATH/<person>/<image>")
+    return [str(it.path) for it in items], [str(it.identity) for it in items]
+
+
+def split_people(people: list[str], protocol: Protocol, fold: int,
+                 exclude: set[str] | None = None) -> Split:
+    """A seeded, identity-disjoint split of the people for one fold."""
+    rng = np.random.default_rng([protocol.seed, fold])
+    pool = sorted(set(people) - (exclude or set()))
+    order = [pool[i] for i in rng.permutation(len(pool))]
+    n_train = 0 if protocol.model else int(round(protocol.train_fraction * len(order)))
+    train, rest = order[:n_train], order[n_train:]
+    n_known = int(round(protocol.known_fraction * len(rest)))
+    known, unknown = rest[:n_known], rest[n_known:]
+    half = len(unknown) // 2
+    split = Split(sorted(train), sorted(known), sorted(unknown[:half]), sorted(unknown[half:]))
+    if not protocol.model and len(split.train) < 4:
+        raise EvaluationError(f"only {len(split.train)} training people; need at least 4")
+    if len(split.known) < 2 or len(split.calib_unknown) < 1 or len(split.test_unknown) < 1:
+        raise EvaluationError(
+            f"too few people to evaluate: {len(split.known)} known, {len(split.calib_unknown)} "
+            f"calibration unknowns, {len(split.test_unknown)} test unknowns from "
+            f"{len(pool)} people; give a data set with more people")
+    return split
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def score_fold(
+    vectors: np.ndarray, names: list[str], paths: list[str], split: Split, protocol: Protocol,
+    distance: str, fold: int, model_version: str | None,
+) -> FoldScores:
+    """Enrol the known people, search every probe, calibrate, and measure the test."""
+    from index.vector_index import VectorIndex
+    from pipelines.report import ReportData, summary_figures
+    from siamese.distances import pairwise_distances
+    from siamese.openset import (
+        nonmated_best_from_candidates,
+        ranks_from_candidates,
+        threshold_at_fpir,
+    )
+
+    rng = np.random.default_rng([protocol.seed, fold, 7])
+    names_arr = np.asarray(names, dtype=object)
+    gallery_rows: list[int] = []
+    mated_rows: list[int] = []
+    for person in split.known:
+        rows = np.flatnonzero(names_arr == person)
+        if rows.size < 2:
+            continue  # a person with one image has nothing left to probe with
+        chosen = rng.permutation(rows)
+        k = min(protocol.enroll, rows.size - 1)
+        gallery_rows.extend(chosen[:k].tolist())
+        mated_rows.extend(chosen[k:].tolist())
+    calib_rows = np.flatnonzero(np.isin(names_arr, split.calib_unknown)).tolist()
+    test_rows = np.flatnonzero(np.isin(names_arr, split.test_unknown)).tolist()
+    if not gallery_rows or not mated_rows:
+        raise EvaluationError("no known person has 2 or more images to enrol and probe")
+
+    index = VectorIndex.create("Flat", vectors.shape[1], distance)
+    index.add(vectors[gallery_rows], np.asarray(gallery_rows, dtype=np.int64))
+    k = index.ntotal  # exact and complete candidate lists: every enrolled template
+
+    def candidates(rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        if not rows:
+            return np.zeros((0, k)), np.zeros((0, k), dtype=object)
+        dist, ids = index.search(vectors[rows], k)
+        who = np.where(ids >= 0, names_arr[np.clip(ids, 0, None)], None)
+        return dist.astype(np.float64), who
+
+    m_dist, m_ids = candidates(mated_rows)
+    mated_dist, mated_rank = ranks_from_candidates(
+        m_dist, m_ids, names_arr[mated_rows], pad_id=None)
+    c_dist, c_ids = candidates(calib_rows)
+    calib_best, _ = nonmated_best_from_candidates(c_dist, c_ids, pad_id=None)
+    t_dist, t_ids = candidates(test_rows)
+    test_best, test_best_ids = nonmated_best_from_candidates(t_dist, t_ids, pad_id=None)
+    threshold = threshold_at_fpir(protocol.target_fpir, calib_best)
+    if not math.isfinite(threshold):
+        threshold = float(np.max(calib_best))
+
+    eval_rows = sorted(set(gallery_rows) | set(mated_rows) | set(test_rows))
+    d = pairwise_distances(vectors[eval_rows], vectors[eval_rows], distance)
+    same = names_arr[eval_rows][:, None] == names_arr[eval_rows][None, :]
+    upper = np.triu(np.ones_like(same, dtype=bool), k=1)
+    genuine, impostor = d[same & upper].astype(np.float64), d[~same & upper].astype(np.float64)
+
+    data = ReportData(genuine=genuine, impostor=impostor, mated_dist=mated_dist,
+                      mated_rank=mated_rank, nonmated_best=test_best, threshold=threshold,
+                      target_fpir=protocol.target_fpir)
+    figures = summary_figures(data, FPIR_TARGETS, FAR_TARGETS)
+
+    probe_rows = []
+    for kind, rows, dist_m, who in (("mated", mated_rows, m_dist, m_ids),
+                                    ("nonmated", test_rows, t_dist, t_ids)):
+        for j, r in enumerate(rows):
+            best = float(dist_m[j][0]) if dist_m.shape[1] else math.inf
+            top = who[j][0] if dist_m.shape[1] else None
+            probe_rows.append({
+                "fold": fold, "probe": paths[r], "true_identity": names[r], "kind": kind,
+                "best_identity": top, "best_distance": best, "threshold": threshold,
+                "decision": "match" if best <= threshold else "unknown",
+                "correct": (best <= threshold and top == names[r]) if kind == "mated"
+                else best > threshold,
+            })
+    return FoldScores(
+        fold=fold, model_version=model_version, split=split, genuine=genuine,
+        impostor=impostor, mated_dist=mated_dist, mated_rank=mated_rank,
+        mated_ids=[names[r] for r in mated_rows], calib_nonmated=calib_best,
+        test_nonmated=test_best, test_nonmated_ids=[str(x) for x in test_best_ids],
+        test_probe_rows=probe_rows, threshold=float(threshold), figures=figures,
+    )
+
+
+def summarise(folds: list[FoldScores], protocol: Protocol) -> dict[str, Any]:
+    """metrics.json: means over folds (with std and per-fold values) in the documented keys."""
+    def stat(key: str) -> tuple[float, float]:
+        vals = [f.figures[key] for f in folds if key in f.figures]
+        if not vals:
+            return float("nan"), float("nan")
+        return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+    def pct(t: float) -> str:
+        return f"dir@fpir={100 * t:g}%"
+
+    metrics: dict[str, Any] = {
+        "rank1": stat("rank1")[0],
+        "rank5": stat("rank5")[0],
+        "dir_at_fpir": {str(t): stat(pct(t))[0] for t in FPIR_TARGETS},
+        "eer": stat("eer")[0],
+        "tar_at_far": {str(t): stat(f"tar@far={100 * t:g}%")[0] for t in FAR_TARGETS},
+        "threshold": stat("threshold")[0],
+        "target_fpir": protocol.target_fpir,
+        "realised_fpir": stat("fpir")[0],
+        "realised_fnir": stat("fnir")[0],
+        "std": {
+            "rank1": stat("rank1")[1], "eer": stat("eer")[1],
+            "dir_at_fpir": {str(t): stat(pct(t))[1] for t in FPIR_TARGETS},
+            "realised_fpir": stat("fpir")[1], "realised_fnir": stat("fnir")[1],
+        },
+        "cmc": np.mean([_cmc(f, 10) for f in folds], axis=0).tolist(),
+        "folds": [{"fold": f.fold, "model_version": f.model_version, **f.figures,
+                   "people": {k: len(v) for k, v in asdict(f.split).items()}} for f in folds],
+        "protocol": asdict(protocol),
+    }
+    return metrics
+
+
+def _cmc(f: FoldScores, max_rank: int) -> np.ndarray:
+    from siamese.openset import cmc
+
+    return cmc(f.mated_rank, max_rank)
+
+
+def write_outputs(folds: list[FoldScores], metrics: dict[str, Any], report_dir: Path) -> Path:
+    """metrics.json, per-probe results (Parquet and CSV) and report.html."""
+    import pandas as pd
+
+    from pipelines.report import ReportData, write_report
+    from siamese.openset import per_identity_errors
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    probes = pd.DataFrame([row for f in folds for row in f.test_probe_rows])
+    probes.to_parquet(report_dir / "probes.parquet", index=False)
+    probes.to_csv(report_dir / "probes.csv", index=False)
+
+    cat = np.concatenate
+    thr = float(metrics["threshold"])
+    data = ReportData(
+        genuine=cat([f.genuine for f in folds]), impostor=cat([f.impostor for f in folds]),
+        mated_dist=cat([f.mated_dist for f in folds]), mated_rank=cat([f.mated_rank for f in folds]),
+        nonmated_best=cat([f.test_nonmated for f in folds]), threshold=thr,
+        target_fpir=metrics["target_fpir"], folds=[f.figures for f in folds],
+        per_identity=per_identity_errors(
+            thr, [i for f in folds for i in f.mated_ids], cat([f.mated_dist for f in folds]),
+            cat([f.mated_rank for f in folds]), cat([f.test_nonmated for f in folds]),
+            [i for f in folds for i in f.test_nonmated_ids]),
+        title=f"siamid open-set evaluation: {Path(metrics['protocol']['data']).name}, "
+              f"{len(folds)} fold(s)",
+    )
+    table = {
+        "rank1": metrics["rank1"], "eer": metrics["eer"], "threshold": thr,
+        "target_fpir": metrics["target_fpir"], "fpir": metrics["realised_fpir"],
+        "fnir": metrics["realised_fnir"],
+        **{f"dir@fpir={100 * float(t):g}%": v for t, v in metrics["dir_at_fpir"].items()},
+        "protocol": metrics["protocol"],
+        "note": "curves pool the test scores of every fold; the table gives fold means "
+                "(± std over folds)",
+    }
+    return write_report(report_dir, table, data)
+
+
+# ------------------------------------------------------------------ Prefect
+
+
+@task(cache_policy=NO_CACHE)
+def train_fold(paths: list[str], names: list[str], people: list[str], fold: int, seed: int,
+               epochs: int | None) -> dict[str, Any]:
+    """Train and register the fold's encoder on its training people only."""
+    from pipelines.train import TrainingSet, build_configs, model_name, run_training, sha256_file
+    from storage.registry import NewModelVersion, register_model_version
+
+    rt = open_runtime(Settings())
+    keep = set(people)
+    ts = TrainingSet([p for p, n in zip(paths, names, strict=True) if n in keep],
+                     [n for n in names if n in keep])
+    config, encoder = build_configs(seed=seed + fold, epochs=epochs)
+    from datetime import UTC, datetime
+
+    name = f"eval-{model_name(config, datetime.now(UTC))}"
+    ckpt = rt.settings.checkpoints_dir / f"{name}.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    validation = run_training(ts, config, encoder, ckpt)
+    with rt.sessions.begin() as s:
+        mv = register_model_version(session=s, model=NewModelVersion(
+            name=name, architecture=config.arch,
+            config={"train": config.to_dict(), "encoder": encoder.to_dict()},
+            checkpoint_path=str(ckpt), checkpoint_sha256=sha256_file(ckpt),
+            embedding_dim=encoder.embedding_dim, distance=config.distance, margin=config.margin,
+            metrics={"validation": validation, "purpose": f"evaluate fold {fold}"}))
+        return {"id": mv.id, "name": mv.name}
+
+
+@task(cache_policy=NO_CACHE)
+def embed_dataset(model_ref: str, paths: list[str]) -> tuple[np.ndarray, str]:
+    """Vectors for every image (in memory: evaluation does not touch the gallery's index)."""
+    from pipelines.embed import encode_files, load_encoder, resolve_model
+
+    rt = open_runtime(Settings())
+    model = resolve_model(rt, model_ref)
+    encoder, cfg = load_encoder(model)
+    keys, vectors, errors = encode_files(encoder, cfg, [(i, p, None) for i, p in enumerate(paths)],
+                                         rt.limits, batch_size=128, workers=0)
+    if errors:
+        bad = ", ".join(f"{paths[k]} ({e})" for k, e in list(errors.items())[:3])
+        raise EvaluationError(f"{len(errors)} images could not be embedded, e.g. {bad}")
+    out = np.zeros((len(paths), vectors.shape[1]), np.float32)
+    out[keys] = vectors
+    return out, model.distance
+
+
+@task(cache_policy=NO_CACHE)
+def score(vectors: np.ndarray, names: list[str], paths: list[str], split: Split,
+          protocol: Protocol, distance: str, fold: int, model_version: str | None) -> FoldScores:
+    return score_fold(vectors, names, paths, split, protocol, distance, fold, model_version)
+
+
+@task(cache_policy=NO_CACHE)
+def record_run(metrics: dict[str, Any], report: str, model_ref: str | None) -> int:
+    from storage.evaluations import add_evaluation_run
+    from storage.registry import get_model_version
+
+    rt = open_runtime(Settings())
+    with rt.sessions.begin() as s:
+        mv = get_model_version(session=s, ref=model_ref) if model_ref else None
+        row = add_evaluation_run(
+            session=s, model_version_id=mv.id if mv else None, index_version_id=None,
+            protocol=metrics["protocol"],
+            metrics={k: v for k, v in metrics.items() if k != "protocol"}, report_path=report)
+        return row.id
+
+
+def _excluded_people(rt: Runtime, model_ref: str) -> set[str]:
+    from storage.registry import get_model_version
+
+    with rt.sessions() as s:
+        mv = get_model_version(session=s, ref=model_ref)
+        v = (mv.metrics or {}).get("validation") or {}
+    return set(v.get("train_identities", [])) | set(v.get("val_identities", []))
+
+
+@flow(name="evaluate")
+def evaluate_flow(protocol: Protocol, report_dir: str) -> dict[str, Any]:
+    """Identity-disjoint open-set evaluation over folds; writes the report and a row."""
+    rt = open_runtime(Settings())
+    paths, names = load_dataset(Path(protocol.data))
+    exclude = _excluded_people(rt, protocol.model) if protocol.model else set()
+    folds: list[FoldScores] = []
+    for fold in range(protocol.folds):
+        split = split_people(names, protocol, fold, exclude)
+        if protocol.model:
+            model_ref, model_name_ = protocol.model, protocol.model
+        else:
+            trained = train_fold(paths, names, split.train, fold, protocol.seed, protocol.epochs)
+            model_ref, model_name_ = str(trained["id"]), trained["name"]
+        vectors, distance = embed_dataset(model_ref, paths)
+        f = score(vectors, names, paths, split, protocol, distance, fold, model_name_)
+        print(f"fold {fold + 1}/{protocol.folds}: rank-1 {f.figures['rank1']:.3f}, "
+              f"DIR@FPIR=1% {f.figures.get('dir@fpir=1%', float('nan')):.3f}, "
+              f"EER {100 * f.figures.get('eer', float('nan')):.2f}%, threshold "
+              f"{f.threshold:.4f}, realised FPIR {f.figures.get('fpir', float('nan')):.3f}",
+              flush=True)
+        folds.append(f)
+    metrics = summarise(folds, protocol)
+    report = write_outputs(folds, metrics, Path(report_dir))
+    first_model = protocol.model or (folds[0].model_version if folds else None)
+    run_id = record_run(metrics, str(report), first_model)
+    return {"evaluation_run": run_id, "report": str(report), "metrics": metrics}
