@@ -584,5 +584,32 @@ def evaluate_cmd(
                    **{k: v for k, v in m.items() if k not in ("folds", "protocol")}})
 
 
+# ---------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo_cmd(
+    data: Annotated[Path | None, typer.Option(
+        help="An ImageFolder of real faces; default: a seeded synthetic set.")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds data, splits and training.")] = 0,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
+    folds: Annotated[int, typer.Option(min=1, help="Evaluation folds.")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the whole chain: data -> import -> train -> embed -> calibrate -> identify -> evaluate."""
+    from pipelines.demo import demo_flow
+    from pipelines.settings import prefect_defaults
+
+    if data is not None and not data.is_dir():
+        raise CliError(f"--data {data} is not a folder laid out as PATH/<person>/<image>")
+    rt = runtime()
+    prefect_defaults()
+    out = demo_flow(str(rt.settings.home_dir), str(data.resolve()) if data else None, seed,
+                    epochs, folds)
+    typer.echo(f"report: {out['evaluate']['report']}")
+    if as_json:
+        emit_json(out)
+
+
 if __name__ == "__main__":
     main()

@@ -365,6 +365,28 @@ def forget_vectors(rt: Runtime, model: ModelRef) -> int:
         return delete_embeddings_of_model(session=s, model_version_id=model.id)
 
 
+def embed_gallery(
+    rt: Runtime, model_ref: str | None = None, *, factory: str | None = None, full: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 1, chunk_size: int = DEFAULT_CHUNK,
+) -> tuple[ModelRef, int, int, list[tuple[int, str, str]], IndexResult]:
+    """The embed flow's steps without Prefect (for scripts, benchmarks and crash tests).
+
+    Returns (model, embedded, skipped, failed, index result).
+    """
+    model = resolve_model(rt, model_ref)
+    load_encoder(model)
+    if full:
+        forget_vectors(rt, model)
+    todo, skipped = pending_images(rt, model)
+    embedded, failed = 0, []
+    for items in chunks(todo, chunk_size):
+        result = embed_images(rt, model, items, batch_size=batch_size, workers=workers)
+        embedded += result.embedded
+        failed.extend(result.failed)
+    index = build_and_publish(rt, model, factory=factory, full=full)
+    return model, embedded, skipped, failed, index
+
+
 # ------------------------------------------------------------------ Prefect
 
 

@@ -300,28 +300,22 @@ def write_outputs(folds: list[FoldScores], metrics: dict[str, Any], report_dir: 
 def train_fold(paths: list[str], names: list[str], people: list[str], fold: int, seed: int,
                epochs: int | None) -> dict[str, Any]:
     """Train and register the fold's encoder on its training people only."""
-    from pipelines.train import TrainingSet, build_configs, model_name, run_training, sha256_file
-    from storage.registry import NewModelVersion, register_model_version
+    from datetime import UTC, datetime
+
+    from pipelines.train import TrainingSet, build_configs, model_name, register_trained, run_training
 
     rt = open_runtime(Settings())
     keep = set(people)
     ts = TrainingSet([p for p, n in zip(paths, names, strict=True) if n in keep],
                      [n for n in names if n in keep])
     config, encoder = build_configs(seed=seed + fold, epochs=epochs)
-    from datetime import UTC, datetime
-
     name = f"eval-{model_name(config, datetime.now(UTC))}"
     ckpt = rt.settings.checkpoints_dir / f"{name}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     validation = run_training(ts, config, encoder, ckpt)
-    with rt.sessions.begin() as s:
-        mv = register_model_version(session=s, model=NewModelVersion(
-            name=name, architecture=config.arch,
-            config={"train": config.to_dict(), "encoder": encoder.to_dict()},
-            checkpoint_path=str(ckpt), checkpoint_sha256=sha256_file(ckpt),
-            embedding_dim=encoder.embedding_dim, distance=config.distance, margin=config.margin,
-            metrics={"validation": validation, "purpose": f"evaluate fold {fold}"}))
-        return {"id": mv.id, "name": mv.name}
+    mv_id, mv_name = register_trained(rt, name, ckpt, config, encoder, validation,
+                                      purpose=f"evaluate fold {fold}")
+    return {"id": mv_id, "name": mv_name}
 
 
 @task(cache_policy=NO_CACHE)

@@ -152,25 +152,34 @@ def train_model(ts: TrainingSet, config: dict[str, Any], encoder: dict[str, Any]
                         Path(checkpoint))
 
 
-@task(cache_policy=NO_CACHE)
-def register_model(name: str, checkpoint: str, config: dict[str, Any], encoder: dict[str, Any],
-                   validation: dict[str, Any]) -> dict[str, Any]:
-    rt = open_runtime(Settings())
-    path = Path(checkpoint)
+def register_trained(
+    rt: Runtime, name: str, checkpoint: Path, config: TrainConfig, encoder: EncoderConfig,
+    validation: dict[str, Any], **extra_metrics: Any,
+) -> tuple[int, str]:
+    """Register a finished training as a ``model_version`` row: (id, name)."""
     row = NewModelVersion(
         name=name,
-        architecture=config["arch"],
-        config={"train": config, "encoder": encoder},
-        checkpoint_path=str(path),
-        checkpoint_sha256=sha256_file(path),
-        embedding_dim=0 if config["arch"] == "two-channel" else int(encoder["embedding_dim"]),
-        distance=config["distance"],
-        margin=float(config["margin"]),
-        metrics={"validation": validation},
+        architecture=config.arch,
+        config={"train": config.to_dict(), "encoder": encoder.to_dict()},
+        checkpoint_path=str(checkpoint),
+        checkpoint_sha256=sha256_file(checkpoint),
+        embedding_dim=0 if config.arch == "two-channel" else encoder.embedding_dim,
+        distance=config.distance,
+        margin=float(config.margin),
+        metrics={"validation": validation, **extra_metrics},
     )
     with rt.sessions.begin() as s:
         mv = register_model_version(session=s, model=row)
-        return {"id": mv.id, "name": mv.name}
+        return mv.id, mv.name
+
+
+@task(cache_policy=NO_CACHE)
+def register_model(name: str, checkpoint: str, config: dict[str, Any], encoder: dict[str, Any],
+                   validation: dict[str, Any]) -> dict[str, Any]:
+    mv_id, mv_name = register_trained(
+        open_runtime(Settings()), name, Path(checkpoint), TrainConfig.from_dict(config),
+        EncoderConfig.from_dict(encoder), validation)
+    return {"id": mv_id, "name": mv_name}
 
 
 @flow(name="train", log_prints=False)

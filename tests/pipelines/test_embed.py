@@ -1,0 +1,164 @@
+"""The embed flow's steps: incremental, removal, new models, bad input, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from index.errors import IndexChecksumError
+from pipelines import doctor
+from pipelines.embed import build_and_publish, embed_gallery, resolve_model
+from pipelines.enrolment import remove_identity
+from pipelines.errors import ModelError
+from pipelines.gallery import import_items, scan_image_folder
+from pipelines.identify import Identifier
+from pipelines.runtime import Runtime
+from siamese.synthetic import generate_gallery
+from storage.models import Embedding, IndexVersion
+
+from .conftest import quick_model
+
+
+def _count(rt: Runtime, model_name: str) -> int:
+    with rt.sessions() as s:
+        mid = resolve_model(rt, model_name).id
+        return int(s.scalar(select(func.count()).select_from(Embedding)
+                            .where(Embedding.model_version_id == mid)) or 0)
+
+
+def test_no_model_is_a_clear_error(rt: Runtime, imported: Path) -> None:
+    with pytest.raises(ModelError, match="siamid train"):
+        embed_gallery(rt)
+
+
+def test_full_then_incremental_then_removal(rt: Runtime, model: str, tmp_path: Path) -> None:
+    m, embedded, skipped, failed, index = embed_gallery(rt, model, batch_size=8, chunk_size=10)
+    assert (embedded, skipped, failed) == (32, 0, [])
+    assert index.published and index.vectors == 32
+    assert doctor.diagnose(rt).ok
+
+    # Unchanged: nothing embedded, the published version stays.
+    _, embedded, skipped, _, again = embed_gallery(rt, model)
+    assert (embedded, skipped, again.published) == (0, 32, False)
+    assert again.index_version_id == index.index_version_id
+
+    # New people: only they are embedded, appended to a copy of the published index.
+    more = tmp_path / "more"
+    generate_gallery(more, identities=2, per_identity=3, seed=3, first_identity=50)
+    import_items(scan_image_folder(more), sessions=rt.sessions)
+    _, embedded, skipped, _, grown = embed_gallery(rt, model)
+    assert (embedded, skipped, grown.added, grown.vectors) == (6, 32, 6, 38)
+    assert grown.index_version_id != index.index_version_id
+
+    # Removal: rows go at once, vectors at the next embed; never returned in between.
+    removed = remove_identity(rt, "person_0050")
+    assert len(removed) == 3
+    report = doctor.diagnose(rt)
+    assert not report.ok and sorted(report.index_only_ids) == sorted(removed)
+    ident = Identifier(rt, threshold=10.0, top_k=20)
+    probe = more / "person_0050" / "000.png"
+    assert all(c.identity != "person_0050" for c in ident.identify([probe])[0].candidates)
+    _, _, _, _, shrunk = embed_gallery(rt, model)
+    assert (shrunk.removed, shrunk.vectors) == (3, 35)
+    assert doctor.diagnose(rt).ok
+    with rt.sessions() as s:
+        statuses = [r.status for r in s.scalars(select(IndexVersion).order_by(IndexVersion.id))]
+    assert statuses.count("published") == 1 and statuses[-1] == "published"
+
+
+def test_new_model_gets_its_own_index(rt: Runtime, model: str) -> None:
+    _, _, _, _, first = embed_gallery(rt, model)
+    newer = quick_model(rt, seed=1)
+    m2, embedded, _, _, second = embed_gallery(rt)  # default: the newest model
+    assert m2.name == newer and embedded == 32 and second.published
+    with rt.sessions() as s:
+        old = s.get_one(IndexVersion, first.index_version_id)
+        assert old.status == "retired"
+    assert doctor.diagnose(rt).ok
+
+
+def test_corrupted_index_is_refused_and_repaired(rt: Runtime, model: str) -> None:
+    _, _, _, _, index = embed_gallery(rt, model)
+    with rt.sessions() as s:
+        path = Path(s.get_one(IndexVersion, index.index_version_id).path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexChecksumError, match="doctor --repair"):
+        Identifier(rt)
+    assert not doctor.diagnose(rt).ok
+    repaired = doctor.repair(rt)
+    assert repaired["vectors"] == 32
+    assert doctor.diagnose(rt).ok
+
+
+def test_altered_checkpoint_is_refused(rt: Runtime, model: str) -> None:
+    ckpt = Path(resolve_model(rt, model).checkpoint)
+    ckpt.write_bytes(ckpt.read_bytes() + b"x")
+    with pytest.raises(ModelError, match="sha256"):
+        embed_gallery(rt, model)
+    with rt.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(IndexVersion)) == 0
+
+
+def test_unreadable_image_is_reported_and_the_rest_embedded(rt: Runtime, model: str,
+                                                             imported: Path) -> None:
+    victim = imported / "person_0001" / "001.png"
+    victim.write_bytes(b"changed since import")
+    _, embedded, _, failed, index = embed_gallery(rt, model)
+    assert embedded == 31 and len(failed) == 1 and "changed" in failed[0][2]
+    assert index.vectors == 31
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import storage.embeddings, storage.indexes
+    from pipelines.runtime import open_runtime
+    from pipelines.settings import Settings
+    from pipelines.embed import embed_gallery
+
+    point, after = sys.argv[1], int(sys.argv[2])
+    calls = {"n": 0}
+    def killer(original):
+        def wrapped(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] > after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(*args, **kwargs)
+        return wrapped
+    module = storage.embeddings if point == "rows" else storage.indexes
+    name = "add_embeddings" if point == "rows" else "publish_index_version"
+    setattr(module, name, killer(getattr(module, name)))
+    embed_gallery(open_runtime(Settings()), sys.argv[3], batch_size=4, chunk_size=5, workers=0)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("point", "after"), [("rows", 0), ("rows", 3), ("publish", 0)])
+def test_sigkill_then_rerun_finishes_with_no_duplicate_or_missing(
+    rt: Runtime, model: str, point: str, after: int
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, point, str(after), model],
+                          env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    _, embedded, skipped, _, index = embed_gallery(rt, model)
+    assert embedded + skipped == 32
+    assert index.vectors == 32 and _count(rt, model) == 32
+    report = doctor.diagnose(rt)
+    assert report.ok, report.problems
+    with rt.sessions() as s:
+        ids = s.scalars(select(Embedding.face_image_id)).all()
+    assert len(ids) == len(set(ids)) == 32
+    # The vectors of the rerun are the ones the index serves.
+    ident = Identifier(rt, threshold=10.0, top_k=1)
+    assert ident.index.ntotal == 32 and np.unique(ident.index.ids()).size == 32
+    json.dumps(report.as_dict())
