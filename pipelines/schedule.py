@@ -32,12 +32,16 @@ def embed_deployment(*, cron: str, name: str) -> Any:
     )
 
 
-def serve_embed(*, cron: str, name: str) -> None:
-    if not os.environ.get("PREFECT_API_URL"):
-        from prefect.settings import PREFECT_API_URL
+def prefect_api_url() -> str | None:
+    """The Prefect server the deployment registers with (``PREFECT_API_URL``), if any."""
+    from prefect.settings import PREFECT_API_URL
 
-        if not PREFECT_API_URL.value():
-            raise NoPrefectServerError()
+    return os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value() or None
+
+
+def serve_embed(*, cron: str, name: str) -> None:
+    if prefect_api_url() is None:
+        raise NoPrefectServerError()
     from prefect import serve
 
     serve(embed_deployment(cron=cron, name=name))

@@ -1,0 +1,99 @@
+"""Open-set identification: candidates per identity, thresholds, calibration, bad probes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.embed import embed_gallery
+from pipelines.identify import (
+    CalibrationError,
+    Identifier,
+    calibrate,
+    group_by_identity,
+    margin_threshold,
+)
+from pipelines.runtime import Runtime
+from siamese.synthetic import generate_gallery
+
+
+def test_group_by_identity_keeps_best_per_person_and_skips_removed() -> None:
+    d = np.array([0.1, 0.2, 0.15, 0.3, np.inf], dtype=np.float32)
+    ids = np.array([10, 11, 20, 99, -1])
+    owner = {10: 1, 11: 1, 20: 2}  # 99 was removed since the last embed
+    got = group_by_identity(d, ids, owner, top_k=5)
+    assert [(g, round(x, 3), f) for g, x, f in got] == [(1, 0.1, 10), (2, 0.15, 20)]
+    assert group_by_identity(d, ids, owner, top_k=1)[0][0] == 1
+
+
+def test_margin_threshold_is_half_the_margin() -> None:
+    assert margin_threshold(1.0) == 0.5
+
+
+@pytest.fixture
+def served(rt: Runtime, model: str) -> str:
+    embed_gallery(rt, model)
+    return model
+
+
+def test_identify_enrolled_unknown_and_unreadable(rt: Runtime, served: str, imported: Path,
+                                                  tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    enrolled = imported / "person_0002" / "000.png"
+    decisions = Identifier(rt, threshold=1e-3, top_k=3).identify([enrolled, bad])
+    assert decisions[0].decision == "match" and decisions[0].identity == "person_0002"
+    assert decisions[0].distance is not None and decisions[0].distance < 1e-3
+    assert len(decisions[0].candidates) == 3
+    assert decisions[1].decision == "error" and "not_an_image" in (decisions[1].error or "")
+    strict = Identifier(rt, threshold=-1.0).identify([enrolled])[0]
+    assert strict.decision == "unknown" and strict.identity is None
+
+
+def test_calibrate_stores_threshold_used_by_identify(rt: Runtime, served: str,
+                                                     tmp_path: Path) -> None:
+    visitors = tmp_path / "visitors"
+    generate_gallery(visitors, identities=5, per_identity=4, seed=3, first_identity=500)
+    res = calibrate(rt, visitors, 0.1)
+    assert res["nonmated_searches"] == 20 and res["realised_fpir"] <= 0.1
+    ident = Identifier(rt)
+    assert ident.threshold == pytest.approx(res["threshold"])
+    assert ident.threshold_source.startswith("calibrated")
+    # The stored threshold lets at most 10% of the calibration visitors through.
+    decisions = ident.identify(sorted(visitors.rglob("*.png")))
+    assert sum(d.decision == "match" for d in decisions) <= 2
+
+
+def test_calibrate_refuses_enrolled_people(rt: Runtime, served: str, imported: Path) -> None:
+    with pytest.raises(CalibrationError, match="NOT enrolled"):
+        calibrate(rt, imported, 0.01)
+
+
+def test_cli_identify_json_lines_and_parquet(served: str, imported: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    result = CliRunner().invoke(app, ["identify", str(imported / "person_0003"), "--json",
+                                      "--top-k", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 4
+    for row in rows:
+        assert {"probe", "decision", "identity", "distance", "threshold", "model_version",
+                "index_version", "candidates"} <= row.keys()
+        assert row["decision"] in ("match", "unknown") and len(row["candidates"]) == 2
+    import pandas as pd
+
+    assert len(pd.read_parquet(out)) == 4
+
+
+def test_cli_identify_without_index_is_clear(rt: Runtime, tmp_path: Path) -> None:
+    probe = tmp_path / "p.png"
+    generate_gallery(tmp_path / "g", identities=1, per_identity=1, seed=0)
+    probe = next((tmp_path / "g").rglob("*.png"))
+    result = CliRunner().invoke(app, ["identify", str(probe)])
+    assert result.exit_code != 0
+    assert "siamid embed" in str(result.exception) or "siamid embed" in result.output
