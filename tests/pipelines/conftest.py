@@ -17,6 +17,9 @@ from siamese.synthetic import generate_gallery
 
 @pytest.fixture
 def rt(siamid_home: Path) -> Runtime:
+    import pipelines.embed
+
+    pipelines.embed._ENCODERS.clear()  # a cache per process: keep tests independent
     return open_runtime(Settings())
 
 

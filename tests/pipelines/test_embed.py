@@ -162,3 +162,98 @@ def test_sigkill_then_rerun_finishes_with_no_duplicate_or_missing(
     ident = Identifier(rt, threshold=10.0, top_k=1)
     assert ident.index.ntotal == 32 and np.unique(ident.index.ids()).size == 32
     json.dumps(report.as_dict())
+
+
+def _count_forwards(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Wrap the cached encoder so every forward call and image is counted."""
+    import pipelines.embed as embed_mod
+
+    counts = {"calls": 0, "images": 0}
+    original = embed_mod.load_encoder
+
+    def counting(model):  # type: ignore[no-untyped-def]
+        encoder, cfg = original(model)
+        if getattr(encoder, "_counted", False):  # the encoder is cached: wrap it once
+            return encoder, cfg
+
+        class Counting(type(encoder)):  # type: ignore[misc]
+            def forward(self, x):  # type: ignore[no-untyped-def]
+                counts["calls"] += 1
+                counts["images"] += int(x.shape[0])
+                return super().forward(x)
+
+        encoder.__class__ = Counting
+        encoder._counted = True
+        return encoder, cfg
+
+    monkeypatch.setattr(embed_mod, "load_encoder", counting)
+    return counts
+
+
+def test_incremental_embeds_exactly_the_new_images(
+    rt: Runtime, model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counts = _count_forwards(monkeypatch)
+    embed_gallery(rt, model, batch_size=8)
+    assert counts["images"] == 32
+    counts.update(calls=0, images=0)
+    _, embedded, _, _, index = embed_gallery(rt, model)
+    assert embedded == 0 and counts["calls"] == 0 and not index.published
+
+    extra = tmp_path / "ten"
+    generate_gallery(extra, identities=5, per_identity=2, seed=3, first_identity=70)
+    assert import_items(scan_image_folder(extra), sessions=rt.sessions).new == 10
+    _, embedded, _, _, index = embed_gallery(rt, model, batch_size=4)
+    assert embedded == 10 and counts["images"] == 10 and index.vectors == 42
+
+
+def test_readers_never_see_a_partial_index_while_versions_are_published(
+    rt: Runtime, model: str, tmp_path: Path
+) -> None:
+    """Threads keep loading the published index and searching while new versions publish."""
+    import threading
+
+    from index.vector_index import VectorIndex
+    from storage.indexes import published_index
+
+    _, _, _, _, first = embed_gallery(rt, model)
+    published_counts = {first.vectors}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    seen: list[int] = []
+    query = np.random.default_rng(0).standard_normal((3, 128)).astype(np.float32)
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                with rt.sessions() as s:
+                    row = published_index(session=s)
+                    assert row is not None
+                    path, sha, count = row.path, row.sha256, row.vector_count
+                index = VectorIndex.load(path, expected_sha256=sha, expected_dim=128)
+                assert index.ntotal == count
+                d, i = index.search(query, 5)
+                assert (i >= 0).all() and np.isfinite(d).all()
+                seen.append(index.ntotal)
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for n in range(3):
+            extra = tmp_path / f"wave{n}"
+            generate_gallery(extra, identities=2, per_identity=2, seed=3,
+                             first_identity=100 + 2 * n)
+            import_items(scan_image_folder(extra), sessions=rt.sessions)
+            _, _, _, _, index = embed_gallery(rt, model)
+            published_counts.add(index.vectors)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not errors, errors[0]
+    assert seen and set(seen) <= published_counts
