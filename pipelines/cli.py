@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,8 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
-gallery_app = typer.Typer(help="Import, list, show and remove gallery identities.",
-                          no_args_is_help=True)
+gallery_app = typer.Typer(
+    help="Import, list, show and remove gallery identities.", no_args_is_help=True
+)
 data_app = typer.Typer(help="Make data: seeded synthetic face galleries.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(gallery_app, name="gallery")
@@ -45,7 +46,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from storage.registry import UnknownModelVersionError
 
     errors: list[type[BaseException]] = [
-        CliError, GalleryError, ImageRejected, UnknownIdentityError, UnknownModelVersionError,
+        CliError,
+        GalleryError,
+        ImageRejected,
+        UnknownIdentityError,
+        UnknownModelVersionError,
     ]
     errors.extend(_optional_user_errors())
     return tuple(errors)
@@ -94,8 +99,12 @@ def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[int, in
         yield lambda done, total: None
         return
     with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=console, transient=False,
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     ) as bar:
         task = bar.add_task(label, total=None)
 
@@ -128,7 +137,9 @@ def db_upgrade(
 
 
 @db_app.command("downgrade")
-def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")]) -> None:
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")],
+) -> None:
     """Migrate the schema down to REVISION (``base`` drops everything siamid created)."""
     from pipelines import migrations
 
@@ -144,7 +155,9 @@ def db_current() -> None:
 
     url = Settings().db_url
     engine = make_engine(url)
-    typer.echo(f"current: {migrations.current_revision(engine)}  head: {migrations.head_revision(url)}")
+    typer.echo(
+        f"current: {migrations.current_revision(engine)}  head: {migrations.head_revision(url)}"
+    )
 
 
 def _safe_url(url: str) -> str:
@@ -158,13 +171,20 @@ def _safe_url(url: str) -> str:
 
 @gallery_app.command("import")
 def gallery_import(
-    path: Annotated[Path | None, typer.Argument(help="ImageFolder root: PATH/<identity>/<image>.")]
-    = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="ImageFolder root: PATH/<identity>/<image>.")
+    ] = None,
     manifest: Annotated[Path | None, typer.Option(help="CSV with columns path,identity.")] = None,
-    allow_outside: Annotated[bool, typer.Option(
-        "--allow-outside", help="Accept manifest paths outside the manifest's folder.")] = False,
-    min_side: Annotated[int | None, typer.Option(
-        help="Reject images with a side below this (default SIAMID_MIN_IMAGE_SIDE).")] = None,
+    allow_outside: Annotated[
+        bool,
+        typer.Option(
+            "--allow-outside", help="Accept manifest paths outside the manifest's folder."
+        ),
+    ] = False,
+    min_side: Annotated[
+        int | None,
+        typer.Option(help="Reject images with a side below this (default SIAMID_MIN_IMAGE_SIDE)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Import a gallery; bad files are recorded as rejected with a reason and the import goes on."""
@@ -173,8 +193,11 @@ def gallery_import(
 
     if (path is None) == (manifest is None):
         raise CliError("give either an ImageFolder PATH or --manifest FILE.csv (one of them)")
-    items = read_manifest(manifest, allow_outside=allow_outside) if manifest else \
-        scan_image_folder(path)  # type: ignore[arg-type]
+    items = (
+        read_manifest(manifest, allow_outside=allow_outside)
+        if manifest
+        else scan_image_folder(path)
+    )  # type: ignore[arg-type]
     rt = runtime()
     limits = rt.limits if min_side is None else DecodeLimits(min_side, rt.limits.max_pixels)
     with progress_bar("importing", enabled=len(items) >= 50) as update:
@@ -186,7 +209,8 @@ def gallery_import(
     d = summary.as_dict()
     typer.echo(
         f"seen {d['seen']}  new {d['new']}  duplicates {d['duplicates']}  "
-        f"rejected {d['rejected']}  conflicts {d['conflicts']}  new identities {d['new_identities']}"
+        f"rejected {d['rejected']}  conflicts {d['conflicts']}  "
+        f"new identities {d['new_identities']}"
     )
     if as_json:
         emit_json(d)
@@ -204,10 +228,14 @@ def gallery_list(as_json: JsonOpt = False) -> None:
         typer.echo(f"{r.name}\taccepted={r.accepted}\trejected={r.rejected}")
     typer.echo(f"{len(rows)} identities, {sum(r.accepted for r in rows)} accepted images")
     if as_json:
-        emit_json({"identities": [
-            {"id": r.id, "name": r.name, "accepted": r.accepted, "rejected": r.rejected}
-            for r in rows
-        ]})
+        emit_json(
+            {
+                "identities": [
+                    {"id": r.id, "name": r.name, "accepted": r.accepted, "rejected": r.rejected}
+                    for r in rows
+                ]
+            }
+        )
 
 
 @gallery_app.command("show")
@@ -224,18 +252,30 @@ def gallery_show(
         ident = find_identity(session=s, name=identity)
         images = images_of_identity(session=s, identity_id=ident.id)
         info = {
-            "id": ident.id, "name": ident.name, "attributes": ident.attributes,
+            "id": ident.id,
+            "name": ident.name,
+            "attributes": ident.attributes,
             "images": [
-                {"id": im.id, "source": im.source_uri, "status": im.status,
-                 "width": im.width, "height": im.height, "mode": im.mode,
-                 "reject_reason": im.reject_reason, "sha256": im.sha256}
+                {
+                    "id": im.id,
+                    "source": im.source_uri,
+                    "status": im.status,
+                    "width": im.width,
+                    "height": im.height,
+                    "mode": im.mode,
+                    "reject_reason": im.reject_reason,
+                    "sha256": im.sha256,
+                }
                 for im in images
             ],
         }
     typer.echo(f"{info['name']} (id {info['id']}): {len(images)} images")
     for im in info["images"]:
-        extra = f"{im['width']}x{im['height']} {im['mode']}" if im["status"] == "accepted" \
+        extra = (
+            f"{im['width']}x{im['height']} {im['mode']}"
+            if im["status"] == "accepted"
             else im["reject_reason"]
+        )
         typer.echo(f"  [{im['id']}] {im['status']:8} {extra}  {im['source']}")
     if as_json:
         emit_json(info)
@@ -266,8 +306,10 @@ def data_synth(
     per_identity: Annotated[int, typer.Option(min=1, help="Images per person.")] = 10,
     seed: Annotated[int, typer.Option(help="Same seed -> byte-identical files.")] = 0,
     size: Annotated[str, typer.Option(help="Image size WxH.")] = "92x112",
-    first_identity: Annotated[int, typer.Option(
-        min=0, help="Index of the first person: blocks of people that never overlap.")] = 0,
+    first_identity: Annotated[
+        int,
+        typer.Option(min=0, help="Index of the first person: blocks of people that never overlap."),
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a seeded synthetic face gallery (an ImageFolder)."""
@@ -279,8 +321,14 @@ def data_synth(
         raise CliError(f"--size must look like 92x112 (width x height), got {size!r}") from None
     if w < 16 or h < 16:
         raise CliError(f"--size {size} is too small; use at least 16x16")
-    files = generate_gallery(out, identities=identities, per_identity=per_identity, seed=seed,
-                             size=(w, h), first_identity=first_identity)
+    files = generate_gallery(
+        out,
+        identities=identities,
+        per_identity=per_identity,
+        seed=seed,
+        size=(w, h),
+        first_identity=first_identity,
+    )
     typer.echo(f"wrote {len(files)} images of {identities} identities to {out}")
     if as_json:
         emit_json({"out": str(out), "images": len(files), "identities": identities, "seed": seed})
@@ -289,52 +337,69 @@ def data_synth(
 # ---------------------------------------------------------------- train
 
 
-class ArchChoice(str, Enum):
+class ArchChoice(StrEnum):
     siamese = "siamese"
     pseudo = "pseudo"
     two_channel = "two-channel"
 
 
-class LossChoice(str, Enum):
+class LossChoice(StrEnum):
     hadsell = "hadsell"
     chopra = "chopra"
     bce = "bce"
 
 
-class DistanceChoice(str, Enum):
+class DistanceChoice(StrEnum):
     l2 = "l2"
     l1 = "l1"
     cosine = "cosine"
 
 
-class PresetChoice(str, Enum):
+class PresetChoice(StrEnum):
     default = "default"
     chopra2005 = "chopra2005"
 
 
 @app.command("train")
 def train_cmd(
-    data: Annotated[Path | None, typer.Option(
-        help="ImageFolder to import and train on; default: the gallery in the database.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="ImageFolder to import and train on; default: the gallery in the database."
+        ),
+    ] = None,
     arch: Annotated[ArchChoice, typer.Option(help="Pair network.")] = ArchChoice.siamese,
-    loss: Annotated[LossChoice | None, typer.Option(
-        help="hadsell (2006 eq. 4) or chopra (2005 eq. 8); bce for two-channel.")] = None,
-    distance: Annotated[DistanceChoice, typer.Option(help="Embedding distance.")]
-    = DistanceChoice.l2,
-    margin: Annotated[float | None, typer.Option(
-        help="Contrastive margin m (or Chopra's Q); default from the training config.")] = None,
+    loss: Annotated[
+        LossChoice | None,
+        typer.Option(help="hadsell (2006 eq. 4) or chopra (2005 eq. 8); bce for two-channel."),
+    ] = None,
+    distance: Annotated[
+        DistanceChoice, typer.Option(help="Embedding distance.")
+    ] = DistanceChoice.l2,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            help="Contrastive margin m (or Chopra's Q); default from the training config."
+        ),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Maximum epochs.")] = None,
     seed: Annotated[int, typer.Option(help="Seeds split, weights, sampling, augmentation.")] = 0,
-    preset: Annotated[PresetChoice, typer.Option(help="Encoder network.")]
-    = PresetChoice.default,
+    preset: Annotated[PresetChoice, typer.Option(help="Encoder network.")] = PresetChoice.default,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a Siamese encoder with the contrastive loss and register a model version."""
     from pipelines.settings import prefect_defaults
     from pipelines.train import build_configs, train_flow
 
-    options = dict(arch=arch.value, loss=loss.value if loss else None, distance=distance.value,
-                   margin=margin, epochs=epochs, seed=seed, preset=preset.value)
+    options = dict(
+        arch=arch.value,
+        loss=loss.value if loss else None,
+        distance=distance.value,
+        margin=margin,
+        epochs=epochs,
+        seed=seed,
+        preset=preset.value,
+    )
     try:
         build_configs(**options)  # refuse bad combinations before Prefect starts
     except ValueError as exc:
@@ -352,9 +417,14 @@ def train_cmd(
         f"{v['epochs_run']}, {v['seconds']:.0f} s"
     )
     if as_json:
-        emit_json({"model_version": out["model_version"],
-                   "model_version_id": out["model_version_id"],
-                   "checkpoint": out["checkpoint"], "validation": v})
+        emit_json(
+            {
+                "model_version": out["model_version"],
+                "model_version_id": out["model_version_id"],
+                "checkpoint": out["checkpoint"],
+                "validation": v,
+            }
+        )
 
 
 # ---------------------------------------------------------------- models and index
@@ -368,28 +438,41 @@ def models_cmd(as_json: JsonOpt = False) -> None:
     rt = runtime()
     with rt.sessions() as s:
         rows = [
-            {"id": m.id, "name": m.name, "architecture": m.architecture, "distance": m.distance,
-             "margin": m.margin, "embedding_dim": m.embedding_dim,
-             "eer": (m.metrics.get("validation") or {}).get("eer"),
-             "created_at": m.created_at.isoformat()}
+            {
+                "id": m.id,
+                "name": m.name,
+                "architecture": m.architecture,
+                "distance": m.distance,
+                "margin": m.margin,
+                "embedding_dim": m.embedding_dim,
+                "eer": (m.metrics.get("validation") or {}).get("eer"),
+                "created_at": m.created_at.isoformat(),
+            }
             for m in list_model_versions(session=s)
         ]
     for r in rows:
         eer = "n/a" if r["eer"] is None else f"{100 * r['eer']:.2f}%"
-        typer.echo(f"[{r['id']}] {r['name']}  {r['architecture']} {r['distance']} "
-                   f"dim={r['embedding_dim']} val EER {eer}")
+        typer.echo(
+            f"[{r['id']}] {r['name']}  {r['architecture']} {r['distance']} "
+            f"dim={r['embedding_dim']} val EER {eer}"
+        )
     if as_json:
         emit_json({"models": rows})
 
 
 @app.command("embed")
 def embed_cmd(
-    model: Annotated[str | None, typer.Option(
-        help="Model version (name or id); default: the newest one.")] = None,
-    factory: Annotated[str | None, typer.Option(
-        help="FAISS index_factory string; default: chosen from the gallery size.")] = None,
-    full: Annotated[bool, typer.Option(
-        "--full", help="Re-embed every image and rebuild the index from scratch.")] = False,
+    model: Annotated[
+        str | None, typer.Option(help="Model version (name or id); default: the newest one.")
+    ] = None,
+    factory: Annotated[
+        str | None,
+        typer.Option(help="FAISS index_factory string; default: chosen from the gallery size."),
+    ] = None,
+    full: Annotated[
+        bool,
+        typer.Option("--full", help="Re-embed every image and rebuild the index from scratch."),
+    ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 256,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader decode processes.")] = 1,
     as_json: JsonOpt = False,
@@ -400,8 +483,9 @@ def embed_cmd(
 
     runtime()
     prefect_defaults()
-    out = embed_flow(model=model, factory=factory, full=full, batch_size=batch_size,
-                     workers=workers)
+    out = embed_flow(
+        model=model, factory=factory, full=full, batch_size=batch_size, workers=workers
+    )
     for f in out["failed_images"][:20]:
         typer.echo(f"could not embed {f['source']}: {f['reason']}", err=True)
     state = "published" if out["published"] else "unchanged"
@@ -417,8 +501,10 @@ def embed_cmd(
 
 @app.command("doctor")
 def doctor_cmd(
-    repair: Annotated[bool, typer.Option(
-        "--repair", help="Rebuild the index from the vector store and publish it.")] = False,
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Rebuild the index from the vector store and publish it."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check that the published index and SQL agree; exit 1 on any disagreement."""
@@ -428,14 +514,18 @@ def doctor_cmd(
     repaired = None
     if repair:
         repaired = doctor.repair(rt)
-        typer.echo(f"rebuilt index version {repaired['index_version']} "
-                   f"({repaired['vectors']} vectors) from the vector store")
+        typer.echo(
+            f"rebuilt index version {repaired['index_version']} "
+            f"({repaired['vectors']} vectors) from the vector store"
+        )
     report = doctor.diagnose(rt)
     for p in report.problems:
         typer.echo(f"problem: {p}")
     if report.ok:
-        typer.echo(f"ok: index version {report.index_version} agrees with SQL "
-                   f"({report.counts.get('index_vectors', 0)} vectors)")
+        typer.echo(
+            f"ok: index version {report.index_version} agrees with SQL "
+            f"({report.counts.get('index_vectors', 0)} vectors)"
+        )
     if as_json:
         emit_json({**report.as_dict(), "repaired": repaired})
     if not report.ok:
@@ -444,8 +534,9 @@ def doctor_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    cron: Annotated[str, typer.Option(help="When to re-embed (cron, server time zone).")]
-    = "0 3 * * *",
+    cron: Annotated[
+        str, typer.Option(help="When to re-embed (cron, server time zone).")
+    ] = "0 3 * * *",
     name: Annotated[str, typer.Option(help="Deployment name.")] = "siamid-embed",
 ) -> None:
     """Serve the embed flow as a Prefect deployment on a cron schedule (needs a Prefect server)."""
@@ -457,22 +548,26 @@ def serve_cmd(
 # ---------------------------------------------------------------- identification
 
 
-class TemplateChoice(str, Enum):
+class TemplateChoice(StrEnum):
     best = "best"
     mean = "mean"
 
 
 @app.command("identify")
 def identify_cmd(
-    target: Annotated[Path | None, typer.Argument(help="A probe image or a folder of them.")]
-    = None,
+    target: Annotated[
+        Path | None, typer.Argument(help="A probe image or a folder of them.")
+    ] = None,
     manifest: Annotated[Path | None, typer.Option(help="CSV with a `path` column.")] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Candidate identities to return.")] = 5,
-    threshold: Annotated[float | None, typer.Option(
-        help="Accept distance; default: the calibrated one, else margin/2.")] = None,
-    template: Annotated[TemplateChoice, typer.Option(
-        help="Score identities by their best image or their mean template.")]
-    = TemplateChoice.best,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Accept distance; default: the calibrated one, else margin/2."),
+    ] = None,
+    template: Annotated[
+        TemplateChoice,
+        typer.Option(help="Score identities by their best image or their mean template."),
+    ] = TemplateChoice.best,
     out: Annotated[Path | None, typer.Option(help="Write results to .parquet or .csv.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per probe.")] = False,
 ) -> None:
@@ -522,10 +617,12 @@ def _write_table(rows: list[dict[str, Any]], out: Path) -> None:
 
 @app.command("calibrate")
 def calibrate_cmd(
-    data: Annotated[Path, typer.Option(
-        help="ImageFolder of people who are NOT enrolled (non-mated searches).")],
-    target_fpir: Annotated[float, typer.Option(
-        help="Target false-positive identification rate.")] = 0.01,
+    data: Annotated[
+        Path, typer.Option(help="ImageFolder of people who are NOT enrolled (non-mated searches).")
+    ],
+    target_fpir: Annotated[
+        float, typer.Option(help="Target false-positive identification rate.")
+    ] = 0.01,
     as_json: JsonOpt = False,
 ) -> None:
     """Calibrate the reject threshold at a target FPIR and store it with the model and index."""
@@ -551,13 +648,16 @@ def evaluate_cmd(
     report: Annotated[Path, typer.Option(help="Folder for metrics.json, probes.*, report.html.")],
     folds: Annotated[int, typer.Option(min=1, help="Repetitions with re-drawn splits.")] = 3,
     train_fraction: Annotated[float, typer.Option(help="Share of people that train.")] = 0.5,
-    known_fraction: Annotated[float, typer.Option(
-        help="Share of the other people enrolled; the rest are unknown.")] = 0.5,
+    known_fraction: Annotated[
+        float, typer.Option(help="Share of the other people enrolled; the rest are unknown.")
+    ] = 0.5,
     enroll: Annotated[int, typer.Option(min=1, help="Images enrolled per known person.")] = 5,
     target_fpir: Annotated[float, typer.Option(help="FPIR the threshold is set for.")] = 0.01,
     seed: Annotated[int, typer.Option(help="Seeds the splits and training.")] = 0,
-    model: Annotated[str | None, typer.Option(
-        help="Evaluate this model version instead of training one per fold.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Evaluate this model version instead of training one per fold."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs per fold.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -567,9 +667,17 @@ def evaluate_cmd(
 
     if not data.is_dir():
         raise CliError(f"--data {data} is not a folder laid out as PATH/<person>/<image>")
-    protocol = Protocol(data=str(data.resolve()), folds=folds, train_fraction=train_fraction,
-                        known_fraction=known_fraction, enroll=enroll, target_fpir=target_fpir,
-                        seed=seed, model=model, epochs=epochs)
+    protocol = Protocol(
+        data=str(data.resolve()),
+        folds=folds,
+        train_fraction=train_fraction,
+        known_fraction=known_fraction,
+        enroll=enroll,
+        target_fpir=target_fpir,
+        seed=seed,
+        model=model,
+        epochs=epochs,
+    )
     runtime()
     prefect_defaults()
     out = evaluate_flow(protocol, str(report))
@@ -577,11 +685,17 @@ def evaluate_cmd(
     typer.echo(
         f"rank-1 {m['rank1']:.3f}  DIR@FPIR=1% {m['dir_at_fpir']['0.01']:.3f}  "
         f"EER {100 * m['eer']:.2f}%  threshold {m['threshold']:.4f}  realised FPIR "
-        f"{m['realised_fpir']:.3f} (target {m['target_fpir']:g})  FNIR {m['realised_fnir']:.3f}")
+        f"{m['realised_fpir']:.3f} (target {m['target_fpir']:g})  FNIR {m['realised_fnir']:.3f}"
+    )
     typer.echo(f"report: {out['report']}")
     if as_json:
-        emit_json({"evaluation_run": out["evaluation_run"], "report": out["report"],
-                   **{k: v for k, v in m.items() if k not in ("folds", "protocol")}})
+        emit_json(
+            {
+                "evaluation_run": out["evaluation_run"],
+                "report": out["report"],
+                **{k: v for k, v in m.items() if k not in ("folds", "protocol")},
+            }
+        )
 
 
 # ---------------------------------------------------------------- demo
@@ -589,14 +703,16 @@ def evaluate_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    data: Annotated[Path | None, typer.Option(
-        help="An ImageFolder of real faces; default: a seeded synthetic set.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="An ImageFolder of real faces; default: a seeded synthetic set."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seeds data, splits and training.")] = 0,
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
     folds: Annotated[int, typer.Option(min=1, help="Evaluation folds.")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the whole chain: data -> import -> train -> embed -> calibrate -> identify -> evaluate."""
+    """Run the whole chain: data, import, train, embed, calibrate, identify, evaluate."""
     from pipelines.demo import demo_flow
     from pipelines.settings import prefect_defaults
 
@@ -604,8 +720,9 @@ def demo_cmd(
         raise CliError(f"--data {data} is not a folder laid out as PATH/<person>/<image>")
     rt = runtime()
     prefect_defaults()
-    out = demo_flow(str(rt.settings.home_dir), str(data.resolve()) if data else None, seed,
-                    epochs, folds)
+    out = demo_flow(
+        str(rt.settings.home_dir), str(data.resolve()) if data else None, seed, epochs, folds
+    )
     typer.echo(f"report: {out['evaluate']['report']}")
     if as_json:
         emit_json(out)

@@ -33,10 +33,14 @@ class DoctorReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "ok": self.ok, "index_version": self.index_version,
-            "model_version": self.model_version, "problems": self.problems,
-            "index_only": len(self.index_only_ids), "sql_only": len(self.sql_only_ids),
-            "index_only_ids": self.index_only_ids[:100], "sql_only_ids": self.sql_only_ids[:100],
+            "ok": self.ok,
+            "index_version": self.index_version,
+            "model_version": self.model_version,
+            "problems": self.problems,
+            "index_only": len(self.index_only_ids),
+            "sql_only": len(self.sql_only_ids),
+            "index_only_ids": self.index_only_ids[:100],
+            "sql_only_ids": self.sql_only_ids[:100],
             "counts": self.counts,
         }
 
@@ -71,10 +75,12 @@ def diagnose(rt: Runtime) -> DoctorReport:
     if index.metric != distance:
         report.problems.append(
             f"index metric {index.metric} differs from the model's distance; run `siamid doctor "
-            "--repair`")
+            "--repair`"
+        )
     if int(ids.size) != int(recorded):
         report.problems.append(
-            f"index holds {ids.size} vectors but index_version {row.id} records {recorded}")
+            f"index holds {ids.size} vectors but index_version {row.id} records {recorded}"
+        )
     if np.unique(ids).size != ids.size:
         report.problems.append("index holds duplicate ids; run `siamid doctor --repair`")
     report.index_only_ids = np.setdiff1d(ids, sql_ids).tolist()
@@ -82,11 +88,13 @@ def diagnose(rt: Runtime) -> DoctorReport:
     if report.index_only_ids:
         report.problems.append(
             f"{len(report.index_only_ids)} vectors in the index have no live image in SQL "
-            "(removed since the last embed?): run `siamid embed`")
+            "(removed since the last embed?): run `siamid embed`"
+        )
     if report.sql_only_ids:
         report.problems.append(
             f"{len(report.sql_only_ids)} embedded images are missing from the index: "
-            "run `siamid embed`")
+            "run `siamid embed`"
+        )
     return report
 
 
@@ -100,6 +108,8 @@ def repair(rt: Runtime) -> dict[str, Any]:
         ref = str(row.model_version_id) if row is not None else None
     model = resolve_model(rt, ref)
     result = build_and_publish(rt, model, full=True)
-    return {"index_version": result.index_version_id, "vectors": result.vectors,
-            "factory": result.factory}
-
+    return {
+        "index_version": result.index_version_id,
+        "vectors": result.vectors,
+        "factory": result.factory,
+    }

@@ -78,8 +78,14 @@ def resolve_model(rt: Runtime, ref: str | None) -> ModelRef:
         )
         if row is None:
             raise ModelError("no trained model yet; run `siamid train --data PATH` first")
-        model = ModelRef(row.id, row.name, row.checkpoint_path, row.checkpoint_sha256,
-                         row.embedding_dim, row.distance)
+        model = ModelRef(
+            row.id,
+            row.name,
+            row.checkpoint_path,
+            row.checkpoint_sha256,
+            row.embedding_dim,
+            row.distance,
+        )
         arch = row.architecture
     if arch == "two-channel" or model.dim <= 0:
         raise ModelError(
@@ -129,8 +135,9 @@ class FaceFiles:
     its import is not silently embedded under the old row.
     """
 
-    def __init__(self, items: Sequence[tuple[int, str, str | None]], encoder_config: Any,
-                 limits: Any) -> None:
+    def __init__(
+        self, items: Sequence[tuple[int, str, str | None]], encoder_config: Any, limits: Any
+    ) -> None:
         self.items = list(items)
         self.cfg = encoder_config
         self.limits = limits
@@ -165,8 +172,13 @@ class FaceFiles:
 
 
 def encode_files(
-    encoder: Any, encoder_config: Any, items: Sequence[tuple[int, str, str | None]], limits: Any,
-    *, batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 1,
+    encoder: Any,
+    encoder_config: Any,
+    items: Sequence[tuple[int, str, str | None]],
+    limits: Any,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Embed files by key: (keys embedded [n], vectors [n, d] float32, {key: error}).
 
@@ -182,7 +194,9 @@ def encode_files(
     encoder = encoder.to(device).to(memory_format=torch.channels_last).eval()
     amp = uses_mixed_precision(device)
     loader = DataLoader(
-        FaceFiles(items, encoder_config, limits), batch_size=batch_size, num_workers=workers,
+        FaceFiles(items, encoder_config, limits),
+        batch_size=batch_size,
+        num_workers=workers,
         pin_memory=device.type == "cuda",
     )
     vectors: list[np.ndarray] = []
@@ -192,7 +206,8 @@ def encode_files(
         for x, batch_keys, batch_errors in loader:
             ok = torch.tensor([not e for e in batch_errors], dtype=torch.bool)
             errors.update(
-                (k, e) for k, e in zip(batch_keys.tolist(), batch_errors, strict=True) if e)
+                (k, e) for k, e in zip(batch_keys.tolist(), batch_errors, strict=True) if e
+            )
             if not bool(ok.any()):
                 continue
             x = x[ok].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -206,8 +221,12 @@ def encode_files(
 
 
 def embed_images(
-    rt: Runtime, model: ModelRef, items: Sequence[tuple[int, str, str]], *,
-    batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 1,
+    rt: Runtime,
+    model: ModelRef,
+    items: Sequence[tuple[int, str, str]],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
 ) -> BatchResult:
     """Embed gallery images (face_image_id, source, sha256): one shard, then one SQL commit."""
     from index.vector_store import VectorStore
@@ -215,14 +234,18 @@ def embed_images(
 
     t0 = time.perf_counter()
     encoder, encoder_config = load_encoder(model)
-    ids, vectors, errors = encode_files(encoder, encoder_config, items, rt.limits,
-                                        batch_size=batch_size, workers=workers)
+    ids, vectors, errors = encode_files(
+        encoder, encoder_config, items, rt.limits, batch_size=batch_size, workers=workers
+    )
     if ids.size:
         store = VectorStore(rt.settings.vectors_dir / f"model-{model.id}", model.dim)
         refs = store.write_shard(ids, vectors)
         with rt.sessions.begin() as s:
-            add_embeddings(session=s, model_version_id=model.id,
-                           rows=list(zip(ids.tolist(), refs, strict=True)))
+            add_embeddings(
+                session=s,
+                model_version_id=model.id,
+                rows=list(zip(ids.tolist(), refs, strict=True)),
+            )
     sources = {fid: src for fid, src, _ in items}
     failed = [(fid, sources[fid], err) for fid, err in errors.items()]
     for fid, source, reason in failed:
@@ -241,14 +264,18 @@ def pending_images(rt: Runtime, model: ModelRef) -> tuple[list[tuple[int, str, s
 
 
 def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
-    return [list(items[i: i + size]) for i in range(0, len(items), size)]
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 # ------------------------------------------------------------------ index
 
 
 def build_and_publish(
-    rt: Runtime, model: ModelRef, *, factory: str | None = None, full: bool = False,
+    rt: Runtime,
+    model: ModelRef,
+    *,
+    factory: str | None = None,
+    full: bool = False,
 ) -> IndexResult:
     """Build a new index version beside the published one and publish it in one transaction.
 
@@ -273,33 +300,62 @@ def build_and_publish(
             logger.warning("retiring index version %d left building by an earlier run", stale.id)
         live = live_embeddings(session=s, model_version_id=model.id)
         current = published_index(session=s)
-        current_info = None if current is None else (
-            current.id, current.model_version_id, current.path, current.sha256, current.factory)
+        current_info = (
+            None
+            if current is None
+            else (
+                current.id,
+                current.model_version_id,
+                current.path,
+                current.sha256,
+                current.factory,
+            )
+        )
     live_ids = np.asarray([fid for fid, _ in live], dtype=np.int64)
     refs = {fid: ref for fid, ref in live}
 
     base: VectorIndex | None = None
-    if (current_info is not None and current_info[1] == model.id and not full
-            and (factory is None or factory == current_info[4])):
-        base = VectorIndex.load(current_info[2], expected_sha256=current_info[3],
-                                expected_dim=model.dim)
+    if (
+        current_info is not None
+        and current_info[1] == model.id
+        and not full
+        and (factory is None or factory == current_info[4])
+    ):
+        base = VectorIndex.load(
+            current_info[2], expected_sha256=current_info[3], expected_dim=model.dim
+        )
         have = np.sort(base.ids().astype(np.int64))
         removed = np.setdiff1d(have, live_ids, assume_unique=True)
         added = np.setdiff1d(live_ids, have, assume_unique=True)
         if removed.size == 0 and added.size == 0:
-            return IndexResult(current_info[0], int(have.size), 0, 0, current_info[4],
-                               rebuilt=False, published=False)
+            return IndexResult(
+                current_info[0],
+                int(have.size),
+                0,
+                0,
+                current_info[4],
+                rebuilt=False,
+                published=False,
+            )
         if removed.size:
             base.remove(removed)
         if added.size:
             base.add(store.read([refs[int(i)] for i in added]), added)
-        index, chosen, n_removed, n_added, rebuilt = base, current_info[4], int(removed.size), \
-            int(added.size), False
+        index, chosen, n_removed, n_added, rebuilt = (
+            base,
+            current_info[4],
+            int(removed.size),
+            int(added.size),
+            False,
+        )
     else:
         chosen = factory or choose_factory(int(live_ids.size), model.dim, "auto")
         index = VectorIndex.create(chosen, model.dim, model.distance)
-        vectors = store.read([refs[int(i)] for i in live_ids]) if live_ids.size else \
-            np.zeros((0, model.dim), np.float32)
+        vectors = (
+            store.read([refs[int(i)] for i in live_ids])
+            if live_ids.size
+            else np.zeros((0, model.dim), np.float32)
+        )
         if not index.is_trained:
             index.train(vectors)
         if live_ids.size:
@@ -312,14 +368,16 @@ def build_and_publish(
 
     rt.settings.indexes_dir.mkdir(parents=True, exist_ok=True)
     with rt.sessions.begin() as s:
-        row = create_index_version(session=s, model_version_id=model.id, factory=index.factory,
-                                   path="")
+        row = create_index_version(
+            session=s, model_version_id=model.id, factory=index.factory, path=""
+        )
         row.path = str(rt.settings.indexes_dir / f"index-{row.id:06d}-model-{model.id}.faiss")
         iv_id, path = row.id, row.path
     sha = index.save(path)
     with rt.sessions.begin() as s:
-        publish_index_version(session=s, index_version_id=iv_id, sha256=sha,
-                              vector_count=index.ntotal)
+        publish_index_version(
+            session=s, index_version_id=iv_id, sha256=sha, vector_count=index.ntotal
+        )
     logger.info("published index version %d (%s, %d vectors)", iv_id, index.factory, index.ntotal)
     return IndexResult(iv_id, index.ntotal, n_added, n_removed, index.factory, rebuilt, True)
 
@@ -349,12 +407,11 @@ def collect_garbage(rt: Runtime, grace: timedelta = RETIRED_GRACE) -> dict[str, 
                 continue
             store = VectorStore(folder, mv.embedding_dim)
             used = referenced_shards(session=s, model_version_id=mv.id)
-            shards += len(store.remove_shards(
-                store.find_orphans(used, min_age_s=grace.total_seconds())))
+            shards += len(
+                store.remove_shards(store.find_orphans(used, min_age_s=grace.total_seconds()))
+            )
             store.clean_partial(min_age_s=grace.total_seconds())
     return {"index_files": files, "orphan_shards": shards}
-
-
 
 
 def forget_vectors(rt: Runtime, model: ModelRef) -> int:
@@ -366,8 +423,14 @@ def forget_vectors(rt: Runtime, model: ModelRef) -> int:
 
 
 def embed_gallery(
-    rt: Runtime, model_ref: str | None = None, *, factory: str | None = None, full: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 1, chunk_size: int = DEFAULT_CHUNK,
+    rt: Runtime,
+    model_ref: str | None = None,
+    *,
+    factory: str | None = None,
+    full: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
+    chunk_size: int = DEFAULT_CHUNK,
 ) -> tuple[ModelRef, int, int, list[tuple[int, str, str]], IndexResult]:
     """The embed flow's steps without Prefect (for scripts, benchmarks and crash tests).
 
@@ -398,8 +461,9 @@ def _rt() -> Runtime:
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def embed_chunk(model: ModelRef, items: list[tuple[int, str, str]], batch_size: int,
-                workers: int) -> BatchResult:
+def embed_chunk(
+    model: ModelRef, items: list[tuple[int, str, str]], batch_size: int, workers: int
+) -> BatchResult:
     """One chunk of images: a retry redoes this chunk only (its rows commit together)."""
     rt = _rt()
     from storage.embeddings import images_to_embed
@@ -407,8 +471,9 @@ def embed_chunk(model: ModelRef, items: list[tuple[int, str, str]], batch_size: 
     # A retry after a partial failure must not embed what the first try committed.
     with rt.sessions() as s:
         still = {fid for fid, _, _ in images_to_embed(session=s, model_version_id=model.id)}
-    return embed_images(rt, model, [it for it in items if it[0] in still],
-                        batch_size=batch_size, workers=workers)
+    return embed_images(
+        rt, model, [it for it in items if it[0] in still], batch_size=batch_size, workers=workers
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -423,8 +488,12 @@ def garbage(grace_seconds: float) -> dict[str, int]:
 
 @flow(name="embed")
 def embed_flow(
-    model: str | None = None, factory: str | None = None, full: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 1, chunk_size: int = DEFAULT_CHUNK,
+    model: str | None = None,
+    factory: str | None = None,
+    full: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
+    chunk_size: int = DEFAULT_CHUNK,
     grace_seconds: float = RETIRED_GRACE.total_seconds(),
 ) -> dict[str, Any]:
     """Embed what lacks a vector, drop what was removed, publish a new index version."""
@@ -440,15 +509,26 @@ def embed_flow(
         result = embed_chunk(m, items, batch_size, workers)
         embedded += result.embedded
         failed.extend(result.failed)
-        print(f"embedded chunk {n}/{len(batches)}: {embedded}/{len(todo)} images "
-              f"({result.embedded / max(result.seconds, 1e-9):.0f} img/s)", flush=True)
+        print(
+            f"embedded chunk {n}/{len(batches)}: {embedded}/{len(todo)} images "
+            f"({result.embedded / max(result.seconds, 1e-9):.0f} img/s)",
+            flush=True,
+        )
     index = publish_index(m, factory, full)
     gc = garbage(grace_seconds)
     return {
-        "model_version": m.name, "model_version_id": m.id,
-        "embedded": embedded, "skipped": skipped, "failed": len(failed),
+        "model_version": m.name,
+        "model_version_id": m.id,
+        "embedded": embedded,
+        "skipped": skipped,
+        "failed": len(failed),
         "failed_images": [{"face_image_id": f, "source": s, "reason": r} for f, s, r in failed],
-        "removed": index.removed, "added": index.added, "vectors": index.vectors,
-        "index_version": index.index_version_id, "factory": index.factory,
-        "published": index.published, "rebuilt": index.rebuilt, "collected": gc,
+        "removed": index.removed,
+        "added": index.added,
+        "vectors": index.vectors,
+        "index_version": index.index_version_id,
+        "factory": index.factory,
+        "published": index.published,
+        "rebuilt": index.rebuilt,
+        "collected": gc,
     }

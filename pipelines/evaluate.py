@@ -103,8 +103,9 @@ def load_dataset(data: Path) -> tuple[list[str], list[str]]:
     return [str(it.path) for it in items], [str(it.identity) for it in items]
 
 
-def split_people(people: list[str], protocol: Protocol, fold: int,
-                 exclude: set[str] | None = None) -> Split:
+def split_people(
+    people: list[str], protocol: Protocol, fold: int, exclude: set[str] | None = None
+) -> Split:
     """A seeded, identity-disjoint split of the people for one fold."""
     rng = np.random.default_rng([protocol.seed, fold])
     pool = sorted(set(people) - (exclude or set()))
@@ -121,7 +122,8 @@ def split_people(people: list[str], protocol: Protocol, fold: int,
         raise EvaluationError(
             f"too few people to evaluate: {len(split.known)} known, {len(split.calib_unknown)} "
             f"calibration unknowns, {len(split.test_unknown)} test unknowns from "
-            f"{len(pool)} people; give a data set with more people")
+            f"{len(pool)} people; give a data set with more people"
+        )
     return split
 
 
@@ -129,8 +131,14 @@ def split_people(people: list[str], protocol: Protocol, fold: int,
 
 
 def score_fold(
-    vectors: np.ndarray, names: list[str], paths: list[str], split: Split, protocol: Protocol,
-    distance: str, fold: int, model_version: str | None,
+    vectors: np.ndarray,
+    names: list[str],
+    paths: list[str],
+    split: Split,
+    protocol: Protocol,
+    distance: str,
+    fold: int,
+    model_version: str | None,
 ) -> FoldScores:
     """Enrol the known people, search every probe, calibrate, and measure the test."""
     from index.vector_index import VectorIndex
@@ -172,7 +180,8 @@ def score_fold(
 
     m_dist, m_ids = candidates(mated_rows)
     mated_dist, mated_rank = ranks_from_candidates(
-        m_dist, m_ids, names_arr[mated_rows], pad_id=None)
+        m_dist, m_ids, names_arr[mated_rows], pad_id=None
+    )
     c_dist, c_ids = candidates(calib_rows)
     calib_best, _ = nonmated_best_from_candidates(c_dist, c_ids, pad_id=None)
     t_dist, t_ids = candidates(test_rows)
@@ -187,35 +196,61 @@ def score_fold(
     upper = np.triu(np.ones_like(same, dtype=bool), k=1)
     genuine, impostor = d[same & upper].astype(np.float64), d[~same & upper].astype(np.float64)
 
-    data = ReportData(genuine=genuine, impostor=impostor, mated_dist=mated_dist,
-                      mated_rank=mated_rank, nonmated_best=test_best, threshold=threshold,
-                      target_fpir=protocol.target_fpir)
+    data = ReportData(
+        genuine=genuine,
+        impostor=impostor,
+        mated_dist=mated_dist,
+        mated_rank=mated_rank,
+        nonmated_best=test_best,
+        threshold=threshold,
+        target_fpir=protocol.target_fpir,
+    )
     figures = summary_figures(data, FPIR_TARGETS, FAR_TARGETS)
 
     probe_rows = []
-    for kind, rows, dist_m, who in (("mated", mated_rows, m_dist, m_ids),
-                                    ("nonmated", test_rows, t_dist, t_ids)):
+    for kind, rows, dist_m, who in (
+        ("mated", mated_rows, m_dist, m_ids),
+        ("nonmated", test_rows, t_dist, t_ids),
+    ):
         for j, r in enumerate(rows):
             best = float(dist_m[j][0]) if dist_m.shape[1] else math.inf
             top = who[j][0] if dist_m.shape[1] else None
-            probe_rows.append({
-                "fold": fold, "probe": paths[r], "true_identity": names[r], "kind": kind,
-                "best_identity": top, "best_distance": best, "threshold": threshold,
-                "decision": "match" if best <= threshold else "unknown",
-                "correct": (best <= threshold and top == names[r]) if kind == "mated"
-                else best > threshold,
-            })
+            probe_rows.append(
+                {
+                    "fold": fold,
+                    "probe": paths[r],
+                    "true_identity": names[r],
+                    "kind": kind,
+                    "best_identity": top,
+                    "best_distance": best,
+                    "threshold": threshold,
+                    "decision": "match" if best <= threshold else "unknown",
+                    "correct": (best <= threshold and top == names[r])
+                    if kind == "mated"
+                    else best > threshold,
+                }
+            )
     return FoldScores(
-        fold=fold, model_version=model_version, split=split, genuine=genuine,
-        impostor=impostor, mated_dist=mated_dist, mated_rank=mated_rank,
-        mated_ids=[names[r] for r in mated_rows], calib_nonmated=calib_best,
-        test_nonmated=test_best, test_nonmated_ids=[str(x) for x in test_best_ids],
-        test_probe_rows=probe_rows, threshold=float(threshold), figures=figures,
+        fold=fold,
+        model_version=model_version,
+        split=split,
+        genuine=genuine,
+        impostor=impostor,
+        mated_dist=mated_dist,
+        mated_rank=mated_rank,
+        mated_ids=[names[r] for r in mated_rows],
+        calib_nonmated=calib_best,
+        test_nonmated=test_best,
+        test_nonmated_ids=[str(x) for x in test_best_ids],
+        test_probe_rows=probe_rows,
+        threshold=float(threshold),
+        figures=figures,
     )
 
 
 def summarise(folds: list[FoldScores], protocol: Protocol) -> dict[str, Any]:
     """metrics.json: means over folds (with std and per-fold values) in the documented keys."""
+
     def stat(key: str) -> tuple[float, float]:
         vals = [f.figures[key] for f in folds if key in f.figures]
         if not vals:
@@ -236,13 +271,22 @@ def summarise(folds: list[FoldScores], protocol: Protocol) -> dict[str, Any]:
         "realised_fpir": stat("fpir")[0],
         "realised_fnir": stat("fnir")[0],
         "std": {
-            "rank1": stat("rank1")[1], "eer": stat("eer")[1],
+            "rank1": stat("rank1")[1],
+            "eer": stat("eer")[1],
             "dir_at_fpir": {str(t): stat(pct(t))[1] for t in FPIR_TARGETS},
-            "realised_fpir": stat("fpir")[1], "realised_fnir": stat("fnir")[1],
+            "realised_fpir": stat("fpir")[1],
+            "realised_fnir": stat("fnir")[1],
         },
         "cmc": np.mean([_cmc(f, 10) for f in folds], axis=0).tolist(),
-        "folds": [{"fold": f.fold, "model_version": f.model_version, **f.figures,
-                   "people": {k: len(v) for k, v in asdict(f.split).items()}} for f in folds],
+        "folds": [
+            {
+                "fold": f.fold,
+                "model_version": f.model_version,
+                **f.figures,
+                "people": {k: len(v) for k, v in asdict(f.split).items()},
+            }
+            for f in folds
+        ],
         "protocol": asdict(protocol),
     }
     return metrics
@@ -270,25 +314,36 @@ def write_outputs(folds: list[FoldScores], metrics: dict[str, Any], report_dir: 
     cat = np.concatenate
     thr = float(metrics["threshold"])
     data = ReportData(
-        genuine=cat([f.genuine for f in folds]), impostor=cat([f.impostor for f in folds]),
-        mated_dist=cat([f.mated_dist for f in folds]), mated_rank=cat([f.mated_rank for f in folds]),
-        nonmated_best=cat([f.test_nonmated for f in folds]), threshold=thr,
-        target_fpir=metrics["target_fpir"], folds=[f.figures for f in folds],
+        genuine=cat([f.genuine for f in folds]),
+        impostor=cat([f.impostor for f in folds]),
+        mated_dist=cat([f.mated_dist for f in folds]),
+        mated_rank=cat([f.mated_rank for f in folds]),
+        nonmated_best=cat([f.test_nonmated for f in folds]),
+        threshold=thr,
+        target_fpir=metrics["target_fpir"],
+        folds=[f.figures for f in folds],
         per_identity=per_identity_errors(
-            thr, [i for f in folds for i in f.mated_ids], cat([f.mated_dist for f in folds]),
-            cat([f.mated_rank for f in folds]), cat([f.test_nonmated for f in folds]),
-            [i for f in folds for i in f.test_nonmated_ids]),
+            thr,
+            [i for f in folds for i in f.mated_ids],
+            cat([f.mated_dist for f in folds]),
+            cat([f.mated_rank for f in folds]),
+            cat([f.test_nonmated for f in folds]),
+            [i for f in folds for i in f.test_nonmated_ids],
+        ),
         title=f"siamid open-set evaluation: {Path(metrics['protocol']['data']).name}, "
-              f"{len(folds)} fold(s)",
+        f"{len(folds)} fold(s)",
     )
     table = {
-        "rank1": metrics["rank1"], "eer": metrics["eer"], "threshold": thr,
-        "target_fpir": metrics["target_fpir"], "fpir": metrics["realised_fpir"],
+        "rank1": metrics["rank1"],
+        "eer": metrics["eer"],
+        "threshold": thr,
+        "target_fpir": metrics["target_fpir"],
+        "fpir": metrics["realised_fpir"],
         "fnir": metrics["realised_fnir"],
         **{f"dir@fpir={100 * float(t):g}%": v for t, v in metrics["dir_at_fpir"].items()},
         "protocol": metrics["protocol"],
         "note": "curves pool the test scores of every fold; the table gives fold means "
-                "(± std over folds)",
+        "(± std over folds)",
     }
     return write_report(report_dir, table, data)
 
@@ -297,24 +352,33 @@ def write_outputs(folds: list[FoldScores], metrics: dict[str, Any], report_dir: 
 
 
 @task(cache_policy=NO_CACHE)
-def train_fold(paths: list[str], names: list[str], people: list[str], fold: int, seed: int,
-               epochs: int | None) -> dict[str, Any]:
+def train_fold(
+    paths: list[str], names: list[str], people: list[str], fold: int, seed: int, epochs: int | None
+) -> dict[str, Any]:
     """Train and register the fold's encoder on its training people only."""
     from datetime import UTC, datetime
 
-    from pipelines.train import TrainingSet, build_configs, model_name, register_trained, run_training
+    from pipelines.train import (
+        TrainingSet,
+        build_configs,
+        model_name,
+        register_trained,
+        run_training,
+    )
 
     rt = open_runtime(Settings())
     keep = set(people)
-    ts = TrainingSet([p for p, n in zip(paths, names, strict=True) if n in keep],
-                     [n for n in names if n in keep])
+    ts = TrainingSet(
+        [p for p, n in zip(paths, names, strict=True) if n in keep], [n for n in names if n in keep]
+    )
     config, encoder = build_configs(seed=seed + fold, epochs=epochs)
     name = f"eval-{model_name(config, datetime.now(UTC))}"
     ckpt = rt.settings.checkpoints_dir / f"{name}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     validation = run_training(ts, config, encoder, ckpt)
-    mv_id, mv_name = register_trained(rt, name, ckpt, config, encoder, validation,
-                                      purpose=f"evaluate fold {fold}")
+    mv_id, mv_name = register_trained(
+        rt, name, ckpt, config, encoder, validation, purpose=f"evaluate fold {fold}"
+    )
     return {"id": mv_id, "name": mv_name}
 
 
@@ -326,8 +390,14 @@ def embed_dataset(model_ref: str, paths: list[str]) -> tuple[np.ndarray, str]:
     rt = open_runtime(Settings())
     model = resolve_model(rt, model_ref)
     encoder, cfg = load_encoder(model)
-    keys, vectors, errors = encode_files(encoder, cfg, [(i, p, None) for i, p in enumerate(paths)],
-                                         rt.limits, batch_size=128, workers=0)
+    keys, vectors, errors = encode_files(
+        encoder,
+        cfg,
+        [(i, p, None) for i, p in enumerate(paths)],
+        rt.limits,
+        batch_size=128,
+        workers=0,
+    )
     if errors:
         bad = ", ".join(f"{paths[k]} ({e})" for k, e in list(errors.items())[:3])
         raise EvaluationError(f"{len(errors)} images could not be embedded, e.g. {bad}")
@@ -337,8 +407,16 @@ def embed_dataset(model_ref: str, paths: list[str]) -> tuple[np.ndarray, str]:
 
 
 @task(cache_policy=NO_CACHE)
-def score(vectors: np.ndarray, names: list[str], paths: list[str], split: Split,
-          protocol: Protocol, distance: str, fold: int, model_version: str | None) -> FoldScores:
+def score(
+    vectors: np.ndarray,
+    names: list[str],
+    paths: list[str],
+    split: Split,
+    protocol: Protocol,
+    distance: str,
+    fold: int,
+    model_version: str | None,
+) -> FoldScores:
     return score_fold(vectors, names, paths, split, protocol, distance, fold, model_version)
 
 
@@ -351,9 +429,13 @@ def record_run(metrics: dict[str, Any], report: str, model_ref: str | None) -> i
     with rt.sessions.begin() as s:
         mv = get_model_version(session=s, ref=model_ref) if model_ref else None
         row = add_evaluation_run(
-            session=s, model_version_id=mv.id if mv else None, index_version_id=None,
+            session=s,
+            model_version_id=mv.id if mv else None,
+            index_version_id=None,
             protocol=metrics["protocol"],
-            metrics={k: v for k, v in metrics.items() if k != "protocol"}, report_path=report)
+            metrics={k: v for k, v in metrics.items() if k != "protocol"},
+            report_path=report,
+        )
         return row.id
 
 
@@ -382,11 +464,13 @@ def evaluate_flow(protocol: Protocol, report_dir: str) -> dict[str, Any]:
             model_ref, model_name_ = str(trained["id"]), trained["name"]
         vectors, distance = embed_dataset(model_ref, paths)
         f = score(vectors, names, paths, split, protocol, distance, fold, model_name_)
-        print(f"fold {fold + 1}/{protocol.folds}: rank-1 {f.figures['rank1']:.3f}, "
-              f"DIR@FPIR=1% {f.figures.get('dir@fpir=1%', float('nan')):.3f}, "
-              f"EER {100 * f.figures.get('eer', float('nan')):.2f}%, threshold "
-              f"{f.threshold:.4f}, realised FPIR {f.figures.get('fpir', float('nan')):.3f}",
-              flush=True)
+        print(
+            f"fold {fold + 1}/{protocol.folds}: rank-1 {f.figures['rank1']:.3f}, "
+            f"DIR@FPIR=1% {f.figures.get('dir@fpir=1%', float('nan')):.3f}, "
+            f"EER {100 * f.figures.get('eer', float('nan')):.2f}%, threshold "
+            f"{f.threshold:.4f}, realised FPIR {f.figures.get('fpir', float('nan')):.3f}",
+            flush=True,
+        )
         folds.append(f)
     metrics = summarise(folds, protocol)
     report = write_outputs(folds, metrics, Path(report_dir))

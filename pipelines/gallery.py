@@ -17,7 +17,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from siamese.images import IMAGE_EXTENSIONS, DecodeLimits, ImageRejected, decode_bytes
+from siamese.images import (
+    DEFAULT_LIMITS,
+    IMAGE_EXTENSIONS,
+    DecodeLimits,
+    ImageRejected,
+    decode_bytes,
+)
 from storage.identities import get_or_create_identity
 from storage.images import ImageRecord, add_image, find_by_sha256, find_unreadable, record_conflict
 
@@ -65,7 +71,9 @@ class ImportSummary:
 def scan_image_folder(root: Path) -> list[ImportItem]:
     """``root/<identity>/<image>`` (sub-folders of an identity belong to it); sorted, stable."""
     if not root.exists():
-        raise GalleryError(f"{root} does not exist; give a folder laid out as ROOT/<identity>/<image>")
+        raise GalleryError(
+            f"{root} does not exist; give a folder laid out as ROOT/<identity>/<image>"
+        )
     if not root.is_dir():
         raise GalleryError(
             f"{root} is a file, not a folder; for a CSV of path,identity use --manifest {root}"
@@ -122,7 +130,7 @@ def import_items(
     items: Iterable[ImportItem],
     *,
     sessions: sessionmaker[Session],
-    limits: DecodeLimits = DecodeLimits(),
+    limits: DecodeLimits = DEFAULT_LIMITS,
     progress: Progress | None = None,
     commit_every: int = 200,
 ) -> ImportSummary:
@@ -162,16 +170,19 @@ def _import_one(
     try:
         data = item.path.read_bytes()
     except FileNotFoundError:
-        _reject_unread(session, source, identity_id, "missing", f"{source} does not exist",
-                       summary=summary)
+        _reject_unread(
+            session, source, identity_id, "missing", f"{source} does not exist", summary=summary
+        )
         return
     except IsADirectoryError:
-        _reject_unread(session, source, identity_id, "not_a_file", f"{source} is a directory",
-                       summary=summary)
+        _reject_unread(
+            session, source, identity_id, "not_a_file", f"{source} is a directory", summary=summary
+        )
         return
     except OSError as exc:
-        _reject_unread(session, source, identity_id, "unreadable", f"{source}: {exc}",
-                       summary=summary)
+        _reject_unread(
+            session, source, identity_id, "unreadable", f"{source}: {exc}", summary=summary
+        )
         return
 
     sha = hashlib.sha256(data).hexdigest()
@@ -186,7 +197,9 @@ def _import_one(
             if record_conflict(
                 session=session, image=known, claimed_identity_id=identity_id, source_uri=source
             ):
-                logger.warning("%s: the same bytes are already enrolled for another identity", source)
+                logger.warning(
+                    "%s: the same bytes are already enrolled for another identity", source
+                )
             summary.conflicts += 1
         return
 
@@ -195,15 +208,17 @@ def _import_one(
     except ImageRejected as rej:
         add_image(
             session=session,
-            record=ImageRecord(source, sha, identity_id, reject_reason=rej.reason,
-                               reject_detail=rej.detail),
+            record=ImageRecord(
+                source, sha, identity_id, reject_reason=rej.reason, reject_detail=rej.detail
+            ),
         )
         _count_rejected(summary, source, rej.reason, rej.detail)
         return
     add_image(
         session=session,
-        record=ImageRecord(source, sha, identity_id, decoded.width, decoded.height,
-                           decoded.source_mode),
+        record=ImageRecord(
+            source, sha, identity_id, decoded.width, decoded.height, decoded.source_mode
+        ),
     )
     summary.new += 1
 
@@ -221,14 +236,20 @@ def _identity_id(
 
 
 def _reject_unread(
-    session: Session, source: str, identity_id: int | None, reason: str, detail: str, *,
+    session: Session,
+    source: str,
+    identity_id: int | None,
+    reason: str,
+    detail: str,
+    *,
     summary: ImportSummary,
 ) -> None:
     if find_unreadable(session=session, source_uri=source, reason=reason) is None:
         add_image(
             session=session,
-            record=ImageRecord(source, None, identity_id, reject_reason=reason,
-                               reject_detail=detail),
+            record=ImageRecord(
+                source, None, identity_id, reject_reason=reason, reject_detail=detail
+            ),
         )
     _count_rejected(summary, source, reason, detail)
 

@@ -57,13 +57,17 @@ class Decision:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["candidates"] = [{"identity": c.identity, "distance": c.distance}
-                           for c in self.candidates]
+        d["candidates"] = [
+            {"identity": c.identity, "distance": c.distance} for c in self.candidates
+        ]
         return d
 
 
 def group_by_identity(
-    distances: np.ndarray, ids: np.ndarray, image_identity: Mapping[int, int], top_k: int,
+    distances: np.ndarray,
+    ids: np.ndarray,
+    image_identity: Mapping[int, int],
+    top_k: int,
 ) -> list[tuple[int, float, int]]:
     """One search row -> the ``top_k`` identities by their best distance.
 
@@ -92,16 +96,24 @@ def margin_threshold(margin: float) -> float:
 def probe_files(target: Path) -> list[Path]:
     """An image, or every image file under a folder (sorted)."""
     if target.is_dir():
-        return sorted(p for p in target.rglob("*")
-                      if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        return sorted(
+            p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
     return [target]
 
 
 class Identifier:
     """The published index, its model and threshold, loaded once for many probes."""
 
-    def __init__(self, rt: Runtime, *, threshold: float | None = None, top_k: int = 5,
-                 template: Template = "best", search_k: int | None = None) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        threshold: float | None = None,
+        top_k: int = 5,
+        template: Template = "best",
+        search_k: int | None = None,
+    ) -> None:
         from index.vector_index import VectorIndex
         from storage.indexes import require_published_index
 
@@ -136,15 +148,19 @@ class Identifier:
                     logger.warning(
                         "the gallery has grown from %d to %d identities since calibration %d; "
                         "FPIR grows with gallery size: run `siamid calibrate` again",
-                        cal.gallery_identities, now, cal.id)
+                        cal.gallery_identities,
+                        now,
+                        cal.id,
+                    )
                 return float(cal.threshold), f"calibrated@fpir={cal.target_fpir:g}"
             margin = get_model_version(session=s, ref=self.model.id).margin
         return margin_threshold(margin), "margin/2"
 
     def embed_paths(self, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
         items = [(i, str(p), None) for i, p in enumerate(paths)]
-        return encode_files(self.encoder, self.encoder_config, items, self.rt.limits,
-                            batch_size=64, workers=0)
+        return encode_files(
+            self.encoder, self.encoder_config, items, self.rt.limits, batch_size=64, workers=0
+        )
 
     def search(self, vectors: np.ndarray) -> list[list[Candidate]]:
         """Candidates per probe vector: top-k identities, metadata by primary key."""
@@ -155,16 +171,22 @@ class Identifier:
         dist, ids = self.index.search(vectors, k)
         with self.rt.sessions() as s:
             owner = image_identities(session=s, face_image_ids=np.unique(ids[ids >= 0]).tolist())
-            grouped = [group_by_identity(dist[i], ids[i], owner, self.top_k)
-                       for i in range(len(vectors))]
+            grouped = [
+                group_by_identity(dist[i], ids[i], owner, self.top_k) for i in range(len(vectors))
+            ]
             if self.template == "mean":
                 grouped = self._mean_template(s, vectors, grouped)
-            names = {i.id: i.name for i in identities_by_id(
-                session=s, ids=[g for row in grouped for g, _, _ in row]).values()}
+            names = {
+                i.id: i.name
+                for i in identities_by_id(
+                    session=s, ids=[g for row in grouped for g, _, _ in row]
+                ).values()
+            }
         return [[Candidate(names[g], d, g, f) for g, d, f in row] for row in grouped]
 
-    def _mean_template(self, session: Any, vectors: np.ndarray,
-                       grouped: list[list[tuple[int, float, int]]]) -> list[list[tuple[int, float, int]]]:
+    def _mean_template(
+        self, session: Any, vectors: np.ndarray, grouped: list[list[tuple[int, float, int]]]
+    ) -> list[list[tuple[int, float, int]]]:
         """Re-score each candidate identity by the distance to the mean of its vectors."""
         from index.vector_store import VectorStore
         from siamese.distances import pairwise_distances
@@ -172,8 +194,9 @@ class Identifier:
 
         store = VectorStore(self.rt.settings.vectors_dir / f"model-{self.model.id}", self.model.dim)
         wanted = sorted({g for row in grouped for g, _, _ in row})
-        refs = identity_vector_refs(session=session, model_version_id=self.model.id,
-                                    identity_ids=wanted)
+        refs = identity_vector_refs(
+            session=session, model_version_id=self.model.id, identity_ids=wanted
+        )
         means: dict[int, np.ndarray] = {}
         for ident, ident_refs in refs.items():
             m = store.read(ident_refs).mean(axis=0)
@@ -182,9 +205,15 @@ class Identifier:
             means[ident] = m.astype(np.float32)
         out = []
         for v, row in zip(vectors, grouped, strict=True):
-            rescored = [(g, float(pairwise_distances(v[None], means[g][None],
-                                                     self.model.distance)[0, 0]), f)
-                        for g, _, f in row if g in means]
+            rescored = [
+                (
+                    g,
+                    float(pairwise_distances(v[None], means[g][None], self.model.distance)[0, 0]),
+                    f,
+                )
+                for g, _, f in row
+                if g in means
+            ]
             out.append(sorted(rescored, key=lambda t: t[1]))
         return out
 
@@ -210,9 +239,19 @@ class Identifier:
         out = []
         for i, p in enumerate(paths):
             if i in errors:
-                out.append(Decision(str(p), "error", None, None, self.threshold,
-                                    self.threshold_source, self.model.name,
-                                    self.index_version_id, error=errors[i]))
+                out.append(
+                    Decision(
+                        str(p),
+                        "error",
+                        None,
+                        None,
+                        self.threshold,
+                        self.threshold_source,
+                        self.model.name,
+                        self.index_version_id,
+                        error=errors[i],
+                    )
+                )
             else:
                 out.append(self.decide(str(p), found[i]))
         return out
@@ -234,14 +273,16 @@ def calibrate(rt: Runtime, data: Path, target_fpir: float) -> dict[str, Any]:
         raise CalibrationError(f"--target-fpir must be in (0, 1), got {target_fpir}")
     items = [it for it in scan_image_folder(data) if it.precheck is None]
     if not items:
-        raise CalibrationError(f"{data} has no images; give PATH/<person>/<image> of people "
-                               "who are NOT enrolled")
+        raise CalibrationError(
+            f"{data} has no images; give PATH/<person>/<image> of people who are NOT enrolled"
+        )
     with rt.sessions() as s:
         enrolled = existing_names(session=s, names=sorted({str(it.identity) for it in items}))
     if enrolled:
         raise CalibrationError(
             f"calibration needs people who are NOT enrolled, but {len(enrolled)} of the people in "
-            f"{data} are in the gallery (e.g. {sorted(enrolled)[:3]}); use other people")
+            f"{data} are in the gallery (e.g. {sorted(enrolled)[:3]}); use other people"
+        )
     ident = Identifier(rt, threshold=0.0, top_k=1)
     keys, vectors, errors = ident.embed_paths([it.path for it in items])
     for k, e in errors.items():
@@ -252,24 +293,44 @@ def calibrate(rt: Runtime, data: Path, target_fpir: float) -> dict[str, Any]:
     if n == 0:
         raise CalibrationError(f"no image of {data} could be embedded")
     if target_fpir * n < 1:
-        logger.warning("%d non-mated searches cannot resolve FPIR %.4g (the smallest step is "
-                       "%.4g); add more people who are not enrolled", n, target_fpir, 1 / n)
+        logger.warning(
+            "%d non-mated searches cannot resolve FPIR %.4g (the smallest step is "
+            "%.4g); add more people who are not enrolled",
+            n,
+            target_fpir,
+            1 / n,
+        )
     threshold = threshold_at_fpir(target_fpir, best)
     if not np.isfinite(threshold):
         threshold = float(np.max(best[np.isfinite(best)])) if np.isfinite(best).any() else 0.0
     realised = fpir_at(threshold, best)
     with rt.sessions.begin() as s:
         row = add_calibration(
-            session=s, model_version_id=ident.model.id, index_version_id=ident.index_version_id,
-            target_fpir=target_fpir, threshold=threshold, realised_fpir=realised,
-            nonmated_searches=n, gallery_identities=count_live_identities(session=s),
+            session=s,
+            model_version_id=ident.model.id,
+            index_version_id=ident.index_version_id,
+            target_fpir=target_fpir,
+            threshold=threshold,
+            realised_fpir=realised,
+            nonmated_searches=n,
+            gallery_identities=count_live_identities(session=s),
             gallery_images=count_live_images(session=s),
-            details={"data": str(data), "people": len({it.identity for it in items}),
-                     "nonmated_best_quantiles": {
-                         f"p{q}": float(np.quantile(best, q / 100)) for q in (1, 5, 50)},
-                     "skipped": len(errors)},
+            details={
+                "data": str(data),
+                "people": len({it.identity for it in items}),
+                "nonmated_best_quantiles": {
+                    f"p{q}": float(np.quantile(best, q / 100)) for q in (1, 5, 50)
+                },
+                "skipped": len(errors),
+            },
         )
         cal_id = row.id
-    return {"calibration": cal_id, "threshold": threshold, "target_fpir": target_fpir,
-            "realised_fpir": realised, "nonmated_searches": n,
-            "model_version": ident.model.name, "index_version": ident.index_version_id}
+    return {
+        "calibration": cal_id,
+        "threshold": threshold,
+        "target_fpir": target_fpir,
+        "realised_fpir": realised,
+        "nonmated_searches": n,
+        "model_version": ident.model.name,
+        "index_version": ident.index_version_id,
+    }

@@ -27,7 +27,8 @@ def embed_deployment(*, cron: str, name: str) -> Any:
     except ValueError as exc:
         raise SiamidError(f"--cron {cron!r} is not a valid cron expression: {exc}") from None
     return embed_flow.to_deployment(
-        name=name, schedules=[schedule],
+        name=name,
+        schedules=[schedule],
         description="Embed new gallery images, drop removed ones, publish a new index version.",
     )
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+
 from pipelines.errors import TrainingDataError
 from pipelines.gallery import import_items, scan_image_folder
 from pipelines.runtime import Runtime, open_runtime
@@ -83,8 +84,13 @@ def sha256_file(path: Path) -> str:
 
 
 def build_configs(
-    *, arch: str = "siamese", loss: str | None = None, distance: str = "l2",
-    margin: float | None = None, epochs: int | None = None, seed: int = 0,
+    *,
+    arch: str = "siamese",
+    loss: str | None = None,
+    distance: str = "l2",
+    margin: float | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
     preset: str = "default",
 ) -> tuple[TrainConfig, EncoderConfig]:
     """The defaults with the user's choices on top; raises ValueError for a bad value."""
@@ -117,8 +123,9 @@ def run_training(
     def progress(report: Any) -> None:
         print(report.line(), flush=True)
 
-    result = train(images, np.asarray(labels), config, encoder, checkpoint_path=checkpoint,
-                   on_epoch=progress)
+    result = train(
+        images, np.asarray(labels), config, encoder, checkpoint_path=checkpoint, on_epoch=progress
+    )
     return {
         "eer": result.best_eer,
         "threshold": result.best_threshold,
@@ -146,15 +153,22 @@ def collect_training_set(data: str | None) -> TrainingSet:
 
 
 @task(cache_policy=NO_CACHE)
-def train_model(ts: TrainingSet, config: dict[str, Any], encoder: dict[str, Any],
-                checkpoint: str) -> dict[str, Any]:
-    return run_training(ts, TrainConfig.from_dict(config), EncoderConfig.from_dict(encoder),
-                        Path(checkpoint))
+def train_model(
+    ts: TrainingSet, config: dict[str, Any], encoder: dict[str, Any], checkpoint: str
+) -> dict[str, Any]:
+    return run_training(
+        ts, TrainConfig.from_dict(config), EncoderConfig.from_dict(encoder), Path(checkpoint)
+    )
 
 
 def register_trained(
-    rt: Runtime, name: str, checkpoint: Path, config: TrainConfig, encoder: EncoderConfig,
-    validation: dict[str, Any], **extra_metrics: Any,
+    rt: Runtime,
+    name: str,
+    checkpoint: Path,
+    config: TrainConfig,
+    encoder: EncoderConfig,
+    validation: dict[str, Any],
+    **extra_metrics: Any,
 ) -> tuple[int, str]:
     """Register a finished training as a ``model_version`` row: (id, name)."""
     row = NewModelVersion(
@@ -174,23 +188,45 @@ def register_trained(
 
 
 @task(cache_policy=NO_CACHE)
-def register_model(name: str, checkpoint: str, config: dict[str, Any], encoder: dict[str, Any],
-                   validation: dict[str, Any]) -> dict[str, Any]:
+def register_model(
+    name: str,
+    checkpoint: str,
+    config: dict[str, Any],
+    encoder: dict[str, Any],
+    validation: dict[str, Any],
+) -> dict[str, Any]:
     mv_id, mv_name = register_trained(
-        open_runtime(Settings()), name, Path(checkpoint), TrainConfig.from_dict(config),
-        EncoderConfig.from_dict(encoder), validation)
+        open_runtime(Settings()),
+        name,
+        Path(checkpoint),
+        TrainConfig.from_dict(config),
+        EncoderConfig.from_dict(encoder),
+        validation,
+    )
     return {"id": mv_id, "name": mv_name}
 
 
 @flow(name="train", log_prints=False)
 def train_flow(
-    data: str | None = None, arch: str = "siamese", loss: str | None = None,
-    distance: str = "l2", margin: float | None = None, epochs: int | None = None,
-    seed: int = 0, preset: str = "default",
+    data: str | None = None,
+    arch: str = "siamese",
+    loss: str | None = None,
+    distance: str = "l2",
+    margin: float | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    preset: str = "default",
 ) -> dict[str, Any]:
     """Train an encoder on the gallery (or a folder, imported first) and register it."""
-    config, encoder = build_configs(arch=arch, loss=loss, distance=distance, margin=margin,
-                                    epochs=epochs, seed=seed, preset=preset)
+    config, encoder = build_configs(
+        arch=arch,
+        loss=loss,
+        distance=distance,
+        margin=margin,
+        epochs=epochs,
+        seed=seed,
+        preset=preset,
+    )
     ts = collect_training_set(data)
     check_training_set(ts, config, data or "the gallery")
     settings = Settings()
@@ -198,8 +234,11 @@ def train_flow(
     checkpoint = settings.checkpoints_dir / f"{name}.pt"
     settings.checkpoints_dir.mkdir(parents=True, exist_ok=True)
     validation = train_model(ts, config.to_dict(), encoder.to_dict(), str(checkpoint))
-    model = register_model(name, str(checkpoint), config.to_dict(), encoder.to_dict(),
-                           validation)
-    return {"model_version": model["name"], "model_version_id": model["id"],
-            "checkpoint": str(checkpoint), "validation": validation,
-            "config": {"train": config.to_dict(), "encoder": asdict(encoder)}}
+    model = register_model(name, str(checkpoint), config.to_dict(), encoder.to_dict(), validation)
+    return {
+        "model_version": model["name"],
+        "model_version_id": model["id"],
+        "checkpoint": str(checkpoint),
+        "validation": validation,
+        "config": {"train": config.to_dict(), "encoder": asdict(encoder)},
+    }

@@ -23,8 +23,25 @@ IMAGE_EXTENSIONS = frozenset(
 
 # Modes we can turn into grey or RGB without guessing a scale (float images are refused).
 SUPPORTED_MODES = frozenset(
-    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr",
-     "I", "I;16", "I;16L", "I;16B", "I;16N"}
+    {
+        "1",
+        "L",
+        "LA",
+        "La",
+        "P",
+        "PA",
+        "RGB",
+        "RGBA",
+        "RGBa",
+        "RGBX",
+        "CMYK",
+        "YCbCr",
+        "I",
+        "I;16",
+        "I;16L",
+        "I;16B",
+        "I;16N",
+    }
 )
 
 # The reasons an image can be rejected, with what the user can do about each.
@@ -34,7 +51,7 @@ REJECT_REASONS: dict[str, str] = {
     "outside_root": "the path leaves the import root; pass --allow-outside to accept it",
     "unreadable": "the file could not be read (permissions?)",
     "empty": "the file has zero bytes",
-    "unsupported_extension": "not an image extension siamid reads (PGM, JPEG, PNG, BMP, WebP, TIFF)",
+    "unsupported_extension": "not an extension siamid reads (PGM, JPEG, PNG, BMP, WebP, TIFF)",
     "not_an_image": "Pillow does not recognise the bytes as an image",
     "truncated": "the image data ends early; re-export or re-download the file",
     "corrupt": "the image data is damaged and cannot be decoded",
@@ -67,6 +84,9 @@ class DecodeLimits:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
 
 
+DEFAULT_LIMITS = DecodeLimits()
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     image: Image.Image  # upright (EXIF applied), fully loaded, mode "L" or "RGB"
@@ -75,7 +95,9 @@ class DecodedImage:
     source_mode: str  # the file's own mode, before conversion
 
 
-def decode_bytes(data: bytes, *, limits: DecodeLimits = DecodeLimits(), name: str = "") -> DecodedImage:
+def decode_bytes(
+    data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS, name: str = ""
+) -> DecodedImage:
     """Fully decode ``data``; raise :class:`ImageRejected` for anything unusable."""
     if not data:
         raise ImageRejected("empty", f"{name or 'file'} has zero bytes")
@@ -116,7 +138,7 @@ def decode_bytes(data: bytes, *, limits: DecodeLimits = DecodeLimits(), name: st
     return DecodedImage(_to_l_or_rgb(img), width, height, source_mode)
 
 
-def decode_file(path: Path, *, limits: DecodeLimits = DecodeLimits()) -> DecodedImage:
+def decode_file(path: Path, *, limits: DecodeLimits = DEFAULT_LIMITS) -> DecodedImage:
     """Read and decode one file; every failure is an :class:`ImageRejected` naming the file."""
     try:
         data = path.read_bytes()
@@ -130,7 +152,7 @@ def decode_file(path: Path, *, limits: DecodeLimits = DecodeLimits()) -> Decoded
 
 
 def _to_l_or_rgb(img: Image.Image) -> Image.Image:
-    """Grey stays grey; everything else becomes RGB (alpha composited on black, the AT&T background)."""
+    """Grey stays grey; the rest becomes RGB (alpha over black, like the AT&T background)."""
     mode = img.mode
     if mode in ("L", "1"):
         return img.convert("L")

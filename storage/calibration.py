@@ -11,15 +11,28 @@ from storage.models import Calibration
 
 
 def add_calibration(
-    *, session: Session, model_version_id: int, index_version_id: int | None, target_fpir: float,
-    threshold: float, realised_fpir: float, nonmated_searches: int, gallery_identities: int,
-    gallery_images: int, details: dict[str, Any],
+    *,
+    session: Session,
+    model_version_id: int,
+    index_version_id: int | None,
+    target_fpir: float,
+    threshold: float,
+    realised_fpir: float,
+    nonmated_searches: int,
+    gallery_identities: int,
+    gallery_images: int,
+    details: dict[str, Any],
 ) -> Calibration:
     row = Calibration(
-        model_version_id=model_version_id, index_version_id=index_version_id,
-        target_fpir=target_fpir, threshold=threshold, realised_fpir=realised_fpir,
-        nonmated_searches=nonmated_searches, gallery_identities=gallery_identities,
-        gallery_images=gallery_images, details=details,
+        model_version_id=model_version_id,
+        index_version_id=index_version_id,
+        target_fpir=target_fpir,
+        threshold=threshold,
+        realised_fpir=realised_fpir,
+        nonmated_searches=nonmated_searches,
+        gallery_identities=gallery_identities,
+        gallery_images=gallery_images,
+        details=details,
     )
     session.add(row)
     session.flush()

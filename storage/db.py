@@ -1,4 +1,7 @@
-"""Engines and sessions. The caller owns every transaction: ``with Session(engine) as s, s.begin():``."""
+"""Engines and sessions.
+
+The caller owns every transaction: ``with Session(engine) as s, s.begin():``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets foreign keys, WAL and a busy timeout (it is shared by flows)."""
+    """An engine; SQLite gets foreign keys, WAL and a busy timeout (flows share it)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         kwargs.setdefault("connect_args", {"timeout": 60})

@@ -92,6 +92,6 @@ def existing_names(*, session: Session, names: list[str]) -> set[str]:
     """Which of these names are enrolled identities (chunked IN queries on the unique key)."""
     found: set[str] = set()
     for i in range(0, len(names), 500):
-        chunk = names[i: i + 500]
+        chunk = names[i : i + 500]
         found.update(session.scalars(select(Identity.name).where(Identity.name.in_(chunk))))
     return found

@@ -16,16 +16,19 @@ from storage.models import IndexVersion, utcnow
 
 class NoPublishedIndexError(LookupError):
     def __init__(self) -> None:
-        super().__init__(
-            "no published index; build one with `siamid embed` (after `siamid train`)"
-        )
+        super().__init__("no published index; build one with `siamid embed` (after `siamid train`)")
 
 
 def create_index_version(
     *, session: Session, model_version_id: int, factory: str, path: str
 ) -> IndexVersion:
-    row = IndexVersion(model_version_id=model_version_id, factory=factory, path=path,
-                       status="building", vector_count=0)
+    row = IndexVersion(
+        model_version_id=model_version_id,
+        factory=factory,
+        path=path,
+        status="building",
+        vector_count=0,
+    )
     session.add(row)
     session.flush()
     return row

@@ -39,8 +39,13 @@ def imported(rt: Runtime, tiny_gallery: Path) -> Path:
 
 def quick_model(rt: Runtime, seed: int = 0) -> str:
     """Train one short epoch on the imported gallery and register it; returns its name."""
-    from pipelines.train import build_configs, model_name, register_trained, run_training
-    from pipelines.train import training_set
+    from pipelines.train import (
+        build_configs,
+        model_name,
+        register_trained,
+        run_training,
+        training_set,
+    )
 
     config, encoder = build_configs(seed=seed, epochs=1)
     config = replace(config, identities_per_batch=4, images_per_identity=2, patience=0)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from index.errors import IndexChecksumError
 from pipelines import doctor
-from pipelines.embed import build_and_publish, embed_gallery, resolve_model
+from pipelines.embed import embed_gallery, resolve_model
 from pipelines.enrolment import remove_identity
 from pipelines.errors import ModelError
 from pipelines.gallery import import_items, scan_image_folder
@@ -30,8 +30,12 @@ from .conftest import quick_model
 def _count(rt: Runtime, model_name: str) -> int:
     with rt.sessions() as s:
         mid = resolve_model(rt, model_name).id
-        return int(s.scalar(select(func.count()).select_from(Embedding)
-                            .where(Embedding.model_version_id == mid)) or 0)
+        return int(
+            s.scalar(
+                select(func.count()).select_from(Embedding).where(Embedding.model_version_id == mid)
+            )
+            or 0
+        )
 
 
 def test_no_model_is_a_clear_error(rt: Runtime, imported: Path) -> None:
@@ -109,8 +113,9 @@ def test_altered_checkpoint_is_refused(rt: Runtime, model: str) -> None:
         assert s.scalar(select(func.count()).select_from(IndexVersion)) == 0
 
 
-def test_unreadable_image_is_reported_and_the_rest_embedded(rt: Runtime, model: str,
-                                                             imported: Path) -> None:
+def test_unreadable_image_is_reported_and_the_rest_embedded(
+    rt: Runtime, model: str, imported: Path
+) -> None:
     victim = imported / "person_0001" / "001.png"
     victim.write_bytes(b"changed since import")
     _, embedded, _, failed, index = embed_gallery(rt, model)
@@ -147,8 +152,12 @@ def test_sigkill_then_rerun_finishes_with_no_duplicate_or_missing(
     rt: Runtime, model: str, point: str, after: int
 ) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, point, str(after), model],
-                          env=env, capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, point, str(after), model],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     _, embedded, skipped, _, index = embed_gallery(rt, model)
     assert embedded + skipped == 32
@@ -246,8 +255,9 @@ def test_readers_never_see_a_partial_index_while_versions_are_published(
     try:
         for n in range(3):
             extra = tmp_path / f"wave{n}"
-            generate_gallery(extra, identities=2, per_identity=2, seed=3,
-                             first_identity=100 + 2 * n)
+            generate_gallery(
+                extra, identities=2, per_identity=2, seed=3, first_identity=100 + 2 * n
+            )
             import_items(scan_image_folder(extra), sessions=rt.sessions)
             _, _, _, _, index = embed_gallery(rt, model)
             published_counts.add(index.vectors)

@@ -19,8 +19,13 @@ def _siamid(*args: str, env_home: Path) -> subprocess.CompletedProcess[str]:
     import os
 
     env = {**os.environ, "SIAMID_HOME": str(env_home), "SIAMID_TORCH_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize(
@@ -29,8 +34,7 @@ def _siamid(*args: str, env_home: Path) -> subprocess.CompletedProcess[str]:
         ("empty", ["train", "--data", "{data}"], "no accepted images"),
         ("single", ["train", "--data", "{data}"], "single image"),
         ("ok", ["train", "--data", "{data}", "--distance", "manhattan"], "manhattan"),
-        ("ok", ["train", "--data", "{data}", "--arch", "two-channel", "--loss", "hadsell"],
-         "bce"),
+        ("ok", ["train", "--data", "{data}", "--arch", "two-channel", "--loss", "hadsell"], "bce"),
     ],
 )
 def test_train_refuses_bad_data_and_options_before_training(
@@ -59,7 +63,8 @@ def test_train_embed_evaluate_flows(prefect_harness: None, rt: Runtime, tmp_path
     trained = train_flow(data=str(data), epochs=2, seed=0)
     assert trained["validation"]["eer"] is not None
     assert set(trained["validation"]["val_identities"]).isdisjoint(
-        trained["validation"]["train_identities"])
+        trained["validation"]["train_identities"]
+    )
     with rt.sessions() as s:
         mv = s.scalars(select(ModelVersion)).one()
         assert mv.name == trained["model_version"] and len(mv.checkpoint_sha256) == 64
@@ -72,11 +77,17 @@ def test_train_embed_evaluate_flows(prefect_harness: None, rt: Runtime, tmp_path
     assert (again["embedded"], again["skipped"], again["published"]) == (0, 48, False)
 
     report = tmp_path / "report"
-    out = evaluate_flow(Protocol(data=str(data), folds=2, epochs=1, enroll=2, seed=0),
-                        str(report))
+    out = evaluate_flow(Protocol(data=str(data), folds=2, epochs=1, enroll=2, seed=0), str(report))
     metrics = json.loads((report / "metrics.json").read_text())
-    for key in ("rank1", "dir_at_fpir", "eer", "threshold", "target_fpir", "realised_fpir",
-                "realised_fnir"):
+    for key in (
+        "rank1",
+        "dir_at_fpir",
+        "eer",
+        "threshold",
+        "target_fpir",
+        "realised_fpir",
+        "realised_fnir",
+    ):
         assert key in metrics
     assert set(metrics["dir_at_fpir"]) == {"0.001", "0.01", "0.1"}
     assert len(metrics["folds"]) == 2

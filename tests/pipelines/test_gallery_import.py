@@ -14,18 +14,18 @@ from PIL import Image
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from pipelines import migrations
 from pipelines.cli import app
 from pipelines.gallery import GalleryError, import_items, read_manifest, scan_image_folder
 from siamese.images import DecodeLimits
 from storage.db import make_engine, session_factory
 from storage.models import FaceImage, Identity, ImageConflict
-from pipelines import migrations
 
 NAMES = {
     "accents": "José Müller-Åström",
     "cjk": "王小明",
     "spaces": "Jane  Q. Doe",
-    "quotes": "O'Brien \"Bob\"",
+    "quotes": 'O\'Brien "Bob"',
     "sqli": "Robert'); DROP TABLE identity;--",
 }
 
@@ -38,9 +38,15 @@ def _face(size: tuple[int, int] = (48, 56), seed: int = 0, mode: str = "RGB") ->
 
 def _png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     """A tiny PNG whose header claims 10^10 pixels."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 1024, 9)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
@@ -66,17 +72,28 @@ def build_corpus(root: Path) -> dict[str, tuple[str, str | None]]:
     put(NAMES["accents"], "truncated.jpg", jpeg[: len(jpeg) // 2], "rejected", "truncated")
     put(NAMES["accents"], "zero.jpg", b"", "rejected", "empty")
     put(NAMES["accents"], "text.jpg", b"this is not a picture\n" * 20, "rejected", "not_an_image")
-    put(NAMES["accents"], "garbage.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8,
-        "rejected", "not_an_image")
+    put(
+        NAMES["accents"],
+        "garbage.png",
+        b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8,
+        "rejected",
+        "not_an_image",
+    )
     put(NAMES["accents"], "bomb.png", _png_bomb(), "rejected", "too_large")
     put(NAMES["accents"], "tiny.png", _save(_face((1, 1)), "PNG"), "rejected", "too_small")
-    put(NAMES["accents"], "float.tif", _save(_face(seed=9).convert("F"), "TIFF"),
-        "rejected", "unsupported_mode")
+    put(
+        NAMES["accents"],
+        "float.tif",
+        _save(_face(seed=9).convert("F"), "TIFF"),
+        "rejected",
+        "unsupported_mode",
+    )
     put(NAMES["accents"], "notes.txt", b"hello", "rejected", "unsupported_extension")
 
     put(NAMES["cjk"], "cmyk.jpg", _save(_face(seed=2).convert("CMYK"), "JPEG"), "accepted", None)
     sixteen = Image.fromarray(
-        (np.arange(48 * 56, dtype=np.uint16).reshape(56, 48) * 20).astype(np.uint16))
+        (np.arange(48 * 56, dtype=np.uint16).reshape(56, 48) * 20).astype(np.uint16)
+    )
     put(NAMES["cjk"], "sixteen.png", _save(sixteen, "PNG"), "accepted", None)
     pal = _face(seed=3).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     put(NAMES["cjk"], "palette.png", _save(pal, "PNG", transparency=0), "accepted", None)
@@ -178,7 +195,9 @@ def test_manifest_outside_paths_and_missing(tmp_path: Path, sessions) -> None:  
     assert summary.new == 1
     assert dict(summary.rejected_by_reason) == {"outside_root": 2, "missing": 1, "no_identity": 1}
     again = import_items(read_manifest(manifest), sessions=sessions)
-    assert again.new == 0 and again.rejected == 4 and _count(sessions) == 4  # both outside paths are one file
+    assert (
+        again.new == 0 and again.rejected == 4 and _count(sessions) == 4
+    )  # both outside paths are one file
 
     allowed = import_items(read_manifest(manifest, allow_outside=True), sessions=sessions)
     assert allowed.new == 1  # the outside file, for bob; carol's copy is the same bytes

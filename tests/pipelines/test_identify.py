@@ -41,8 +41,9 @@ def served(rt: Runtime, model: str) -> str:
     return model
 
 
-def test_identify_enrolled_unknown_and_unreadable(rt: Runtime, served: str, imported: Path,
-                                                  tmp_path: Path) -> None:
+def test_identify_enrolled_unknown_and_unreadable(
+    rt: Runtime, served: str, imported: Path, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     enrolled = imported / "person_0002" / "000.png"
@@ -55,8 +56,9 @@ def test_identify_enrolled_unknown_and_unreadable(rt: Runtime, served: str, impo
     assert strict.decision == "unknown" and strict.identity is None
 
 
-def test_calibrate_stores_threshold_used_by_identify(rt: Runtime, served: str,
-                                                     tmp_path: Path) -> None:
+def test_calibrate_stores_threshold_used_by_identify(
+    rt: Runtime, served: str, tmp_path: Path
+) -> None:
     visitors = tmp_path / "visitors"
     generate_gallery(visitors, identities=5, per_identity=4, seed=3, first_identity=500)
     res = calibrate(rt, visitors, 0.1)
@@ -76,14 +78,24 @@ def test_calibrate_refuses_enrolled_people(rt: Runtime, served: str, imported: P
 
 def test_cli_identify_json_lines_and_parquet(served: str, imported: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.parquet"
-    result = CliRunner().invoke(app, ["identify", str(imported / "person_0003"), "--json",
-                                      "--top-k", "2", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        ["identify", str(imported / "person_0003"), "--json", "--top-k", "2", "--out", str(out)],
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == 4
     for row in rows:
-        assert {"probe", "decision", "identity", "distance", "threshold", "model_version",
-                "index_version", "candidates"} <= row.keys()
+        assert {
+            "probe",
+            "decision",
+            "identity",
+            "distance",
+            "threshold",
+            "model_version",
+            "index_version",
+            "candidates",
+        } <= row.keys()
         assert row["decision"] in ("match", "unknown") and len(row["candidates"]) == 2
     import pandas as pd
 

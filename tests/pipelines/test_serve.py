@@ -55,10 +55,14 @@ def test_serve_registers_cron_deployment_on_a_real_server(tmp_path: Path) -> Non
     bin_dir = Path(sys.executable).parent
     server = subprocess.Popen(
         [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     serve = None
     try:
+
         def healthy() -> bool:
             try:
                 return httpx.get(f"{api}/health", timeout=2).status_code == 200
@@ -67,10 +71,20 @@ def test_serve_registers_cron_deployment_on_a_real_server(tmp_path: Path) -> Non
 
         _wait_for(healthy, 240, "prefect server start")
         serve = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli", "serve", "--cron", "15 4 * * *",
-             "--name", "nightly-test"],
-            env={**env, "PREFECT_API_URL": api}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "pipelines.cli",
+                "serve",
+                "--cron",
+                "15 4 * * *",
+                "--name",
+                "nightly-test",
+            ],
+            env={**env, "PREFECT_API_URL": api},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
         def deployment() -> dict | None:  # type: ignore[type-arg]

@@ -12,8 +12,14 @@ from pipelines import migrations
 from storage.db import make_engine
 
 TABLES = {
-    "identity", "face_image", "image_conflict", "model_version", "embedding", "index_version",
-    "evaluation_run", "calibration",
+    "identity",
+    "face_image",
+    "image_conflict",
+    "model_version",
+    "embedding",
+    "index_version",
+    "evaluation_run",
+    "calibration",
 }
 
 
@@ -35,15 +41,21 @@ def _exercise(url: str) -> None:
 
 def _one_published_index_per_model(engine) -> None:  # type: ignore[no-untyped-def]
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO model_version (id, name, architecture, config, checkpoint_path, "
-            "checkpoint_sha256, embedding_dim, distance, margin, metrics, created_at) VALUES "
-            "(1, 'm', 'siamese', '{}', 'p', 'x', 2, 'l2', 1.0, '{}', CURRENT_TIMESTAMP)"))
+        conn.execute(
+            text(
+                "INSERT INTO model_version (id, name, architecture, config, checkpoint_path, "
+                "checkpoint_sha256, embedding_dim, distance, margin, metrics, created_at) VALUES "
+                "(1, 'm', 'siamese', '{}', 'p', 'x', 2, 'l2', 1.0, '{}', CURRENT_TIMESTAMP)"
+            )
+        )
         for i, status in enumerate(["published", "retired", "retired"], start=1):
-            conn.execute(text(
-                "INSERT INTO index_version (id, model_version_id, factory, path, vector_count, "
-                f"status, created_at) VALUES ({i}, 1, 'Flat', 'p{i}', 0, '{status}', "
-                "CURRENT_TIMESTAMP)"))
+            conn.execute(
+                text(
+                    "INSERT INTO index_version (id, model_version_id, factory, path, vector_count, "
+                    f"status, created_at) VALUES ({i}, 1, 'Flat', 'p{i}', 0, '{status}', "
+                    "CURRENT_TIMESTAMP)"
+                )
+            )
     with pytest.raises(IntegrityError):
         with engine.begin() as conn:
             conn.execute(text("UPDATE index_version SET status = 'published' WHERE id = 2"))
