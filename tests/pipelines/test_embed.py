@@ -267,3 +267,23 @@ def test_readers_never_see_a_partial_index_while_versions_are_published(
             t.join(timeout=60)
     assert not errors, errors[0]
     assert seen and set(seen) <= published_counts
+
+
+@pytest.mark.postgres
+def test_embed_remove_doctor_on_postgres(
+    postgres_url: str, siamid_home: Path, tiny_gallery: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.runtime import open_runtime
+    from pipelines.settings import Settings
+
+    monkeypatch.setenv("SIAMID_DATABASE_URL", postgres_url)
+    rt = open_runtime(Settings())
+    assert import_items(scan_image_folder(tiny_gallery), sessions=rt.sessions).new == 32
+    name = quick_model(rt)
+    _, embedded, _, _, index = embed_gallery(rt, name)
+    assert embedded == 32 and index.published and doctor.diagnose(rt).ok
+    assert len(remove_identity(rt, "person_0001")) == 4
+    _, _, _, _, shrunk = embed_gallery(rt, name)
+    assert (shrunk.removed, shrunk.vectors) == (4, 28)
+    assert doctor.diagnose(rt).ok
+    rt.engine.dispose()

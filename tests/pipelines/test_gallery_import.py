@@ -111,9 +111,11 @@ def build_corpus(root: Path) -> dict[str, tuple[str, str | None]]:
     return expected
 
 
-@pytest.fixture
-def sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sessions(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     url = f"sqlite:///{tmp_path / 'g.db'}"
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
     migrations.upgrade(url)
     engine = make_engine(url)
     yield session_factory(engine)
