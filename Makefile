@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 # torch is pinned: 2.13.0 is a CPU wheel on this machine's disk; an unpinned torch pulls CUDA.
 TORCH  := torch==2.13.0
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: setup demo test lint clean
 
@@ -18,7 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: setup
-	$(BIN)/siamid demo
+	$(BIN)/siamid demo $(DEMO_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
