@@ -659,6 +659,12 @@ def evaluate_cmd(
         typer.Option(help="Evaluate this model version instead of training one per fold."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs per fold.")] = None,
+    template: Annotated[
+        TemplateChoice,
+        typer.Option(
+            help="Score a known person by the nearest enrolled image or the mean of them."
+        ),
+    ] = TemplateChoice.best,
     as_json: JsonOpt = False,
 ) -> None:
     """Identity-disjoint open-set evaluation: DIR/FPIR, FNIR, rank-1/CMC, DET; HTML report."""

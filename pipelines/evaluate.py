@@ -48,6 +48,7 @@ class Protocol:
     seed: int = 0
     model: str | None = None
     epochs: int | None = None
+    template: str = "best"  # "best": nearest enrolled image; "mean": distance to the mean
 
     def __post_init__(self) -> None:
         if self.folds < 1:
@@ -60,6 +61,8 @@ class Protocol:
             raise EvaluationError(f"--enroll must be at least 1, got {self.enroll}")
         if not 0.0 < self.target_fpir < 1.0:
             raise EvaluationError(f"--target-fpir must be in (0, 1), got {self.target_fpir}")
+        if self.template not in ("best", "mean"):
+            raise EvaluationError(f"--template must be best or mean, got {self.template!r}")
 
 
 @dataclass
@@ -168,7 +171,13 @@ def score_fold(
         raise EvaluationError("no known person has 2 or more images to enrol and probe")
 
     index = VectorIndex.create("Flat", vectors.shape[1], distance)
-    index.add(vectors[gallery_rows], np.asarray(gallery_rows, dtype=np.int64))
+    if protocol.template == "mean":
+        # One template per person: the mean of the enrolled vectors (re-normalised when the
+        # encoder normalises), filed under the first enrolled row's id.
+        templates, template_ids = mean_templates(vectors, names_arr, gallery_rows)
+        index.add(templates, template_ids)
+    else:
+        index.add(vectors[gallery_rows], np.asarray(gallery_rows, dtype=np.int64))
     k = index.ntotal  # exact and complete candidate lists: every enrolled template
 
     def candidates(rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -246,6 +255,23 @@ def score_fold(
         threshold=float(threshold),
         figures=figures,
     )
+
+
+def mean_templates(
+    vectors: np.ndarray, names: np.ndarray, rows: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean vector per person over ``rows``; unit norm if the vectors are (cosine, L2-normed)."""
+    by_person: dict[str, list[int]] = {}
+    for r in rows:
+        by_person.setdefault(str(names[r]), []).append(r)
+    means, ids = [], []
+    for person_rows in by_person.values():
+        m = vectors[person_rows].mean(axis=0)
+        if np.allclose(np.linalg.norm(vectors[person_rows], axis=1), 1.0, atol=1e-3):
+            m = m / max(float(np.linalg.norm(m)), 1e-12)
+        means.append(m)
+        ids.append(person_rows[0])
+    return np.ascontiguousarray(means, dtype=np.float32), np.asarray(ids, dtype=np.int64)
 
 
 def summarise(folds: list[FoldScores], protocol: Protocol) -> dict[str, Any]:
