@@ -683,6 +683,7 @@ def evaluate_cmd(
         seed=seed,
         model=model,
         epochs=epochs,
+        template=template.value,
     )
     runtime()
     prefect_defaults()
