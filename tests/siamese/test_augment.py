@@ -33,7 +33,12 @@ def test_zero_ranges_with_certain_flip_mirror_exactly() -> None:
 
 def test_tiny_geometric_jitter_stays_close() -> None:
     cfg = AugmentConfig(
-        max_shift=1e-4, max_rotation=0.01, max_scale=1e-4, brightness=0.0, contrast=0.0, hflip_prob=0.0
+        max_shift=1e-4,
+        max_rotation=0.01,
+        max_scale=1e-4,
+        brightness=0.0,
+        contrast=0.0,
+        hflip_prob=0.0,
     )
     out = augment(X, cfg, torch.Generator().manual_seed(0))
     assert (out - X).abs().max() < 0.05

@@ -60,6 +60,7 @@ def test_encoder_config_validation(kwargs: dict, match: str) -> None:
         ({"lr": 0.0}, "lr"),
         ({"weight_decay": -1.0}, "weight_decay"),
         ({"lr_schedule": "step"}, "lr_schedule"),
+        ({"optimizer": "adam"}, "optimizer"),
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"patience": -1}, "patience"),
         ({"device": "tpu"}, "device"),

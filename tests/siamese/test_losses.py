@@ -127,8 +127,14 @@ def test_chopra_gradcheck(name: str) -> None:
 def test_bce_matches_loop() -> None:
     logits = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
     same = torch.tensor([True, False, False])
-    want = -(math.log(1 / (1 + math.exp(-2.0))) + math.log(1 - 1 / (1 + math.exp(1.0)))
-             + math.log(1 - 1 / (1 + math.exp(-0.5)))) / 3
+    want = (
+        -(
+            math.log(1 / (1 + math.exp(-2.0)))
+            + math.log(1 - 1 / (1 + math.exp(1.0)))
+            + math.log(1 - 1 / (1 + math.exp(-0.5)))
+        )
+        / 3
+    )
     assert PairBCELoss()(logits, same).item() == pytest.approx(want, rel=1e-9)
 
 

@@ -153,6 +153,8 @@ def test_rerank_validates_inputs() -> None:
 def test_build_net_by_arch_name() -> None:
     assert isinstance(build_net("siamese", CFG), SiameseNet)
     assert isinstance(build_net("pseudo", CFG), PseudoSiameseNet)
-    assert isinstance(build_net("two-channel", dataclasses.replace(CFG, in_channels=3)), TwoChannelNet)
+    assert isinstance(
+        build_net("two-channel", dataclasses.replace(CFG, in_channels=3)), TwoChannelNet
+    )
     with pytest.raises(ValueError, match="arch"):
         build_net("triplet", CFG)

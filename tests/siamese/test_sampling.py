@@ -60,7 +60,9 @@ def test_default_pairs_use_every_genuine_pair() -> None:
     pairs = select_pairs(batch, genuine_fraction=0.5, rng=np.random.default_rng(0))
     assert pairs.same.sum() == 30
     assert (~pairs.same).sum() == 30
-    genuine = {(int(a), int(b)) for a, b, s in zip(pairs.left, pairs.right, pairs.same, strict=True) if s}
+    genuine = {
+        (int(a), int(b)) for a, b, s in zip(pairs.left, pairs.right, pairs.same, strict=True) if s
+    }
     assert len(genuine) == 30
 
 
@@ -91,7 +93,11 @@ def test_hard_negatives_are_the_closest_impostors_and_mined_without_grad() -> No
         hard_pool_factor=1.0,
     )
     assert seen_grad == [False]
-    impostors = [(int(a), int(b)) for a, b, s in zip(pairs.left, pairs.right, pairs.same, strict=True) if not s]
+    impostors = [
+        (int(a), int(b))
+        for a, b, s in zip(pairs.left, pairs.right, pairs.same, strict=True)
+        if not s
+    ]
     assert impostors == [(1, 2)]  # distance 0.05, the closest cross-identity pair
 
 

@@ -1,0 +1,216 @@
+"""Embedding benchmark: the embed pipeline's images/s against the bare model forward pass.
+
+A synthetic gallery (``--identities`` x ``--per-identity`` PNG faces, 92x112 grey) is imported
+into a throwaway SIAMID_HOME with SQLite, and a model with the default ``EncoderConfig`` is
+trained for one epoch on a few images (speed does not depend on the weights). Then, in the
+same run and interleaved over ``--repeats``:
+
+* **pipeline**: ``embed_gallery(full=True)`` for each DataLoader worker count in ``--workers``:
+  read + sha256 check + decode + resize in the loader, the forward pass, the vector-store
+  shard, the SQL rows, and publishing the index; images/s = images embedded / wall time;
+* **raw forward**: the same encoder on the same images already decoded into one tensor, in
+  batches of ``--batch-size``, the way ``encode_files`` calls it (channels_last input) and
+  with plain contiguous NCHW tensors and weights;
+* **decode only**: the pipeline's DataLoader (``FaceFiles``) without the model.
+
+The ratio pipeline / raw (channels_last, the pipeline's own format) is the goal figure
+(>= 0.9); it is taken per repeat, raw and pipeline measured back to back, and the median of
+the per-repeat ratios is reported. Throughputs are medians over the repeats.
+
+    python bench/bench_embedding.py                 # 5,000 images, workers 0/1/2
+    python bench/bench_embedding.py --identities 100 --per-identity 20 --workers 0,2
+    python bench/bench_embedding.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    Column,
+    base_parser,
+    format_table,
+    median,
+    prepare_gallery,
+    print_header,
+    start_record,
+    write_result,
+)
+
+NAME = "bench_embedding"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = base_parser(__doc__ or NAME)
+    p.add_argument("--identities", type=int, default=250, help="synthetic people (default: 250)")
+    p.add_argument("--per-identity", type=int, default=20,
+                   help="images per person (default: 20; 250 x 20 = 5,000 images)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="images per forward pass, pipeline and raw alike (default: 256)")
+    p.add_argument("--workers", default="0,1,2",
+                   help="DataLoader worker counts to try (default: 0,1,2)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="gallery and SIAMID_HOME folder (default: a temporary folder)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.identities, args.per_identity, args.batch_size = 6, 4, 8
+        args.workers, args.repeats = "0,1", 1
+    return args
+
+
+# ------------------------------------------------------------------ the three measurements
+
+
+def time_pipeline(rt: Any, model_name: str, *, workers: int, batch_size: int) -> tuple[float, int]:
+    """Seconds and images embedded by one ``embed_gallery(full=True)``."""
+    from pipelines.embed import embed_gallery
+
+    t0 = time.perf_counter()
+    _, embedded, _, failed, _ = embed_gallery(rt, model_name, full=True, workers=workers,
+                                              batch_size=batch_size)
+    seconds = time.perf_counter() - t0
+    if failed:
+        raise RuntimeError(f"{len(failed)} images failed to embed, e.g. {failed[0]}")
+    return seconds, embedded
+
+
+def time_forward(encoder: Any, images: Any, batch_size: int, *, channels_last: bool) -> float:
+    """Seconds for the encoder over pre-decoded ``images``, batch by batch, output to numpy."""
+    import torch
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = images[start: start + batch_size].contiguous(memory_format=fmt)
+            encoder(x).float().cpu().numpy()
+    return time.perf_counter() - t0
+
+
+def time_decode(items: list[tuple[int, str, str]], encoder_config: Any, limits: Any, *,
+                workers: int, batch_size: int) -> float:
+    """Seconds to run the pipeline's DataLoader (read, check, decode, resize) with no model."""
+    from torch.utils.data import DataLoader
+
+    from pipelines.embed import FaceFiles
+
+    dataset: Any = FaceFiles(items, encoder_config, limits)  # a map-style dataset, untyped
+    t0 = time.perf_counter()
+    loader: DataLoader[Any] = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    for _ in loader:
+        pass
+    return time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------ run
+
+
+def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from pipelines.embed import load_encoder, pending_images, resolve_model
+    from siamese.data import load_faces
+
+    env = prepare_gallery(workdir, identities=args.identities, per_identity=args.per_identity,
+                          seed=args.seed)
+    model = resolve_model(env.rt, env.model_name)
+    encoder, cfg = load_encoder(model)
+    items, _ = pending_images(env.rt, model)
+    images = load_faces([source for _, source, _ in items], cfg)
+    n = len(items)
+    # The pipeline turns the cached encoder's weights channels_last (encode_files); the NCHW
+    # reference gets its own contiguous copy.
+    nchw = copy.deepcopy(encoder).to(memory_format=torch.contiguous_format).eval()
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+
+    pipeline: dict[int, list[float]] = {w: [] for w in workers}
+    decode: dict[int, list[float]] = {w: [] for w in workers}
+    raw_cl: list[float] = []
+    raw_nchw: list[float] = []
+    time_pipeline(env.rt, env.model_name, workers=0, batch_size=args.batch_size)  # warm-up
+    for _ in range(args.repeats):
+        raw_cl.append(n / time_forward(encoder, images, args.batch_size, channels_last=True))
+        raw_nchw.append(n / time_forward(nchw, images, args.batch_size, channels_last=False))
+        for w in workers:
+            seconds, embedded = time_pipeline(env.rt, env.model_name, workers=w,
+                                              batch_size=args.batch_size)
+            if embedded != n:
+                raise RuntimeError(f"embedded {embedded} of {n} images")
+            pipeline[w].append(n / seconds)
+            decode[w].append(n / time_decode(items, cfg, env.rt.limits, workers=w,
+                                             batch_size=args.batch_size))
+    raw = {"channels_last": median(raw_cl), "nchw": median(raw_nchw)}
+    return {
+        "images": n,
+        "image_size": [92, 112],
+        "encoder_input": list(cfg.input_size),
+        "batch_size": args.batch_size,
+        "raw_images_per_s": raw,
+        "raw_samples": {"channels_last": raw_cl, "nchw": raw_nchw},
+        "pipeline": [
+            {"workers": w, "images_per_s": median(pipeline[w]), "samples": pipeline[w],
+             "decode_only_images_per_s": median(decode[w]),
+             # Per repeat (raw and pipeline measured back to back), then the median: robust
+             # to the machine's load drifting between repeats.
+             "ratio_vs_raw": median([p / r for p, r in zip(pipeline[w], raw_cl, strict=True)]),
+             "ratio_vs_best_raw": median([p / max(a, b) for p, a, b in
+                                          zip(pipeline[w], raw_cl, raw_nchw, strict=True)])}
+            for w in workers],
+    }
+
+
+COLUMNS = (
+    Column("what", "measurement"),
+    Column("images_per_s", "images/s", ",.0f"),
+    Column("range", "min-max over repeats"),
+    Column("decode_only_images_per_s", "decode-only images/s", ",.0f"),
+    Column("ratio_vs_raw", "pipeline / raw(CL)", ".3f"),
+    Column("ratio_vs_best_raw", "pipeline / best raw", ".3f"),
+)
+
+
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    raw, samples = result["raw_images_per_s"], result["raw_samples"]
+    rows = [{"what": "raw forward, channels_last (as encode_files)",
+             "images_per_s": raw["channels_last"], "range": _range(samples["channels_last"])},
+            {"what": "raw forward, NCHW", "images_per_s": raw["nchw"],
+             "range": _range(samples["nchw"])}]
+    rows += [{"what": f"embed_gallery, workers={p['workers']}", **p,
+              "range": _range(p["samples"])} for p in result["pipeline"]]
+    return rows
+
+
+def _range(values: list[float]) -> str:
+    return f"{min(values):,.0f}-{max(values):,.0f}"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    record = start_record(NAME, args)
+    print_header(record)
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="bench-embedding-")))
+        record["result"] = measure(workdir, args)
+    result = record["result"]
+    print(f"{result['images']:,} images, batch {result['batch_size']}, "
+          f"median of {args.repeats} repeat(s)")
+    print(format_table(table_rows(result), COLUMNS))
+    path = write_result(NAME, record, args.out)
+    print(f"wrote {path}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

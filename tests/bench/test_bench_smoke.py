@@ -1,0 +1,82 @@
+"""Every benchmark still runs: each script's ``main`` at its ``--smoke`` sizes (seconds each).
+
+These check that the benchmarks work against the current code and write a readable result;
+the figures themselves are meaningless at these sizes and are not asserted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench_module(name: str) -> ModuleType:
+    """``bench/<name>.py`` as a module (bench/ is a plain folder of scripts, not a package)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(f"bench.{name}")
+
+
+def run_smoke(name: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
+    out = tmp_path / f"{name}.json"
+    record = bench_module(name).main(["--smoke", "--threads", "1", "--out", str(out), *extra])
+    saved = json.loads(out.read_text())
+    assert saved["benchmark"] == name
+    assert saved["threads"] == {"torch": 1, "faiss_omp": 1}
+    assert saved["hardware"]["cpu_model"]
+    assert isinstance(record, dict)
+    return saved
+
+
+def test_bench_index(tmp_path: Path) -> None:
+    saved = run_smoke("bench_index", tmp_path, "--kinds", "flat,auto,hnsw,ivfpq-rflat")
+    (size,) = saved["sizes"]
+    assert size["baseline"]["p50_ms"] > 0
+    kinds = {row["kind"]: row for row in size["indexes"]}
+    assert set(kinds) == {"flat", "auto", "hnsw", "ivfpq-rflat"}
+    assert kinds["flat"]["recall"] == 1.0
+    assert all(row["qps_b1"] > 0 and row["qps_b1000"] > 0 for row in kinds.values())
+    assert kinds["hnsw"]["vectors"] < size["n"]  # --smoke caps HNSW to a sub-sample
+
+
+def test_bench_identify_sqlite(tmp_path: Path) -> None:
+    saved = run_smoke("bench_identify", tmp_path, "--backends", "sqlite")
+    result = saved["backends"]["sqlite"]
+    assert result["p50"] > 0 and result["samples"] >= 50
+    assert saved["index"]["recall_at_1"] == 1.0  # --smoke is small enough for Flat
+    assert result["rank1"] > 0.9
+
+
+def test_bench_identify_postgres(tmp_path: Path) -> None:
+    if not os.environ.get("SIAMID_TEST_POSTGRES_URL"):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but SIAMID_TEST_POSTGRES_URL is not set")
+        pytest.skip("SIAMID_TEST_POSTGRES_URL is not set")
+    saved = run_smoke("bench_identify", tmp_path, "--backends", "postgres",
+                      "--postgres-url", os.environ["SIAMID_TEST_POSTGRES_URL"])
+    assert saved["backends"]["postgres"]["p50"] > 0
+
+
+def test_bench_embedding(tmp_path: Path) -> None:
+    saved = run_smoke("bench_embedding", tmp_path, "--workdir", str(tmp_path / "work"))
+    result = saved["result"]
+    assert result["images"] == 24
+    assert [p["workers"] for p in result["pipeline"]] == [0, 1]
+    assert all(p["images_per_s"] > 0 for p in result["pipeline"])
+
+
+def test_bench_incremental(tmp_path: Path) -> None:
+    saved = run_smoke("bench_incremental", tmp_path, "--workdir", str(tmp_path / "work"))
+    result = saved["result"]
+    (run,) = result["runs"]
+    assert run["unchanged"]["embedded"] == 0 and not run["unchanged"]["rebuilt"]
+    assert run["new_person"]["embedded"] == 4
