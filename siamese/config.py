@@ -118,13 +118,13 @@ class EncoderConfig:
     preset: Preset = "default"
     in_channels: int = 1
     input_size: tuple[int, int] = (56, 48)
-    widths: tuple[int, ...] = (32, 64, 128)
+    widths: tuple[int, ...] = (16, 32, 64)
     convs_per_stage: int = 1
-    embedding_dim: int = 128
+    embedding_dim: int = 64
     normalize: bool = True
     embedding_bn: bool = False
     dropout: float = 0.3
-    flip_tta: bool = False
+    flip_tta: bool = True
     batch_norm: bool = True
     activation: Activation = "relu"
     pooling: Pooling = "flatten"
@@ -221,9 +221,9 @@ class AugmentConfig:
     """
 
     enabled: bool = True
-    max_shift: float = 0.06
+    max_shift: float = 0.08
     max_rotation: float = 8.0
-    max_scale: float = 0.06
+    max_scale: float = 0.15
     brightness: float = 0.2
     contrast: float = 0.2
     hflip_prob: float = 0.5

@@ -230,7 +230,8 @@ def test_readers_never_see_a_partial_index_while_versions_are_published(
     stop = threading.Event()
     errors: list[BaseException] = []
     seen: list[int] = []
-    query = np.random.default_rng(0).standard_normal((3, 128)).astype(np.float32)
+    dim = resolve_model(rt, model).dim
+    query = np.random.default_rng(0).standard_normal((3, dim)).astype(np.float32)
     query /= np.linalg.norm(query, axis=1, keepdims=True)
 
     def reader() -> None:
@@ -240,7 +241,7 @@ def test_readers_never_see_a_partial_index_while_versions_are_published(
                     row = published_index(session=s)
                     assert row is not None
                     path, sha, count = row.path, row.sha256, row.vector_count
-                index = VectorIndex.load(path, expected_sha256=sha, expected_dim=128)
+                index = VectorIndex.load(path, expected_sha256=sha, expected_dim=dim)
                 assert index.ntotal == count
                 d, i = index.search(query, 5)
                 assert (i >= 0).all() and np.isfinite(d).all()
