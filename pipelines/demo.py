@@ -123,8 +123,10 @@ def identify_summary(
 
     ident = Identifier(rt, top_k=3)
     decisions = ident.identify([p for p, _ in probes])
-    right = wrong_person = false_reject = false_accept = true_reject = 0
+    right = wrong_person = false_reject = false_accept = true_reject = nearest_right = 0
     for d, (_, truth) in zip(decisions, probes, strict=True):
+        if truth in enrolled and d.candidates and d.candidates[0].identity == truth:
+            nearest_right += 1  # closed-set rank-1, whatever the threshold says
         if truth in enrolled:
             if d.decision == "match" and d.identity == truth:
                 right += 1
@@ -138,6 +140,7 @@ def identify_summary(
             true_reject += 1
     return {
         "probes": len(probes),
+        "enrolled_nearest_is_right": nearest_right,
         "enrolled_correct": right,
         "enrolled_wrong_person": wrong_person,
         "enrolled_rejected": false_reject,
