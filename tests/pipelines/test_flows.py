@@ -113,3 +113,19 @@ def test_serve_builds_a_cron_deployment_and_needs_a_server(monkeypatch: pytest.M
     monkeypatch.setattr("pipelines.schedule.prefect_api_url", lambda: None)
     with pytest.raises(NoPrefectServerError, match="prefect server start"):
         serve_embed(cron="0 3 * * *", name="x")
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_chain(prefect_harness: None, rt: Runtime) -> None:
+    from pipelines.demo import demo_flow
+
+    out = demo_flow(str(rt.settings.home_dir), None, 0, 1, 1)
+    assert out["import"]["new"] == 280 and out["embed"]["vectors"] == 280
+    assert out["calibrate"]["nonmated_searches"] == 160
+    ident = out["identify"]
+    assert ident["probes"] == 40  # 20 held-out enrolled images + 10 visitors x 2
+    assert (
+        ident["enrolled_correct"] + ident["enrolled_wrong_person"] + ident["enrolled_rejected"]
+        == 20
+    )
+    assert Path(out["evaluate"]["report"]).is_file()
