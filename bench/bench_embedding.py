@@ -15,7 +15,10 @@ same run and interleaved over ``--repeats``:
 
 The ratio pipeline / raw (channels_last, the pipeline's own format) is the goal figure
 (>= 0.9); it is taken per repeat, raw and pipeline measured back to back, and the median of
-the per-repeat ratios is reported. Throughputs are medians over the repeats.
+the per-repeat ratios is reported. Throughputs are medians over the repeats. CPU time per
+image (this process and its DataLoader workers) is reported too: unlike wall time it hardly
+moves when other processes load the machine, so raw/pipeline CPU time shows how much extra
+work the pipeline does per image even when the wall-time figures are disturbed.
 
     python bench/bench_embedding.py                 # 5,000 images, workers 0/1/2
     python bench/bench_embedding.py --identities 100 --per-identity 20 --workers 0,2
@@ -30,7 +33,7 @@ import copy
 import logging
 import sys
 import tempfile
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
     Column,
+    Elapsed,
     base_parser,
     format_table,
     median,
     prepare_gallery,
     print_header,
     start_record,
+    stopwatch,
     write_result,
 )
 
@@ -71,48 +76,68 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # ------------------------------------------------------------------ the three measurements
 
 
-def time_pipeline(rt: Any, model_name: str, *, workers: int, batch_size: int) -> tuple[float, int]:
-    """Seconds and images embedded by one ``embed_gallery(full=True)``."""
+def time_pipeline(rt: Any, model_name: str, *, workers: int, batch_size: int
+                  ) -> tuple[Elapsed, int]:
+    """Time one ``embed_gallery(full=True)``; returns (elapsed, images embedded)."""
     from pipelines.embed import embed_gallery
 
-    t0 = time.perf_counter()
-    _, embedded, _, failed, _ = embed_gallery(rt, model_name, full=True, workers=workers,
-                                              batch_size=batch_size)
-    seconds = time.perf_counter() - t0
+    with stopwatch() as elapsed:
+        _, embedded, _, failed, _ = embed_gallery(rt, model_name, full=True, workers=workers,
+                                                  batch_size=batch_size)
     if failed:
         raise RuntimeError(f"{len(failed)} images failed to embed, e.g. {failed[0]}")
-    return seconds, embedded
+    return elapsed, embedded
 
 
-def time_forward(encoder: Any, images: Any, batch_size: int, *, channels_last: bool) -> float:
-    """Seconds for the encoder over pre-decoded ``images``, batch by batch, output to numpy."""
+def time_forward(encoder: Any, images: Any, batch_size: int, *, channels_last: bool) -> Elapsed:
+    """Time the encoder over pre-decoded ``images``, batch by batch, output to numpy."""
     import torch
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    t0 = time.perf_counter()
-    with torch.inference_mode():
+    with stopwatch() as elapsed, torch.inference_mode():
         for start in range(0, len(images), batch_size):
             x = images[start: start + batch_size].contiguous(memory_format=fmt)
             encoder(x).float().cpu().numpy()
-    return time.perf_counter() - t0
+    return elapsed
 
 
 def time_decode(items: list[tuple[int, str, str]], encoder_config: Any, limits: Any, *,
-                workers: int, batch_size: int) -> float:
-    """Seconds to run the pipeline's DataLoader (read, check, decode, resize) with no model."""
+                workers: int, batch_size: int) -> Elapsed:
+    """Time the pipeline's DataLoader (read, check, decode, resize) with no model."""
     from torch.utils.data import DataLoader
 
     from pipelines.embed import FaceFiles
 
     dataset: Any = FaceFiles(items, encoder_config, limits)  # a map-style dataset, untyped
-    t0 = time.perf_counter()
-    loader: DataLoader[Any] = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
-    for _ in loader:
-        pass
-    return time.perf_counter() - t0
+    with stopwatch() as elapsed:
+        loader: DataLoader[Any] = DataLoader(dataset, batch_size=batch_size,
+                                             num_workers=workers)
+        for _ in loader:
+            pass
+    return elapsed
 
 
 # ------------------------------------------------------------------ run
+
+
+@dataclass
+class Samples:
+    """Per-repeat timings of one measurement over ``images`` images."""
+
+    images: int
+    runs: list[Elapsed] = field(default_factory=list)
+
+    @property
+    def per_s(self) -> list[float]:
+        return [self.images / r.wall for r in self.runs]
+
+    @property
+    def cpu_ms(self) -> list[float]:
+        return [1e3 * r.cpu / self.images for r in self.runs]
+
+    def summary(self) -> dict[str, Any]:
+        return {"images_per_s": median(self.per_s), "cpu_ms_per_image": median(self.cpu_ms),
+                "samples_per_s": self.per_s, "samples_cpu_ms": self.cpu_ms}
 
 
 def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -133,38 +158,40 @@ def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     nchw = copy.deepcopy(encoder).to(memory_format=torch.contiguous_format).eval()
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
 
-    pipeline: dict[int, list[float]] = {w: [] for w in workers}
-    decode: dict[int, list[float]] = {w: [] for w in workers}
-    raw_cl: list[float] = []
-    raw_nchw: list[float] = []
+    raw_cl, raw_nchw = Samples(n), Samples(n)
+    pipeline = {w: Samples(n) for w in workers}
+    decode = {w: Samples(n) for w in workers}
     time_pipeline(env.rt, env.model_name, workers=0, batch_size=args.batch_size)  # warm-up
     for _ in range(args.repeats):
-        raw_cl.append(n / time_forward(encoder, images, args.batch_size, channels_last=True))
-        raw_nchw.append(n / time_forward(nchw, images, args.batch_size, channels_last=False))
+        raw_cl.runs.append(time_forward(encoder, images, args.batch_size, channels_last=True))
+        raw_nchw.runs.append(time_forward(nchw, images, args.batch_size, channels_last=False))
         for w in workers:
-            seconds, embedded = time_pipeline(env.rt, env.model_name, workers=w,
+            elapsed, embedded = time_pipeline(env.rt, env.model_name, workers=w,
                                               batch_size=args.batch_size)
             if embedded != n:
                 raise RuntimeError(f"embedded {embedded} of {n} images")
-            pipeline[w].append(n / seconds)
-            decode[w].append(n / time_decode(items, cfg, env.rt.limits, workers=w,
-                                             batch_size=args.batch_size))
-    raw = {"channels_last": median(raw_cl), "nchw": median(raw_nchw)}
+            pipeline[w].runs.append(elapsed)
+            decode[w].runs.append(time_decode(items, cfg, env.rt.limits, workers=w,
+                                              batch_size=args.batch_size))
+
+    def ratio(pipe: list[float], raw: list[float], *, inverse: bool = False) -> float:
+        """Median over repeats of pipeline/raw, each pair measured back to back (robust to
+        the machine's load drifting between repeats)."""
+        return median([(r / p) if inverse else (p / r) for p, r in zip(pipe, raw, strict=True)])
+
+    best_raw = [max(a, b) for a, b in zip(raw_cl.per_s, raw_nchw.per_s, strict=True)]
     return {
         "images": n,
         "image_size": [92, 112],
         "encoder_input": list(cfg.input_size),
         "batch_size": args.batch_size,
-        "raw_images_per_s": raw,
-        "raw_samples": {"channels_last": raw_cl, "nchw": raw_nchw},
+        "raw": {"channels_last": raw_cl.summary(), "nchw": raw_nchw.summary()},
         "pipeline": [
-            {"workers": w, "images_per_s": median(pipeline[w]), "samples": pipeline[w],
-             "decode_only_images_per_s": median(decode[w]),
-             # Per repeat (raw and pipeline measured back to back), then the median: robust
-             # to the machine's load drifting between repeats.
-             "ratio_vs_raw": median([p / r for p, r in zip(pipeline[w], raw_cl, strict=True)]),
-             "ratio_vs_best_raw": median([p / max(a, b) for p, a, b in
-                                          zip(pipeline[w], raw_cl, raw_nchw, strict=True)])}
+            {"workers": w, **pipeline[w].summary(),
+             "decode_only": decode[w].summary(),
+             "ratio_vs_raw": ratio(pipeline[w].per_s, raw_cl.per_s),
+             "ratio_vs_best_raw": ratio(pipeline[w].per_s, best_raw),
+             "cpu_ratio_vs_raw": ratio(pipeline[w].cpu_ms, raw_cl.cpu_ms, inverse=True)}
             for w in workers],
     }
 
@@ -172,26 +199,23 @@ def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
 COLUMNS = (
     Column("what", "measurement"),
     Column("images_per_s", "images/s", ",.0f"),
-    Column("range", "min-max over repeats"),
-    Column("decode_only_images_per_s", "decode-only images/s", ",.0f"),
-    Column("ratio_vs_raw", "pipeline / raw(CL)", ".3f"),
-    Column("ratio_vs_best_raw", "pipeline / best raw", ".3f"),
+    Column("range", "min-max"),
+    Column("cpu_ms_per_image", "CPU ms/img", ".2f"),
+    Column("decode", "decode-only img/s"),
+    Column("ratio_vs_raw", "pipeline/raw(CL)", ".3f"),
+    Column("cpu_ratio_vs_raw", "CPU: raw/pipeline", ".3f"),
 )
 
 
 def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    raw, samples = result["raw_images_per_s"], result["raw_samples"]
-    rows = [{"what": "raw forward, channels_last (as encode_files)",
-             "images_per_s": raw["channels_last"], "range": _range(samples["channels_last"])},
-            {"what": "raw forward, NCHW", "images_per_s": raw["nchw"],
-             "range": _range(samples["nchw"])}]
+    raw = result["raw"]
+    rows = [{"what": "raw forward, channels_last (as encode_files)", **raw["channels_last"]},
+            {"what": "raw forward, NCHW", **raw["nchw"]}]
     rows += [{"what": f"embed_gallery, workers={p['workers']}", **p,
-              "range": _range(p["samples"])} for p in result["pipeline"]]
+              "decode": f"{p['decode_only']['images_per_s']:,.0f}"} for p in result["pipeline"]]
+    for row in rows:
+        row["range"] = f"{min(row['samples_per_s']):,.0f}-{max(row['samples_per_s']):,.0f}"
     return rows
-
-
-def _range(values: list[float]) -> str:
-    return f"{min(values):,.0f}-{max(values):,.0f}"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -16,6 +16,8 @@ encoder is not loaded: there is no checkpoint, and a pre-embedded probe does not
 Also measured in the same run: the index search alone (to split the latency between FAISS
 and SQL), recall@1 of the index against exact search, rank-1 accuracy of the decisions, and
 the deepface-``find``-style brute force at the same N (``bench.common.DeepFaceStyleBaseline``).
+Within each repeat the backends and the brute force take turns, so that all of them see the
+same machine load.
 
     python bench/bench_identify.py --postgres-url postgresql+psycopg://USER@HOST:PORT/postgres
     python bench/bench_identify.py --backends sqlite --n 200000
@@ -92,8 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="comma-separated: sqlite, postgres (default: both)")
     p.add_argument("--postgres-url", default=None,
                    help="admin URL of a PostgreSQL server (a database is created and dropped)")
-    p.add_argument("--baseline-queries", type=int, default=20,
-                   help="probes timed for the brute-force baseline (default: 20)")
+    p.add_argument("--baseline-queries", type=int, default=10,
+                   help="probes timed for the brute-force baseline per repeat (default: 10)")
     p.add_argument("--workdir", type=Path, default=None,
                    help="where the index and SQLite files go (default: a temporary folder)")
     args = p.parse_args(argv)
@@ -192,35 +194,41 @@ def identifier(rt: Any, top_k: int) -> Any:
 # ------------------------------------------------------------------ measuring
 
 
-def measure_backend(rt: Any, probes: np.ndarray, expected: list[str],
-                    args: argparse.Namespace) -> dict[str, Any]:
-    """Latency of search + decide per probe, the index alone, and rank-1 accuracy."""
-    ident = identifier(rt, args.top_k)
-    decisions: dict[int, Any] = {}
+class BackendBench:
+    """One backend's ``Identifier`` and the latencies collected from it over the repeats."""
 
-    def identify_one(i: int) -> None:
-        candidates = ident.search(probes[i][None])[0]
-        decisions[i] = ident.decide(f"probe-{i}", candidates)
+    def __init__(self, name: str, rt: Any, probes: np.ndarray, top_k: int) -> None:
+        self.name, self.probes = name, probes
+        self.ident = identifier(rt, top_k)
+        self.decisions: dict[int, Any] = {}
+        self.full: list[float] = []
+        self.bare: list[float] = []
 
-    def index_only(i: int) -> None:
-        ident.index.search(probes[i][None], ident.search_k)
+    def identify_one(self, i: int) -> None:
+        candidates = self.ident.search(self.probes[i][None])[0]
+        self.decisions[i] = self.ident.decide(f"probe-{i}", candidates)
 
-    # Interleave the repeats of the two loops so that both see the same machine load.
-    full: list[float] = []
-    bare: list[float] = []
-    with faiss_threads(args.search_threads):
-        for _ in range(args.repeats):
-            full += time_calls(identify_one, len(probes), warmup=20)
-            bare += time_calls(index_only, len(probes), warmup=20)
-    rank1 = np.mean([decisions[i].candidates[0].identity == expected[i]
-                     for i in range(len(probes)) if decisions[i].candidates])
-    matched = np.mean([decisions[i].decision == "match" for i in range(len(probes))])
-    out = {**percentiles(full), "index_only": percentiles(bare), "samples": len(full),
-           "rank1": float(rank1), "match_rate": float(matched), "threshold": ident.threshold,
-           "threshold_source": ident.threshold_source, "search_k": ident.search_k,
-           "factory": ident.index.factory, "index_info": ident.index.info()}
-    out["sql_and_decide_p50"] = out["p50"] - out["index_only"]["p50"]
-    return out
+    def index_only(self, i: int) -> None:
+        self.ident.index.search(self.probes[i][None], self.ident.search_k)
+
+    def run_once(self) -> None:
+        """Every probe through search + decide, then through the index alone."""
+        self.full += time_calls(self.identify_one, len(self.probes), warmup=20)
+        self.bare += time_calls(self.index_only, len(self.probes), warmup=20)
+
+    def summary(self, expected: list[str]) -> dict[str, Any]:
+        """Latency percentiles (ms), the split index / rest, rank-1 accuracy and match rate."""
+        got = [self.decisions[i] for i in range(len(self.probes))]
+        rank1 = np.mean([d.candidates[0].identity == expected[i]
+                         for i, d in enumerate(got) if d.candidates])
+        out = {**percentiles(self.full), "index_only": percentiles(self.bare),
+               "samples": len(self.full), "rank1": float(rank1),
+               "match_rate": float(np.mean([d.decision == "match" for d in got])),
+               "threshold": self.ident.threshold, "threshold_source": self.ident.threshold_source,
+               "search_k": self.ident.search_k, "factory": self.ident.index.factory,
+               "index_info": self.ident.index.info()}
+        out["sql_and_decide_p50"] = out["p50"] - out["index_only"]["p50"]
+        return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -242,13 +250,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     probes, who = data.probes(args.probes, seed=args.seed)
     expected = [f"person_{i:07d}" for i in who]
 
-    base = DeepFaceStyleBaseline(data.vectors, [f"person_{i:07d}" for i in
-                                                data.identity_of(np.arange(args.n))])
-    base_pct = percentiles(base.latencies(probes, count=args.baseline_queries, max_seconds=60))
-    base.close()
-    record["baseline"] = base_pct
-    print(f"brute force p50 {base_pct['p50']:.1f} ms", flush=True)
-
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(
             tempfile.TemporaryDirectory(prefix="bench-identify-")))
@@ -262,17 +263,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "recall_at_1": float(np.mean(found[:, 0] == truth))}
         print(f"index {index.factory} built in {build_s:.1f} s, recall@1 "
               f"{record['index']['recall_at_1']:.4f}", flush=True)
+
+        benches: list[BackendBench] = []
+        record["populate_seconds"] = {}
+        for backend in backends:
+            rt = stack.enter_context(backend_runtime(backend, workdir, admin_url))
+            fill = populate(rt, args.n, args.per_identity, index, index_path, sha)
+            record["populate_seconds"][backend] = fill
+            print(f"{backend}: {args.n:,} rows in {fill:.1f} s", flush=True)
+            benches.append(BackendBench(backend, rt, probes, args.top_k))
+        del index, found
+        baseline = DeepFaceStyleBaseline(
+            data.vectors, [f"person_{i:07d}" for i in data.identity_of(np.arange(args.n))])
         del data
         gc.collect()
 
-        record["backends"] = {}
-        for backend in backends:
-            with backend_runtime(backend, workdir, admin_url) as rt:
-                fill = populate(rt, args.n, args.per_identity, index, index_path, sha)
-                print(f"{backend}: {args.n:,} rows in {fill:.1f} s", flush=True)
-                result = measure_backend(rt, probes, expected, args)
-                result["populate_seconds"] = fill
-                record["backends"][backend] = result
+        # Backends and the brute force take turns within each repeat, so that all of them
+        # see the same machine load.
+        base_lat: list[float] = []
+        with faiss_threads(args.search_threads):
+            for _ in range(args.repeats):
+                for bench in benches:
+                    bench.run_once()
+                base_lat += baseline.latencies(probes, count=args.baseline_queries,
+                                               max_seconds=60)
+        baseline.close()
+        record["baseline"] = {**percentiles(base_lat), "samples": len(base_lat)}
+        record["backends"] = {b.name: b.summary(expected) for b in benches}
 
     rows = [{"backend": "brute force", "factory": "pandas+numpy scan",
              "recall": 1.0, **record["baseline"], "speedup": 1.0}]

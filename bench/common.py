@@ -176,6 +176,39 @@ def time_calls(fn: Callable[[int], Any], n: int, *, max_seconds: float | None = 
     return out
 
 
+@dataclass
+class Elapsed:
+    """Wall seconds and CPU seconds (user + system, this process and the children it reaped,
+    e.g. DataLoader workers) of a :func:`stopwatch` block."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@contextlib.contextmanager
+def stopwatch() -> Iterator[Elapsed]:
+    """Time a block: ``with stopwatch() as t: ...`` then ``t.wall``, ``t.cpu``.
+
+    CPU time is much less sensitive than wall time to other processes on a shared machine,
+    so it shows how much work a step does even when its wall time is disturbed.
+    """
+    elapsed = Elapsed()
+    cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+    try:
+        yield elapsed
+    finally:
+        elapsed.wall = time.perf_counter() - wall0
+        elapsed.cpu = _cpu_seconds() - cpu0
+
+
 # ------------------------------------------------------------------ output
 
 
@@ -474,16 +507,19 @@ class DeepFaceStyleBaseline:
         self.matrix = np.stack(self.frame["embedding"].to_numpy()).astype(np.float32, copy=False)
         self.stack_seconds = time.perf_counter() - t0
 
-    def find(self, probe: np.ndarray) -> tuple[Any, float]:
-        """(identity, L2 distance) of the nearest gallery row to one probe vector."""
-        distances = np.linalg.norm(self.matrix - probe, axis=1)
+    def find(self, probe: np.ndarray, rows: int | None = None) -> tuple[Any, float]:
+        """(identity, L2 distance) of the nearest gallery row to one probe vector, among the
+        first ``rows`` rows (default: all)."""
+        matrix = self.matrix if rows is None else self.matrix[:rows]
+        distances = np.linalg.norm(matrix - probe, axis=1)
         best = int(np.argmin(distances))
         return self.frame["identity"].iat[best], float(distances[best])
 
-    def latencies(self, probes: np.ndarray, *, count: int, max_seconds: float) -> list[float]:
+    def latencies(self, probes: np.ndarray, *, count: int, max_seconds: float,
+                  rows: int | None = None) -> list[float]:
         """Seconds per :meth:`find` for up to ``count`` probes (time-capped)."""
         count = min(count, len(probes))
-        return time_calls(lambda i: self.find(probes[i]), count, max_seconds=max_seconds,
+        return time_calls(lambda i: self.find(probes[i], rows), count, max_seconds=max_seconds,
                           warmup=1)
 
     def close(self) -> None:

@@ -278,6 +278,10 @@ class TrainConfig:
             ``hard_pool_factor`` x as many closest impostor pairs, instead of uniformly.
         hard_pool_factor: size of that pool relative to the impostors needed (>= 1;
             1 = strictly the hardest, larger = softer mining).
+        mine_identities: from the second epoch on, build each batch from random
+            identities together with their current look-alikes (nearest embedding
+            centroids), so that in-batch mining sees the confusable people
+            ("doppelganger mining"). Embedding archs only; ignored for two-channel.
         optimizer: ``"adamw"`` or ``"sgd"`` (Nesterov momentum 0.9).
         lr, weight_decay: learning rate and weight decay. AdamW decouples the decay
             and scales it by the learning rate (useful values ~0.01 to 0.1); SGD
@@ -309,6 +313,7 @@ class TrainConfig:
     pairs_per_batch: int | None = None
     hard_negatives: bool = True
     hard_pool_factor: float = 2.0
+    mine_identities: bool = False
     lr: float = 2e-3
     weight_decay: float = 5e-4
     optimizer: OptimizerName = "adamw"

@@ -13,6 +13,14 @@ Hard-negative mining ranks the batch's impostor pairs by their current distance
 closest ``hard_pool_factor`` x as many: strict "hardest only" mining latches onto
 mislabelled or near-duplicate faces, the random pool keeps it stable.
 
+Identity-level mining ("doppelganger mining", Smirnov et al., ICCV workshops
+2017) goes one step earlier: with few identities per batch, a person's most
+confusable look-alike is rarely in the same batch, so in-batch mining never sees
+the pairs that cause most verification errors. :func:`nearest_identities` ranks
+identities by the distance between their embedding centroids, and a sampler
+given those neighbours (:meth:`IdentityBatchSampler.set_neighbours`) builds each
+batch from random identities together with one of their closest look-alikes.
+
 All randomness comes from an explicit ``numpy.random.Generator``.
 """
 
@@ -37,7 +45,8 @@ class IdentityBatchSampler:
     """Draws P x K batches: P distinct identities, K distinct images of each.
 
     Identities with fewer than two images cannot form genuine pairs and are left
-    out; an identity with fewer than K images contributes all it has.
+    out; an identity with fewer than K images contributes all it has. Once
+    :meth:`set_neighbours` has been called, identities come in look-alike pairs.
 
     Args:
         labels: ``[N]`` integer identity label of every image.
@@ -85,6 +94,41 @@ class IdentityBatchSampler:
         self.k = images_per_identity
         self.labels = labels
         self.rng = rng
+        self._neighbours: dict[int, np.ndarray] | None = None
+        self.neighbour_choices = 2
+
+    def set_neighbours(self, neighbours: dict[int, np.ndarray] | None) -> None:
+        """Look-alikes per identity, closest first (see :func:`nearest_identities`); None resets."""
+        if neighbours is not None:
+            missing = [int(i) for i in self.identities if int(i) not in neighbours]
+            if missing:
+                raise ValueError(f"no neighbours given for identities {missing[:5]}")
+        self._neighbours = neighbours
+
+    def _choose_identities(self) -> np.ndarray:
+        if self._neighbours is None:
+            return self.rng.choice(self.identities, size=self.p, replace=False)
+        usable = {int(i) for i in self.identities}
+        chosen: list[int] = []
+        taken: set[int] = set()
+        for ident in self.rng.permutation(self.identities):
+            if len(chosen) >= self.p:
+                break
+            ident = int(ident)
+            if ident in taken:
+                continue
+            chosen.append(ident)
+            taken.add(ident)
+            # One of its closest not-yet-chosen look-alikes (a random one of the first
+            # few, so the same pairs are not fixed for a whole epoch).
+            candidates = [
+                int(n) for n in self._neighbours[ident] if int(n) in usable and int(n) not in taken
+            ][: self.neighbour_choices]
+            if candidates and len(chosen) < self.p:
+                mate = int(self.rng.choice(candidates))
+                chosen.append(mate)
+                taken.add(mate)
+        return np.asarray(chosen)
 
     @property
     def batch_size(self) -> int:
@@ -93,7 +137,7 @@ class IdentityBatchSampler:
 
     def sample(self) -> np.ndarray:
         """Indices ``[<= P*K]`` into ``labels``, grouped by identity."""
-        chosen = self.rng.choice(self.identities, size=self.p, replace=False)
+        chosen = self._choose_identities()
         parts = []
         for ident in chosen:
             members = self._members[int(ident)]
@@ -199,6 +243,30 @@ def select_pairs(
     return PairIndices(
         left=pairs[:, 0].astype(np.int64), right=pairs[:, 1].astype(np.int64), same=flags
     )
+
+
+def nearest_identities(
+    embeddings: np.ndarray, labels: np.ndarray, distance: str = "l2"
+) -> dict[int, np.ndarray]:
+    """Each identity's other identities, closest embedding centroid first.
+
+    Args:
+        embeddings: ``[N, D]`` embeddings (e.g. of the training images, eval mode).
+        labels: ``[N]`` identity labels.
+        distance: ``"l2"``, ``"l1"`` or ``"cosine"`` between centroids.
+
+    Returns:
+        ``{identity: int64 array of the other identities, nearest first}``.
+    """
+    from siamese.distances import pairwise_distances
+
+    labels = np.asarray(labels)
+    ids = np.unique(labels)
+    centroids = np.stack([embeddings[labels == i].mean(axis=0) for i in ids])
+    dist = pairwise_distances(centroids, centroids, distance)
+    np.fill_diagonal(dist, np.inf)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :-1]  # drop self (inf, last)
+    return {int(i): ids[order[row]].astype(np.int64) for row, i in enumerate(ids)}
 
 
 def distance_matrix_scorer(dist: torch.Tensor) -> PairScorer:

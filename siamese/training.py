@@ -49,7 +49,12 @@ from siamese.nets import (
     build_net,
     embedding_encoder,
 )
-from siamese.sampling import IdentityBatchSampler, distance_matrix_scorer, select_pairs
+from siamese.sampling import (
+    IdentityBatchSampler,
+    distance_matrix_scorer,
+    nearest_identities,
+    select_pairs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -511,7 +516,18 @@ class _Trainer:
             logits = net(x[left.to(self.device)], x[right.to(self.device)])
         return self.loss_fn(logits.float(), same)
 
+    @torch.no_grad()
+    def _update_identity_neighbours(self) -> None:
+        """Doppelganger mining: rank training identities by centroid distance (eval mode)."""
+        encoder = embedding_encoder(self.net)
+        if encoder is None:
+            return
+        z = embed(encoder, self.train_images, self.config.eval_batch_size)
+        self.sampler.set_neighbours(nearest_identities(z, self.train_labels, self.config.distance))
+
     def _train_epoch(self) -> tuple[float, float]:
+        if self.config.mine_identities and self.step > 0:
+            self._update_identity_neighbours()
         self.net.train()
         total, lr = 0.0, self.config.lr
         for _ in range(self.batches_per_epoch):

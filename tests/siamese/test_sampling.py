@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from siamese.sampling import IdentityBatchSampler, distance_matrix_scorer, select_pairs
+from siamese.sampling import (
+    IdentityBatchSampler,
+    distance_matrix_scorer,
+    nearest_identities,
+    select_pairs,
+)
 
 LABELS = np.repeat(np.arange(8), 6)  # 8 identities x 6 images
 
@@ -126,3 +131,35 @@ def test_select_pairs_errors() -> None:
         select_pairs(np.array([0, 0, 1]), genuine_fraction=1.0, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="two images"):
         select_pairs(np.array([0, 1, 2]), genuine_fraction=0.5, rng=np.random.default_rng(0))
+
+
+def test_nearest_identities_ranks_centroids() -> None:
+    # Identity centroids on a line at 0, 1, 5, 6: 0 <-> 1 and 2 <-> 3 are look-alikes.
+    centres = np.array([0.0, 1.0, 5.0, 6.0])
+    labels = np.repeat(np.arange(4), 3)
+    emb = (centres[labels] + np.tile([-0.1, 0.0, 0.1], 4))[:, None]
+    nn = nearest_identities(emb, labels)
+    assert nn[0].tolist() == [1, 2, 3]
+    assert nn[2].tolist() == [3, 1, 0]
+    assert nn[3][0] == 2
+
+
+def test_doppelganger_batches_contain_look_alike_pairs() -> None:
+    labels = np.repeat(np.arange(8), 4)
+    sampler = IdentityBatchSampler(labels, 4, 2, np.random.default_rng(0))
+    mates = {0: 1, 1: 0, 2: 3, 3: 2, 4: 5, 5: 4, 6: 7, 7: 6}
+    sampler.set_neighbours(
+        {
+            i: np.array([mates[i]] + [j for j in range(8) if j not in (i, mates[i])])
+            for i in range(8)
+        }
+    )
+    sampler.neighbour_choices = 1
+    for _ in range(20):
+        ids = set(labels[sampler.sample()].tolist())
+        assert len(ids) == 4
+        assert all(mates[i] in ids for i in ids)
+    sampler.set_neighbours(None)  # back to uniform identities
+    assert len(set(labels[sampler.sample()].tolist())) == 4
+    with pytest.raises(ValueError, match="no neighbours"):
+        sampler.set_neighbours({0: np.array([1])})

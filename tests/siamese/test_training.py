@@ -160,6 +160,8 @@ def test_two_runs_with_a_seed_give_identical_weights(tmp_path: Path) -> None:
         ({"arch": "two-channel", "loss": "bce", "hard_negatives": False}, TwoChannelNet),
         ({"distance": "cosine", "hard_negatives": False, "pairs_per_batch": 20}, SiameseNet),
         ({"ema_decay": 0.9, "positive_margin": 0.2}, SiameseNet),
+        ({"mine_identities": True, "epochs": 2}, SiameseNet),
+        ({"arch": "pseudo", "mine_identities": True, "epochs": 2}, PseudoSiameseNet),
         ({"optimizer": "sgd", "lr": 0.05, "lr_schedule": "constant"}, SiameseNet),
     ],
 )
@@ -229,18 +231,20 @@ def test_short_training_on_synthetic_faces_beats_chance(tmp_path: Path) -> None:
     from siamese.metrics import eer, pair_distances_from_matrix
     from siamese.synthetic import generate_gallery
 
-    gallery = generate_gallery(tmp_path / "faces", identities=24, per_identity=8, seed=0)
+    # 36 training and 12 validation people; the synthetic faces are hard on purpose
+    # (pose, light, expression, occlusion, blur), so this is a real generalisation test.
+    gallery = generate_gallery(tmp_path / "faces", identities=48, per_identity=8, seed=0)
     labels, _ = encode_labels([name for _, name in gallery])
     enc = EncoderConfig()
     images = load_faces([p for p, _ in gallery], enc)
-    cfg = TrainConfig(epochs=12, val_fraction=0.25, seed=0)
+    cfg = TrainConfig(epochs=30, val_fraction=0.25, seed=0)
     result = train(images, labels, cfg, enc, checkpoint_path=tmp_path / "m.pt")
 
     val = np.isin(labels, result.val_identities)
     pixels = images[torch.from_numpy(val)].flatten(1).double().numpy()
     raw_eer, _ = eer(*pair_distances_from_matrix(pairwise_distances(pixels, pixels), labels[val]))
+    print(f"synthetic validation EER {result.best_eer:.4f}, raw pixels {raw_eer:.4f}")
     assert result.best_eer is not None
-    # Chance is 0.5. The synthetic faces are hard on purpose (pose, light, expression,
-    # occlusion): 12 epochs reach about 0.24 against 0.28 for raw pixels on these 6 people.
-    assert result.best_eer < 0.3, (result.best_eer, raw_eer)
-    assert result.best_eer < raw_eer
+    # Chance is 0.5; 30 epochs reach about 0.13 against about 0.3 for raw pixels.
+    assert result.best_eer < 0.2, (result.best_eer, raw_eer)
+    assert result.best_eer < 0.7 * raw_eer, (result.best_eer, raw_eer)
