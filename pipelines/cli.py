@@ -553,6 +553,11 @@ class TemplateChoice(StrEnum):
     mean = "mean"
 
 
+class CalibrateOn(StrEnum):
+    unknown_train = "unknown+train"
+    unknown = "unknown"
+
+
 @app.command("identify")
 def identify_cmd(
     target: Annotated[
@@ -618,7 +623,11 @@ def _write_table(rows: list[dict[str, Any]], out: Path) -> None:
 @app.command("calibrate")
 def calibrate_cmd(
     data: Annotated[
-        Path, typer.Option(help="ImageFolder of people who are NOT enrolled (non-mated searches).")
+        list[Path],
+        typer.Option(
+            help="ImageFolder of people who are NOT enrolled (non-mated searches); repeat "
+            "--data to pool several folders, e.g. also the people the encoder was trained on."
+        ),
     ],
     target_fpir: Annotated[
         float, typer.Option(help="Target false-positive identification rate.")
@@ -665,6 +674,13 @@ def evaluate_cmd(
             help="Score a known person by the nearest enrolled image or the mean of them."
         ),
     ] = TemplateChoice.best,
+    calibrate_on: Annotated[
+        CalibrateOn,
+        typer.Option(
+            help="Non-mated searches that set the threshold: the calibration unknowns, and "
+            "by default also the people the encoder was trained on."
+        ),
+    ] = CalibrateOn.unknown_train,
     as_json: JsonOpt = False,
 ) -> None:
     """Identity-disjoint open-set evaluation: DIR/FPIR, FNIR, rank-1/CMC, DET; HTML report."""
@@ -684,6 +700,7 @@ def evaluate_cmd(
         model=model,
         epochs=epochs,
         template=template.value,
+        calibrate_on=calibrate_on.value,
     )
     runtime()
     prefect_defaults()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from sqlalchemy.orm import sessionmaker
 
 from pipelines.embed import ModelRef, encode_files, load_encoder, resolve_model
 from pipelines.errors import SiamidError
@@ -131,6 +132,9 @@ class Identifier:
         self.encoder, self.encoder_config = load_encoder(self.model)
         self.search_k = search_k or max(50, 10 * top_k)
         self.threshold, self.threshold_source = self._threshold(threshold)
+        # Read-only look-ups on the latency path: autocommit, so no BEGIN / ROLLBACK round
+        # trips around each probe's one query (the sessions are still the caller's: ours).
+        self.lookups = sessionmaker(rt.engine.execution_options(isolation_level="AUTOCOMMIT"))
 
     def _threshold(self, explicit: float | None) -> tuple[float, str]:
         from storage.calibration import latest_calibration
@@ -164,24 +168,19 @@ class Identifier:
 
     def search(self, vectors: np.ndarray) -> list[list[Candidate]]:
         """Candidates per probe vector: top-k identities, metadata by primary key."""
-        from storage.embeddings import image_identities
-        from storage.identities import identities_by_id
+        from storage.embeddings import image_owners
 
         k = min(self.search_k, max(self.index.ntotal, 1))
         dist, ids = self.index.search(vectors, k)
-        with self.rt.sessions() as s:
-            owner = image_identities(session=s, face_image_ids=np.unique(ids[ids >= 0]).tolist())
+        with self.lookups() as s:
+            owners = image_owners(session=s, face_image_ids=np.unique(ids[ids >= 0]).tolist())
+            owner = {fid: ident for fid, (ident, _) in owners.items()}
             grouped = [
                 group_by_identity(dist[i], ids[i], owner, self.top_k) for i in range(len(vectors))
             ]
             if self.template == "mean":
                 grouped = self._mean_template(s, vectors, grouped)
-            names = {
-                i.id: i.name
-                for i in identities_by_id(
-                    session=s, ids=[g for row in grouped for g, _, _ in row]
-                ).values()
-            }
+        names = dict(owners.values())
         return [[Candidate(names[g], d, g, f) for g, d, f in row] for row in grouped]
 
     def _mean_template(
@@ -261,8 +260,14 @@ class CalibrationError(SiamidError):
     """Calibration data that cannot give a trustworthy threshold."""
 
 
-def calibrate(rt: Runtime, data: Path, target_fpir: float) -> dict[str, Any]:
-    """Threshold at ``target_fpir`` from non-mated searches by people who are NOT enrolled."""
+def calibrate(rt: Runtime, data: Path | Sequence[Path], target_fpir: float) -> dict[str, Any]:
+    """Threshold at ``target_fpir`` from non-mated searches by people who are NOT enrolled.
+
+    ``data`` is one ImageFolder or several (their people pooled). More people give a steadier
+    threshold: with N searches FPIR is resolved in steps of 1/N. The people the encoder was
+    trained on count too, as long as they are not enrolled: on AT&T their distances to the
+    gallery were like those of unseen people (BENCHMARKS.md, "Open-set identification").
+    """
     from pipelines.gallery import scan_image_folder
     from siamese.openset import fpir_at, threshold_at_fpir
     from storage.calibration import add_calibration
@@ -271,17 +276,19 @@ def calibrate(rt: Runtime, data: Path, target_fpir: float) -> dict[str, Any]:
 
     if not 0.0 < target_fpir < 1.0:
         raise CalibrationError(f"--target-fpir must be in (0, 1), got {target_fpir}")
-    items = [it for it in scan_image_folder(data) if it.precheck is None]
+    folders = [data] if isinstance(data, Path) else list(data)
+    items = [it for d in folders for it in scan_image_folder(d) if it.precheck is None]
+    where = ", ".join(map(str, folders))
     if not items:
         raise CalibrationError(
-            f"{data} has no images; give PATH/<person>/<image> of people who are NOT enrolled"
+            f"{where} has no images; give PATH/<person>/<image> of people who are NOT enrolled"
         )
     with rt.sessions() as s:
         enrolled = existing_names(session=s, names=sorted({str(it.identity) for it in items}))
     if enrolled:
         raise CalibrationError(
             f"calibration needs people who are NOT enrolled, but {len(enrolled)} of the people in "
-            f"{data} are in the gallery (e.g. {sorted(enrolled)[:3]}); use other people"
+            f"{where} are in the gallery (e.g. {sorted(enrolled)[:3]}); use other people"
         )
     ident = Identifier(rt, threshold=0.0, top_k=1)
     keys, vectors, errors = ident.embed_paths([it.path for it in items])
@@ -291,7 +298,7 @@ def calibrate(rt: Runtime, data: Path, target_fpir: float) -> dict[str, Any]:
     best = np.asarray([c[0].distance if c else np.inf for c in cands], dtype=np.float64)
     n = int(best.size)
     if n == 0:
-        raise CalibrationError(f"no image of {data} could be embedded")
+        raise CalibrationError(f"no image of {where} could be embedded")
     if target_fpir * n < 1:
         logger.warning(
             "%d non-mated searches cannot resolve FPIR %.4g (the smallest step is "
@@ -316,7 +323,7 @@ def calibrate(rt: Runtime, data: Path, target_fpir: float) -> dict[str, Any]:
             gallery_identities=count_live_identities(session=s),
             gallery_images=count_live_images(session=s),
             details={
-                "data": str(data),
+                "data": [str(d) for d in folders],
                 "people": len({it.identity for it in items}),
                 "nonmated_best_quantiles": {
                     f"p{q}": float(np.quantile(best, q / 100)) for q in (1, 5, 50)

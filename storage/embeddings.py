@@ -8,7 +8,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from storage.images import live_image_ids
-from storage.models import Embedding, FaceImage
+from storage.models import Embedding, FaceImage, Identity
 
 
 def images_to_embed(*, session: Session, model_version_id: int) -> list[tuple[int, str, str]]:
@@ -67,15 +67,20 @@ def delete_embeddings_of_model(*, session: Session, model_version_id: int) -> in
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def image_identities(*, session: Session, face_image_ids: Sequence[int]) -> dict[int, int]:
-    """face_image_id -> identity_id for these ids, by primary key (no table scan)."""
+def image_owners(*, session: Session, face_image_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+    """face_image_id -> (identity_id, identity name) for these ids.
+
+    One query, both tables by primary key (no table scan): this is on the latency path of every
+    identification. Ids with no row (removed since the index was built) or no identity are absent.
+    """
     if not face_image_ids:
         return {}
-    stmt = select(FaceImage.id, FaceImage.identity_id).where(
-        FaceImage.id.in_(set(int(i) for i in face_image_ids)),
-        FaceImage.identity_id.is_not(None),
+    stmt = (
+        select(FaceImage.id, Identity.id, Identity.name)
+        .join(Identity, Identity.id == FaceImage.identity_id)
+        .where(FaceImage.id.in_(set(int(i) for i in face_image_ids)))
     )
-    return {int(i): int(p) for i, p in session.execute(stmt)}
+    return {int(f): (int(i), str(n)) for f, i, n in session.execute(stmt)}
 
 
 def count_live_identities(*, session: Session) -> int:

@@ -76,6 +76,24 @@ def test_calibrate_refuses_enrolled_people(rt: Runtime, served: str, imported: P
         calibrate(rt, imported, 0.01)
 
 
+def test_calibrate_pools_several_folders(
+    rt: Runtime, served: str, imported: Path, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate_gallery(a, identities=3, per_identity=4, seed=3, first_identity=500)
+    generate_gallery(b, identities=2, per_identity=5, seed=4, first_identity=600)
+    res = calibrate(rt, [a, b], 0.1)
+    assert res["nonmated_searches"] == 22
+    with pytest.raises(CalibrationError, match="NOT enrolled"):
+        calibrate(rt, [a, imported], 0.1)  # one enrolled person anywhere is refused
+    result = CliRunner().invoke(
+        app, ["calibrate", "--data", str(a), "--data", str(b), "--target-fpir", "0.1", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    row = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
+    assert row["nonmated_searches"] == 22
+
+
 def test_cli_identify_json_lines_and_parquet(served: str, imported: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.parquet"
     result = CliRunner().invoke(
