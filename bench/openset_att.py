@@ -50,11 +50,13 @@ def fold_vectors(
     train_people: list[str],
     overrides: list[str],
     seed: int,
+    tta_shift: int = 0,
 ) -> tuple[np.ndarray, str, dict[str, Any]]:
     config, enc = apply_overrides([*overrides, f"seed={seed}"])
-    key = hashlib.sha256(
-        json.dumps([config.to_dict(), enc.to_dict(), sorted(train_people)], sort_keys=True).encode()
-    ).hexdigest()[:16]
+    spec = [config.to_dict(), enc.to_dict(), sorted(train_people)] + (
+        [tta_shift] if tta_shift else []
+    )
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     cached = CACHE / f"{key}.npz"
     if cached.exists():
         z = np.load(cached, allow_pickle=False)
@@ -74,6 +76,15 @@ def fold_vectors(
         seconds = time.perf_counter() - t0
         ckpt = load_checkpoint(Path(tmp) / "m.pt")
     vectors = embed(ckpt.encoder, images)
+    if tta_shift:
+        # Also embed copies shifted by +-tta_shift pixels (edge-replicated) and sum.
+        pad = torch.nn.functional.pad(images, (tta_shift,) * 4, mode="replicate")
+        h, w = images.shape[-2:]
+        t = tta_shift
+        for dy, dx in ((0, -t), (0, t), (-t, 0), (t, 0)):
+            crop = pad[:, :, t + dy : t + dy + h, t + dx : t + dx + w].contiguous()
+            vectors = vectors + embed(ckpt.encoder, crop)
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     info = {
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
@@ -165,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="train N seeds per fold and concatenate their (unit) vectors",
     )
+    p.add_argument("--tta", type=int, default=0, help="also embed +-N pixel shifts and sum")
     p.add_argument("--variants", action="store_true", help="also score normalisations")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
@@ -177,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     for fold in range(args.folds):
         split = split_people(names, protocol, fold)
         parts = [
-            fold_vectors(paths, names, split.train, args.overrides, args.seed + fold + 1000 * e)
+            fold_vectors(
+                paths, names, split.train, args.overrides, args.seed + fold + 1000 * e, args.tta
+            )
             for e in range(args.ensemble)
         ]
         vectors, distance, info = parts[0]

@@ -92,6 +92,7 @@ def build_configs(
     epochs: int | None = None,
     seed: int = 0,
     preset: str = "default",
+    members: int | None = None,
 ) -> tuple[TrainConfig, EncoderConfig]:
     """The defaults with the user's choices on top; raises ValueError for a bad value."""
     if arch not in ARCHS:
@@ -102,6 +103,8 @@ def build_configs(
         changes["margin"] = margin
     if epochs is not None:
         changes["epochs"] = epochs
+    if members is not None:
+        changes["members"] = members
     config = replace(TrainConfig(), **changes)
     encoder = EncoderConfig.chopra2005() if preset == "chopra2005" else EncoderConfig()
     return config, encoder
@@ -137,6 +140,8 @@ def run_training(
         "train_identities": [classes[i] for i in result.train_identities],
         "val_identities": [classes[i] for i in result.val_identities],
         "images": len(ts.paths),
+        "members": config.effective_members,
+        "member_eers": result.member_eers,
         "seconds": round(result.seconds, 2),
         "torch_threads": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
@@ -177,7 +182,9 @@ def register_trained(
         config={"train": config.to_dict(), "encoder": encoder.to_dict()},
         checkpoint_path=str(checkpoint),
         checkpoint_sha256=sha256_file(checkpoint),
-        embedding_dim=0 if config.arch == "two-channel" else encoder.embedding_dim,
+        embedding_dim=0
+        if config.arch == "two-channel"
+        else encoder.embedding_dim * config.effective_members,
         distance=config.distance,
         margin=float(config.margin),
         metrics={"validation": validation, **extra_metrics},
@@ -216,6 +223,7 @@ def train_flow(
     epochs: int | None = None,
     seed: int = 0,
     preset: str = "default",
+    members: int | None = None,
 ) -> dict[str, Any]:
     """Train an encoder on the gallery (or a folder, imported first) and register it."""
     config, encoder = build_configs(
@@ -226,6 +234,7 @@ def train_flow(
         epochs=epochs,
         seed=seed,
         preset=preset,
+        members=members,
     )
     ts = collect_training_set(data)
     check_training_set(ts, config, data or "the gallery")

@@ -298,6 +298,11 @@ class TrainConfig:
         augment: training-time augmentation.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         eval_batch_size: batch size for embedding validation images.
+        members: train this many encoders, member ``i`` with seed ``seed + 1000 * i`` (its
+            own weights, batches, pairs and augmentation; the same validation people), and
+            embed with all of them side by side (:class:`siamese.ensemble.EnsembleEncoder`).
+            Costs ``members`` x the training and embedding time. Embedding archs only: a
+            two-channel net has no embedding to put side by side and trains once.
     """
 
     arch: Arch = "siamese"
@@ -325,6 +330,12 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: str = "auto"
     eval_batch_size: int = 256
+    members: int = 3
+
+    @property
+    def effective_members(self) -> int:
+        """Encoders actually trained: ``members``, or 1 for the two-channel arch."""
+        return 1 if self.arch == "two-channel" else self.members
 
     def __post_init__(self) -> None:
         _check_choice("arch", self.arch, ARCHS)
@@ -374,6 +385,7 @@ class TrainConfig:
                 f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}"
             )
         _check_int("eval_batch_size", self.eval_batch_size, 1)
+        _check_int("members", self.members, 1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

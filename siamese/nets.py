@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from siamese.config import ARCHS, EncoderConfig
 from siamese.encoder import Encoder
+from siamese.ensemble import EnsembleEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class SiameseNet(nn.Module):
     ``forward(x1, x2)``: two ``[B, C, H, W]`` batches -> two ``[B, D]`` embeddings.
     """
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Encoder | EnsembleEncoder) -> None:
         super().__init__()
         self.encoder = encoder
 
@@ -143,7 +144,7 @@ def build_net(arch: str, config: EncoderConfig) -> PairNet:
     raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(map(repr, ARCHS))}")
 
 
-def embedding_encoder(net: nn.Module) -> Encoder | None:
+def embedding_encoder(net: nn.Module) -> Encoder | EnsembleEncoder | None:
     """The encoder that embeds gallery images for an index, or None for two-channel nets."""
     if isinstance(net, SiameseNet):
         return net.encoder

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from siamese.config import EncoderConfig, TrainConfig
 from siamese.device import resolve_device, uses_mixed_precision
 from siamese.distances import Distance, get_distance
 from siamese.encoder import Encoder
+from siamese.ensemble import ENSEMBLE_CHECKPOINT_FORMAT, EnsembleEncoder
 from siamese.losses import build_loss
 from siamese.metrics import VerificationReport, pair_distances_from_matrix, verification_report
 from siamese.nets import (
@@ -96,10 +97,13 @@ class EpochReport:
     val: VerificationReport | None
     best_eer: float | None
     improved: bool
+    member: int = 1  # 1-based member of an ensemble (TrainConfig.members)
+    members: int = 1
 
     def line(self) -> str:
         """A one-line progress summary."""
-        parts = [
+        parts = [f"member {self.member}/{self.members}"] if self.members > 1 else []
+        parts += [
             f"epoch {self.epoch:3d}/{self.epochs}",
             f"loss {self.train_loss:.4f}",
             f"lr {self.lr:.2e}",
@@ -131,6 +135,7 @@ class TrainResult:
     val_identities: list[int]
     seconds: float
     history: list[EpochReport] = field(default_factory=list)
+    member_eers: list[float | None] = field(default_factory=list)  # ensembles: each member's
 
 
 @dataclass
@@ -148,7 +153,7 @@ class Checkpoint:
     optimizer_state: dict[str, Any]
 
     @property
-    def encoder(self) -> Encoder | None:
+    def encoder(self) -> Encoder | EnsembleEncoder | None:
         """The encoder that embeds images for an index (``None`` for two-channel nets)."""
         return embedding_encoder(self.net)
 
@@ -351,12 +356,19 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train a model first")
     payload = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a siamid Siamese checkpoint ({CHECKPOINT_FORMAT})")
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if fmt not in (CHECKPOINT_FORMAT, ENSEMBLE_CHECKPOINT_FORMAT):
+        raise ValueError(
+            f"{path} is not a siamid Siamese checkpoint ({CHECKPOINT_FORMAT} or "
+            f"{ENSEMBLE_CHECKPOINT_FORMAT})"
+        )
     encoder_config = EncoderConfig.from_dict(payload["encoder_config"])
     train_config = TrainConfig.from_dict(payload["train_config"])
-    net = build_net(train_config.arch, encoder_config)
-    net.load_state_dict(payload["model_state"])
+    if fmt == ENSEMBLE_CHECKPOINT_FORMAT:
+        net: PairNet = _ensemble_net(payload["members"], train_config.arch, encoder_config)
+    else:
+        net = build_net(train_config.arch, encoder_config)
+        net.load_state_dict(payload["model_state"])
     net.to(map_location)
     net.eval()
     return Checkpoint(
@@ -368,8 +380,24 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         threshold=payload.get("threshold"),
         train_identities=list(payload["train_identities"]),
         val_identities=list(payload["val_identities"]),
-        optimizer_state=payload["optimizer_state"],
+        optimizer_state=payload.get("optimizer_state", {}),
     )
+
+
+def _ensemble_net(
+    members: Sequence[dict[str, Any]], arch: str, encoder_config: EncoderConfig
+) -> SiameseNet:
+    """A SiameseNet over the members' embedding encoders (for pseudo-Siamese members: their
+    first branch, the one that embeds gallery images)."""
+    encoders = []
+    for state in members:
+        member = build_net(arch, encoder_config)
+        member.load_state_dict(state["model_state"])
+        enc = embedding_encoder(member)
+        if enc is None:
+            raise ValueError(f"arch {arch!r} has no encoder to put in an ensemble")
+        encoders.append(enc)
+    return SiameseNet(EnsembleEncoder(encoders))
 
 
 class _Trainer:
@@ -597,6 +625,10 @@ class _Trainer:
         }
 
 
+#: Member ``i`` of an ensemble trains with seed ``config.seed + MEMBER_SEED_STRIDE * i``.
+MEMBER_SEED_STRIDE = 1000
+
+
 def train(
     images: Tensor,
     labels: np.ndarray,
@@ -607,7 +639,133 @@ def train(
     on_epoch: Callable[[EpochReport], None] | None = None,
     val_identities: Sequence[int] | np.ndarray | None = None,
 ) -> TrainResult:
-    """Train a pair network and checkpoint its best epoch.
+    """Train a pair network (or ``config.members`` of them) and checkpoint the best epoch.
+
+    With ``config.members > 1`` (embedding archs), member ``i`` is trained exactly as a single
+    network with seed ``config.seed + 1000 * i`` on the validation people of member 0, and the
+    checkpoint holds all members (:func:`load_checkpoint` rebuilds them as one
+    :class:`~siamese.ensemble.EnsembleEncoder`). The result's validation figures are the
+    ensemble's; ``member_eers`` gives each member's.
+    """
+    members = config.effective_members
+    if members == 1:
+        return _train_one(
+            images,
+            labels,
+            config,
+            encoder_config,
+            checkpoint_path=checkpoint_path,
+            on_epoch=on_epoch,
+            val_identities=val_identities,
+        )
+    checkpoint_path = Path(checkpoint_path)
+    start = time.perf_counter()
+    results: list[TrainResult] = []
+    member_paths: list[Path] = []
+    val = val_identities
+    try:
+        for i in range(members):
+            path = checkpoint_path.with_name(f"{checkpoint_path.name}.member{i}")
+            member_paths.append(path)
+
+            def tagged(rep: EpochReport, i: int = i) -> None:
+                if on_epoch is not None:
+                    on_epoch(replace(rep, member=i + 1, members=members))
+
+            result = _train_one(
+                images,
+                labels,
+                replace(config, seed=config.seed + MEMBER_SEED_STRIDE * i, members=1),
+                encoder_config,
+                checkpoint_path=path,
+                on_epoch=tagged,
+                val_identities=val,
+            )
+            if i == 0 and result.val_identities:
+                val = result.val_identities  # every member validates on the same people
+            results.append(result)
+        report = _write_ensemble(
+            member_paths, checkpoint_path, config, encoder_config, images, labels, results[0]
+        )
+    finally:
+        for path in member_paths:
+            path.unlink(missing_ok=True)
+    first = results[0]
+    return TrainResult(
+        best_eer=None if report is None else report.eer,
+        best_threshold=None if report is None else report.threshold,
+        best_epoch=max(r.best_epoch for r in results),
+        genuine_quantiles=None if report is None else report.genuine_quantiles,
+        impostor_quantiles=None if report is None else report.impostor_quantiles,
+        epochs_run=sum(r.epochs_run for r in results),
+        stopped_early=any(r.stopped_early for r in results),
+        checkpoint_path=checkpoint_path,
+        train_identities=first.train_identities,
+        val_identities=first.val_identities,
+        seconds=time.perf_counter() - start,
+        history=[h for r in results for h in r.history],
+        member_eers=[r.best_eer for r in results],
+    )
+
+
+def _write_ensemble(
+    member_paths: Sequence[Path],
+    checkpoint_path: Path,
+    config: TrainConfig,
+    encoder_config: EncoderConfig,
+    images: Tensor,
+    labels: np.ndarray,
+    first: TrainResult,
+) -> VerificationReport | None:
+    """One checkpoint holding every member's best epoch; validates the ensemble."""
+    states = []
+    for path in member_paths:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state.pop("optimizer_state", None)  # not needed to embed; keeps the file small
+        states.append(state)
+    report = None
+    if first.val_identities:
+        net = _ensemble_net(states, config.arch, encoder_config)
+        labels = np.asarray(labels)
+        keep = np.isin(labels, first.val_identities)
+        report = evaluate(
+            net,
+            images[torch.from_numpy(keep)],
+            labels[keep],
+            config.distance,
+            config.eval_batch_size,
+        )
+    _save_checkpoint(
+        checkpoint_path,
+        {
+            "format": ENSEMBLE_CHECKPOINT_FORMAT,
+            "arch": config.arch,
+            "members": states,
+            "encoder_config": asdict(encoder_config),
+            "train_config": asdict(config),
+            "epoch": max(int(st["epoch"]) for st in states),
+            "best_metric": None if report is None else report.eer,
+            "best_metric_name": "val_eer",
+            "threshold": None if report is None else report.threshold,
+            "train_identities": list(first.train_identities),
+            "val_identities": list(first.val_identities),
+            "torch_version": str(torch.__version__),
+        },
+    )
+    return report
+
+
+def _train_one(
+    images: Tensor,
+    labels: np.ndarray,
+    config: TrainConfig,
+    encoder_config: EncoderConfig,
+    *,
+    checkpoint_path: Path | str,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    val_identities: Sequence[int] | np.ndarray | None = None,
+) -> TrainResult:
+    """Train one pair network and checkpoint its best epoch.
 
     Args:
         images: ``[N, C, H, W]`` preprocessed images (:func:`siamese.data.load_faces`).

@@ -27,6 +27,7 @@ FAST = TrainConfig(
     images_per_identity=3,
     val_fraction=0.3,
     augment=AugmentConfig(max_rotation=5.0),
+    members=1,  # ensembles: tests/siamese/test_ensemble.py
 )
 
 
@@ -237,7 +238,7 @@ def test_short_training_on_synthetic_faces_beats_chance(tmp_path: Path) -> None:
     labels, _ = encode_labels([name for _, name in gallery])
     enc = EncoderConfig()
     images = load_faces([p for p, _ in gallery], enc)
-    cfg = TrainConfig(epochs=30, val_fraction=0.25, seed=0)
+    cfg = TrainConfig(epochs=30, val_fraction=0.25, seed=0, members=1)
     result = train(images, labels, cfg, enc, checkpoint_path=tmp_path / "m.pt")
 
     val = np.isin(labels, result.val_identities)
