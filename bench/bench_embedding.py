@@ -57,6 +57,8 @@ NAME = "bench_embedding"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = base_parser(__doc__ or NAME)
+    p.add_argument("--members", type=int, default=None,
+                   help="ensemble members of the model (default: TrainConfig's, 3)")
     p.add_argument("--identities", type=int, default=250, help="synthetic people (default: 250)")
     p.add_argument("--per-identity", type=int, default=20,
                    help="images per person (default: 20; 250 x 20 = 5,000 images)")
@@ -147,7 +149,8 @@ def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     from siamese.data import load_faces
 
     env = prepare_gallery(workdir, identities=args.identities, per_identity=args.per_identity,
-                          seed=args.seed)
+                          seed=args.seed,
+                          members=args.members)
     model = resolve_model(env.rt, env.model_name)
     encoder, cfg = load_encoder(model)
     items, _ = pending_images(env.rt, model)

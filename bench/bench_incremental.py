@@ -49,6 +49,8 @@ NAME = "bench_incremental"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = base_parser(__doc__ or NAME)
+    p.add_argument("--members", type=int, default=None,
+                   help="ensemble members of the model (default: TrainConfig's, 3)")
     p.add_argument("--identities", type=int, default=250, help="synthetic people (default: 250)")
     p.add_argument("--per-identity", type=int, default=20,
                    help="images per person (default: 20; 250 x 20 = 5,000 images)")
@@ -96,7 +98,8 @@ def check(run: dict[str, Any], *, embedded: int, rebuilt: bool, published: bool)
 
 def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     env = prepare_gallery(workdir, identities=args.identities, per_identity=args.per_identity,
-                          seed=args.seed)
+                          seed=args.seed,
+                          members=args.members)
     runs: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         full = timed_embed(env, args, full=True)

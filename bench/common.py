@@ -361,13 +361,15 @@ class GalleryEnv:
 
 
 def prepare_gallery(workdir: Path, *, identities: int, per_identity: int, seed: int,
-                    train_people: int = 8, train_per_person: int = 4) -> GalleryEnv:
+                    train_people: int = 8, train_per_person: int = 4,
+                    members: int | None = None) -> GalleryEnv:
     """Render and import a synthetic gallery, then train and register a 1-epoch model.
 
     The model has the default :class:`~siamese.config.EncoderConfig` and is trained for one
     epoch on ``train_per_person`` images of each of ``train_people`` people only (enough for
     the identity-disjoint validation split): the benchmarks measure speed, which does not
-    depend on how well the weights separate people.
+    depend on how well the weights separate people. ``members``: ensemble size
+    (``TrainConfig.members``; ``None`` = the default).
     """
     from dataclasses import replace
 
@@ -385,7 +387,7 @@ def prepare_gallery(workdir: Path, *, identities: int, per_identity: int, seed: 
     generate_gallery(root, identities=identities, per_identity=per_identity, seed=seed)
     rt = open_bench_runtime(workdir / "home")
     summary = import_items(scan_image_folder(root), sessions=rt.sessions, limits=rt.limits)
-    config, encoder = build_configs(seed=seed, epochs=1)
+    config, encoder = build_configs(seed=seed, epochs=1, members=members)
     config = replace(config, identities_per_batch=4, images_per_identity=2, patience=0)
     everything = training_set(rt, None)
     chosen: dict[str, list[str]] = {}

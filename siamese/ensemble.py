@@ -11,7 +11,7 @@ embedding is the concatenation of the members' embeddings scaled by ``1 / sqrt(m
 
 Members that disagree about a pair average out, which matters most in the tail that open-set
 identification lives in (the nearest impostor among many): on AT&T, 3 members raised DIR at
-FPIR 1% by about 0.04 over 6 folds (BENCHMARKS.md).
+FPIR 1% by 0.03-0.04 over 6 and 10 folds (BENCHMARKS.md).
 """
 
 from __future__ import annotations
