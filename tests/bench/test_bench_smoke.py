@@ -61,8 +61,14 @@ def test_bench_identify_postgres(tmp_path: Path) -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("CI=true but SIAMID_TEST_POSTGRES_URL is not set")
         pytest.skip("SIAMID_TEST_POSTGRES_URL is not set")
-    saved = run_smoke("bench_identify", tmp_path, "--backends", "postgres",
-                      "--postgres-url", os.environ["SIAMID_TEST_POSTGRES_URL"])
+    saved = run_smoke(
+        "bench_identify",
+        tmp_path,
+        "--backends",
+        "postgres",
+        "--postgres-url",
+        os.environ["SIAMID_TEST_POSTGRES_URL"],
+    )
     assert saved["backends"]["postgres"]["p50"] > 0
 
 
