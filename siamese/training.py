@@ -697,7 +697,7 @@ def train(
         best_epoch=max(r.best_epoch for r in results),
         genuine_quantiles=None if report is None else report.genuine_quantiles,
         impostor_quantiles=None if report is None else report.impostor_quantiles,
-        epochs_run=sum(r.epochs_run for r in results),
+        epochs_run=max(r.epochs_run for r in results),  # per member, like best_epoch
         stopped_early=any(r.stopped_early for r in results),
         checkpoint_path=checkpoint_path,
         train_identities=first.train_identities,
