@@ -287,4 +287,12 @@ def test_embed_remove_doctor_on_postgres(
     _, _, _, _, shrunk = embed_gallery(rt, name)
     assert (shrunk.removed, shrunk.vectors) == (4, 28)
     assert doctor.diagnose(rt).ok
+    # Identification's one joined look-up, on an autocommit PostgreSQL session.
+    ident = Identifier(rt, threshold=10.0, top_k=20)
+    removed, kept = (
+        sorted((tiny_gallery / p).glob("*.png"))[0] for p in ("person_0001", "person_0002")
+    )
+    gone, found = ident.identify([removed, kept])
+    assert all(c.identity != "person_0001" for c in gone.candidates)
+    assert found.decision == "match" and "person_0002" in {c.identity for c in found.candidates}
     rt.engine.dispose()
