@@ -677,6 +677,10 @@ def evaluate_cmd(
         typer.Option(help="Evaluate this model version instead of training one per fold."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs per fold.")] = None,
+    members: Annotated[
+        int | None,
+        typer.Option(min=1, help="Ensemble members of each fold's encoder (default 3)."),
+    ] = None,
     template: Annotated[
         TemplateChoice,
         typer.Option(
@@ -708,6 +712,7 @@ def evaluate_cmd(
         seed=seed,
         model=model,
         epochs=epochs,
+        members=members,
         template=template.value,
         calibrate_on=calibrate_on.value,
     )

@@ -51,6 +51,7 @@ class Protocol:
     seed: int = 0
     model: str | None = None
     epochs: int | None = None
+    members: int | None = None  # ensemble size of the fold encoders (None: the default, 3)
     template: str = "best"  # "best": nearest enrolled image; "mean": distance to the mean
     # Non-mated calibration searches: the calibration unknowns, and by default also the people
     # the encoder was trained on (neither is enrolled nor a test probe).
@@ -63,6 +64,8 @@ class Protocol:
             v = getattr(self, name)
             if not 0.0 < v < 1.0:
                 raise EvaluationError(f"--{name.replace('_', '-')} must be in (0, 1), got {v}")
+        if self.members is not None and self.members < 1:
+            raise EvaluationError(f"--members must be at least 1, got {self.members}")
         if self.enroll < 1:
             raise EvaluationError(f"--enroll must be at least 1, got {self.enroll}")
         if not 0.0 < self.target_fpir < 1.0:
@@ -408,7 +411,7 @@ def write_outputs(folds: list[FoldScores], metrics: dict[str, Any], report_dir: 
 # ------------------------------------------------------------------ Prefect
 
 
-def fold_train_config(seed: int, epochs: int | None) -> tuple[Any, Any]:
+def fold_train_config(seed: int, epochs: int | None, members: int | None = None) -> tuple[Any, Any]:
     """The training configuration of a fold's encoder: the defaults, except that every training
     person trains (no identity hold-out for early stopping) for a fixed ``FOLD_EPOCHS``.
 
@@ -420,13 +423,19 @@ def fold_train_config(seed: int, epochs: int | None) -> tuple[Any, Any]:
 
     from pipelines.train import build_configs
 
-    config, encoder = build_configs(seed=seed, epochs=epochs or FOLD_EPOCHS)
+    config, encoder = build_configs(seed=seed, epochs=epochs or FOLD_EPOCHS, members=members)
     return replace(config, val_fraction=0.0, patience=0), encoder
 
 
 @task(cache_policy=NO_CACHE)
 def train_fold(
-    paths: list[str], names: list[str], people: list[str], fold: int, seed: int, epochs: int | None
+    paths: list[str],
+    names: list[str],
+    people: list[str],
+    fold: int,
+    seed: int,
+    epochs: int | None,
+    members: int | None = None,
 ) -> dict[str, Any]:
     """Train and register the fold's encoder on its training people only."""
     from datetime import UTC, datetime
@@ -443,7 +452,7 @@ def train_fold(
     ts = TrainingSet(
         [p for p, n in zip(paths, names, strict=True) if n in keep], [n for n in names if n in keep]
     )
-    config, encoder = fold_train_config(seed + fold, epochs)
+    config, encoder = fold_train_config(seed + fold, epochs, members)
     name = f"eval-{model_name(config, datetime.now(UTC))}"
     ckpt = rt.settings.checkpoints_dir / f"{name}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -532,7 +541,9 @@ def evaluate_flow(protocol: Protocol, report_dir: str) -> dict[str, Any]:
         if protocol.model:
             model_ref, model_name_ = protocol.model, protocol.model
         else:
-            trained = train_fold(paths, names, split.train, fold, protocol.seed, protocol.epochs)
+            trained = train_fold(
+                paths, names, split.train, fold, protocol.seed, protocol.epochs, protocol.members
+            )
             model_ref, model_name_ = str(trained["id"]), trained["name"]
         vectors, distance = embed_dataset(model_ref, paths)
         f = score(vectors, names, paths, split, protocol, distance, fold, model_name_)

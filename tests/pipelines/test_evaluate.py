@@ -48,6 +48,8 @@ def test_a_given_model_calibrates_on_its_own_people_and_never_evaluates_them() -
     assert own <= {NAMES[r] for r in calib}
 
 
-def test_protocol_refuses_unknown_calibration_choice() -> None:
+def test_protocol_refuses_unknown_calibration_choice_and_no_members() -> None:
     with pytest.raises(EvaluationError, match="--calibrate-on"):
         Protocol(data="x", calibrate_on="everyone")
+    with pytest.raises(EvaluationError, match="--members"):
+        Protocol(data="x", members=0)

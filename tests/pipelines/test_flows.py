@@ -77,7 +77,9 @@ def test_train_embed_evaluate_flows(prefect_harness: None, rt: Runtime, tmp_path
     assert (again["embedded"], again["skipped"], again["published"]) == (0, 48, False)
 
     report = tmp_path / "report"
-    out = evaluate_flow(Protocol(data=str(data), folds=2, epochs=1, enroll=2, seed=0), str(report))
+    out = evaluate_flow(
+        Protocol(data=str(data), folds=2, epochs=1, enroll=2, seed=0, members=2), str(report)
+    )
     metrics = json.loads((report / "metrics.json").read_text())
     for key in (
         "rank1",
@@ -97,6 +99,8 @@ def test_train_embed_evaluate_flows(prefect_harness: None, rt: Runtime, tmp_path
     assert "<img" in html and "DET" in html
     assert (report / "probes.parquet").is_file() and (report / "probes.csv").is_file()
     with rt.sessions() as s:
+        fold_models = s.scalars(select(ModelVersion).where(ModelVersion.name.like("eval-%"))).all()
+        assert len(fold_models) == 2 and {m.embedding_dim for m in fold_models} == {128}
         run = s.get_one(EvaluationRun, out["evaluation_run"])
         assert run.report_path == str(report / "report.html")
         assert run.metrics["rank1"] == metrics["rank1"]
