@@ -42,6 +42,7 @@ from siamese.distances import pairwise_distances  # noqa: E402
 from siamese.training import embed, load_checkpoint, train  # noqa: E402
 
 CACHE = RESULTS / "openset-cache"
+_FACES: dict[Any, torch.Tensor] = {}
 
 
 def fold_vectors(
@@ -61,7 +62,9 @@ def fold_vectors(
     if cached.exists():
         z = np.load(cached, allow_pickle=False)
         return z["vectors"], str(z["distance"]), json.loads(str(z["info"]))
-    images = load_faces(paths, enc)
+    if enc not in _FACES:  # decode the data set once per input format, not per training
+        _FACES[enc] = load_faces(paths, enc)
+    images = _FACES[enc]
     keep = np.isin(np.asarray(names), train_people)
     labels, _ = encode_labels([n for n, k in zip(names, keep, strict=True) if k])
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +123,7 @@ def score_variants(
     cohort = np.flatnonzero(np.isin(names, split.train)).tolist()
     sets = {"mated": mated, "calib": calib, "test": test}
     dist = {k: identity_distances(vectors, names, r, gallery, distance)[0] for k, r in sets.items()}
-    ids = identity_distances(vectors, names, mated[:1], gallery, distance)[1]
+    ids = sorted(set(names[gallery].tolist()))  # the column order of identity_distances
     coh = {k: identity_distances(vectors, names, r, cohort, distance)[0] for k, r in sets.items()}
     # Z-norm statistics: each cohort image against each gallery identity.
     zc, _ = identity_distances(vectors, names, cohort, gallery, distance)

@@ -17,7 +17,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prefect import flow, task
@@ -27,13 +27,16 @@ from pipelines.errors import SiamidError
 from pipelines.runtime import Runtime, open_runtime
 from pipelines.settings import Settings
 
+if TYPE_CHECKING:
+    from siamese.config import EncoderConfig, TrainConfig
+
 logger = logging.getLogger(__name__)
 
 FPIR_TARGETS = (0.001, 0.01, 0.1)
+FAR_TARGETS = (0.001, 0.01)
 CALIBRATE_ON = ("unknown+train", "unknown")
 #: Epochs of a fold's encoder when --epochs is not given (see ``fold_train_config``).
 FOLD_EPOCHS = 20
-FAR_TARGETS = (0.001, 0.01)
 
 
 class EvaluationError(SiamidError):
@@ -411,7 +414,9 @@ def write_outputs(folds: list[FoldScores], metrics: dict[str, Any], report_dir: 
 # ------------------------------------------------------------------ Prefect
 
 
-def fold_train_config(seed: int, epochs: int | None, members: int | None = None) -> tuple[Any, Any]:
+def fold_train_config(
+    seed: int, epochs: int | None, members: int | None = None
+) -> tuple[TrainConfig, EncoderConfig]:
     """The training configuration of a fold's encoder: the defaults, except that every training
     person trains (no identity hold-out for early stopping) for a fixed ``FOLD_EPOCHS``.
 

@@ -46,14 +46,6 @@ def find_identity(*, session: Session, name: str) -> Identity:
     return found
 
 
-def identities_by_id(*, session: Session, ids: list[int]) -> dict[int, Identity]:
-    """Identities for these primary keys, in one indexed query (no table scan)."""
-    if not ids:
-        return {}
-    rows = session.scalars(select(Identity).where(Identity.id.in_(set(ids))))
-    return {row.id: row for row in rows}
-
-
 def list_identities(*, session: Session) -> list[IdentitySummary]:
     stmt = (
         select(
