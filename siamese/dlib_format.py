@@ -69,6 +69,10 @@ class DlibFormatError(ValueError):
     """A file that is not a dlib network of the expected architecture, or is damaged."""
 
 
+class DlibTruncatedError(DlibFormatError):
+    """The file ends before the network does (an interrupted download or copy)."""
+
+
 # ------------------------------------------------------------------------------------------
 # Layer records (forward order; parameters as float32 numpy arrays)
 
@@ -159,12 +163,16 @@ Layer = ConvLayer | AffineLayer | ReluLayer | PoolLayer | AddPrevLayer | FcLayer
 
 @dataclass(frozen=True)
 class DlibNetwork:
-    """A parsed network: the computational layers in forward order (tags and skips dropped)."""
+    """A parsed network: the computational layers in forward order (tags and skips dropped).
+
+    ``numbers[i]`` is ``layers[i]``'s index as dlib prints the network (``layer<0>`` = loss).
+    """
 
     path: Path
     loss: MetricLoss
     input: InputRgbLayer
     layers: list[Layer]
+    numbers: list[int]
 
 
 # ------------------------------------------------------------------------------------------
@@ -181,8 +189,8 @@ class _Reader:
         self.path = path
         self.context = "the start of the file"
 
-    def fail(self, problem: str) -> DlibFormatError:
-        return DlibFormatError(
+    def fail(self, problem: str, cls: type[DlibFormatError] = DlibFormatError) -> DlibFormatError:
+        return cls(
             f"{self.path}: {problem} (at byte {self.pos} of {len(self.data)}, reading "
             f"{self.context}); it is not an intact dlib face-recognition ResNet .dat file - "
             f"{_REDOWNLOAD}"
@@ -190,7 +198,7 @@ class _Reader:
 
     def take(self, n: int) -> memoryview:
         if n < 0 or self.pos + n > len(self.data):
-            raise self.fail(f"the file ends early: {n} more bytes were needed")
+            raise self.fail(f"the file ends early: {n} more bytes were needed", DlibTruncatedError)
         chunk = self.view[self.pos : self.pos + n]
         self.pos += n
         return chunk
@@ -261,8 +269,13 @@ class _Reader:
         shape = self.dims()
         count = math.prod(shape)
         if version == 2:
-            if count * 4 > len(self.data) - self.pos:
-                raise self.fail(f"a tensor of shape {shape} does not fit in the rest of the file")
+            remaining = len(self.data) - self.pos
+            if count * 4 > remaining:
+                raise self.fail(
+                    f"the file ends early: a tensor of shape {shape} needs {count * 4} bytes, "
+                    f"{remaining} remain",
+                    DlibTruncatedError,
+                )
             values = np.frombuffer(self.take(count * 4), dtype="<f4").astype(np.float32)
         else:
             values = np.array([self.scalar() for _ in range(count)], dtype=np.float32)
@@ -374,14 +387,14 @@ def _read_fc(r: _Reader, version: str) -> FcLayer:
     return FcLayer(weight=weight, bias=bias)
 
 
-def _read_details(r: _Reader, token: str, index: int) -> Layer:
+def _read_details(r: _Reader, token: str, number: int) -> Layer:
     """One layer's details, checked to be of the kind ``token`` names."""
     version = r.string()
     allowed = _DETAIL_VERSIONS[token]
     if version not in allowed:
         raise DlibFormatError(
-            f"{r.path}: layer {index} (counting from the input) is '{version}' in the file "
-            f"where the dlib face ResNet has '{token}' ({' / '.join(sorted(allowed))}); this "
+            f"{r.path}: layer<{number}> is '{version}' in the file where the dlib face "
+            f"ResNet has '{token}' ({' / '.join(sorted(allowed))}); this "
             "file holds a different network. Use dlib_face_recognition_resnet_model_v1.dat "
             "(dlib's examples/dnn_face_recognition_ex.cpp architecture)"
         )
@@ -421,10 +434,21 @@ def _read_input_trailer(r: _Reader, version: int) -> None:
 
 def _read_loss(r: _Reader) -> MetricLoss:
     r.context = "the loss layer"
-    first = r.integer()
-    if first != 1:
-        raise r.fail(f"the first value is {first}, not the loss layer's version 1")
-    name = r.string(max_len=64)
+    if not r.data:
+        raise r.fail("the file is empty", DlibTruncatedError)
+    try:
+        first = r.integer()
+        name = r.string(max_len=64) if first == 1 else ""
+    except DlibTruncatedError:
+        raise
+    except DlibFormatError:
+        first, name = -1, ""
+    if first != 1 or not name.startswith("loss_"):
+        raise DlibFormatError(
+            f"{r.path}: does not start like a dlib DNN (a loss layer's version and name); it "
+            "is not dlib_face_recognition_resnet_model_v1.dat - another dlib model (e.g. a "
+            "shape predictor) or not a dlib file at all"
+        )
     if name == "loss_metric_":
         return MetricLoss(margin=0.1, distance_threshold=0.75)  # dlib's old hard-coded values
     if name == "loss_metric_2":
@@ -455,6 +479,9 @@ def read_dlib_network(path: str | Path, tokens: Sequence[str]) -> DlibNetwork:
     ``affine``, ``relu``, ``max_pool``, ``avg_pool``, ``add_prev``, ``fc`` for computational
     layers and ``tag<N>`` / ``skip<N>`` for structural ones. The file is checked against it
     layer by layer; any difference raises :class:`DlibFormatError` naming the file.
+
+    Messages number layers as dlib's ``cout << net`` does: ``layer<0>`` is the loss,
+    ``layer<1>`` the last layer before it, ``layer<len(tokens) + 1>`` the input.
     """
     path = Path(path)
     try:
@@ -473,32 +500,34 @@ def read_dlib_network(path: str | Path, tokens: Sequence[str]) -> DlibNetwork:
 
     # Versions, outermost first: structural layers are exactly 1, add_layer 1 or 2, and the
     # bottom add_layer (directly on the input) 2 or 3.
-    outer_first = list(reversed(tokens))
-    versions: list[int] = []
-    for depth, token in enumerate(outer_first):
-        index = len(tokens) - 1 - depth
-        r.context = f"the version of layer {index} ('{token}', counting from the input)"
+    versions: dict[int, int] = {}
+    for number in range(1, len(tokens) + 1):
+        token = tokens[len(tokens) - number]
+        r.context = f"the version of layer<{number}> ({token})"
         if token.startswith(STRUCTURAL_PREFIXES):
             allowed: tuple[int, ...] = (1,)
-        elif depth == len(outer_first) - 1:
+        elif number == len(tokens):
             allowed = (2, 3)
         else:
             allowed = (1, 2)
-        versions.append(r.version(allowed, f"layer {index} ('{token}')"))
+        versions[number] = r.version(allowed, f"layer<{number}> ({token})")
     net_input = _read_input(r)
 
+    # Details, innermost first.
     layers: list[Layer] = []
+    numbers: list[int] = []
     for index, token in enumerate(tokens):
         if token.startswith(STRUCTURAL_PREFIXES):
             continue
-        r.context = f"layer {index} ('{token}', counting from the input)"
-        layers.append(_read_details(r, token, index))
-        version = versions[len(tokens) - 1 - index]
+        number = len(tokens) - index
+        r.context = f"layer<{number}> ({token})"
+        layers.append(_read_details(r, token, number))
+        numbers.append(number)
         if index == 0:
-            _read_input_trailer(r, version)
+            _read_input_trailer(r, versions[number])
         else:
-            _read_layer_trailer(r, version)
+            _read_layer_trailer(r, versions[number])
     if not r.at_end():
         logger.warning("%s: %d bytes after the network were ignored", path, len(data) - r.pos)
     logger.info("read %d layers from %s", len(layers), path)
-    return DlibNetwork(path=path, loss=loss, input=net_input, layers=layers)
+    return DlibNetwork(path=path, loss=loss, input=net_input, layers=layers, numbers=numbers)

@@ -270,15 +270,15 @@ def dlib_layer_tokens() -> list[str]:
     return [token for token, _ in DlibFaceResNet().dlib_layers()]
 
 
-def _layer_error(path: Path, index: int, problem: str) -> DlibFormatError:
+def _layer_error(path: Path, number: int, problem: str) -> DlibFormatError:
     return DlibFormatError(
-        f"{path}: layer {index} (counting computational layers from the input) {problem}; "
+        f"{path}: layer<{number}> (dlib's numbering, 0 = loss) {problem}; "
         "the file does not hold dlib's face-recognition ResNet "
         "(dlib_face_recognition_resnet_model_v1.dat)"
     )
 
 
-def _load_conv(conv: nn.Conv2d, layer: ConvLayer, path: Path, index: int) -> None:
+def _load_conv(conv: nn.Conv2d, layer: ConvLayer, path: Path, number: int) -> None:
     expected = (
         conv.out_channels,
         conv.in_channels,
@@ -290,7 +290,7 @@ def _load_conv(conv: nn.Conv2d, layer: ConvLayer, path: Path, index: int) -> Non
     if found != expected:
         raise _layer_error(
             path,
-            index,
+            number,
             f"is a convolution (filters, in, kernel, stride, padding) = {found}, expected "
             f"{expected}",
         )
@@ -303,12 +303,12 @@ def _load_conv(conv: nn.Conv2d, layer: ConvLayer, path: Path, index: int) -> Non
             conv.bias.copy_(torch.from_numpy(layer.bias))
 
 
-def _load_affine(affine: DlibAffine, layer: AffineLayer, path: Path, index: int) -> None:
+def _load_affine(affine: DlibAffine, layer: AffineLayer, path: Path, number: int) -> None:
     channels = affine.weight.shape[0]
     if not layer.conv_mode or layer.gamma.shape != (channels,):
         raise _layer_error(
             path,
-            index,
+            number,
             f"is an affine of {layer.gamma.size} values (conv mode {layer.conv_mode}), "
             f"expected a per-channel affine over {channels} channels",
         )
@@ -317,16 +317,16 @@ def _load_affine(affine: DlibAffine, layer: AffineLayer, path: Path, index: int)
         affine.bias.copy_(torch.from_numpy(layer.beta))
 
 
-def _load_fc(fc: nn.Linear, layer: FcLayer, path: Path, index: int) -> None:
+def _load_fc(fc: nn.Linear, layer: FcLayer, path: Path, number: int) -> None:
     if (layer.num_inputs, layer.num_outputs) != (fc.in_features, fc.out_features):
         raise _layer_error(
             path,
-            index,
+            number,
             f"is fc {layer.num_inputs} -> {layer.num_outputs}, expected "
             f"{fc.in_features} -> {fc.out_features}",
         )
     if layer.bias is not None and np.any(layer.bias != 0):
-        raise _layer_error(path, index, "is an fc layer with a bias, expected fc_no_bias")
+        raise _layer_error(path, number, "is an fc layer with a bias, expected fc_no_bias")
     with torch.no_grad():
         fc.weight.copy_(torch.from_numpy(np.ascontiguousarray(layer.weight.T)))
 
@@ -350,18 +350,18 @@ def load_dlib_resnet(path: str | Path) -> DlibFaceResNet:
         )
     targets = [(token, t) for token, t in slots if not token.startswith(STRUCTURAL_PREFIXES)]
     assert len(targets) == len(net.layers), "read_dlib_network checked every token"
-    for index, ((token, target), layer) in enumerate(zip(targets, net.layers, strict=True)):
+    for (token, target), layer, number in zip(targets, net.layers, net.numbers, strict=True):
         if token == "con":
             assert isinstance(target, nn.Conv2d) and isinstance(layer, ConvLayer)
-            _load_conv(target, layer, path, index)
+            _load_conv(target, layer, path, number)
         elif token == "affine":
             assert isinstance(target, DlibAffine) and isinstance(layer, AffineLayer)
-            _load_affine(target, layer, path, index)
+            _load_affine(target, layer, path, number)
         elif token == "fc":
             assert isinstance(target, nn.Linear) and isinstance(layer, FcLayer)
-            _load_fc(target, layer, path, index)
+            _load_fc(target, layer, path, number)
         elif isinstance(target, PoolLayer) and layer != target:
-            raise _layer_error(path, index, f"is {layer}, expected {target}")
+            raise _layer_error(path, number, f"is {layer}, expected {target}")
     with torch.no_grad():
         model.mean_rgb.copy_(torch.tensor(net.input.mean_rgb, dtype=torch.float32))
     model.distance_threshold = net.loss.distance_threshold
