@@ -5,7 +5,8 @@ into a throwaway SIAMID_HOME with SQLite, and a model with the default ``Encoder
 trained for one epoch on a few images (speed does not depend on the weights). Then, in the
 same run and interleaved over ``--repeats``:
 
-* **pipeline**: ``embed_gallery(full=True)`` for each DataLoader worker count in ``--workers``:
+* **pipeline**: the embed flow's steps (``embed_all(full=True)``) for each DataLoader worker
+  count in ``--workers``:
   read + sha256 check + decode + resize in the loader, the forward pass, the vector-store
   shard, the SQL rows, and publishing the index; images/s = images embedded / wall time;
 * **raw forward**: the same encoder on the same images already decoded into one tensor, in
@@ -43,6 +44,7 @@ from bench.common import (  # noqa: E402
     Column,
     Elapsed,
     base_parser,
+    embed_all,
     format_table,
     median,
     prepare_gallery,
@@ -80,12 +82,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def time_pipeline(rt: Any, model_name: str, *, workers: int, batch_size: int
                   ) -> tuple[Elapsed, int]:
-    """Time one ``embed_gallery(full=True)``; returns (elapsed, images embedded)."""
-    from pipelines.embed import embed_gallery
-
+    """Time one ``embed_all(full=True)``; returns (elapsed, images embedded)."""
     with stopwatch() as elapsed:
-        _, embedded, _, failed, _ = embed_gallery(rt, model_name, full=True, workers=workers,
-                                                  batch_size=batch_size)
+        _, embedded, _, failed, _ = embed_all(rt, model_name, full=True, workers=workers,
+                                              batch_size=batch_size)
     if failed:
         raise RuntimeError(f"{len(failed)} images failed to embed, e.g. {failed[0]}")
     return elapsed, embedded
@@ -108,7 +108,7 @@ def time_decode(items: list[tuple[int, str, str]], encoder_config: Any, limits: 
     """Time the pipeline's DataLoader (read, check, decode, resize) with no model."""
     from torch.utils.data import DataLoader
 
-    from pipelines.embed import FaceFiles
+    from pipelines.services.encoding import FaceFiles
 
     dataset: Any = FaceFiles(items, encoder_config, limits)  # a map-style dataset, untyped
     with stopwatch() as elapsed:
@@ -145,15 +145,17 @@ class Samples:
 def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from pipelines.embed import load_encoder, pending_images, resolve_model
+    from pipelines.services.embedding import pending_images
+    from pipelines.services.models import resolve_model
     from siamese.data import load_faces
 
     env = prepare_gallery(workdir, identities=args.identities, per_identity=args.per_identity,
                           seed=args.seed,
                           members=args.members)
-    model = resolve_model(env.rt, env.model_name)
-    encoder, cfg = load_encoder(model)
-    items, _ = pending_images(env.rt, model)
+    model = resolve_model(env.rt.sessions, env.model_name)
+    loaded = env.rt.encoders.get(model)
+    encoder, cfg = loaded.module, loaded.config
+    items = pending_images(env.rt, model).todo
     images = load_faces([source for _, source, _ in items], cfg)
     n = len(items)
     # The pipeline turns the cached encoder's weights channels_last (encode_files); the NCHW
@@ -214,7 +216,7 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     raw = result["raw"]
     rows = [{"what": "raw forward, channels_last (as encode_files)", **raw["channels_last"]},
             {"what": "raw forward, NCHW", **raw["nchw"]}]
-    rows += [{"what": f"embed_gallery, workers={p['workers']}", **p,
+    rows += [{"what": f"embed_all, workers={p['workers']}", **p,
               "decode": f"{p['decode_only']['images_per_s']:,.0f}"} for p in result["pipeline"]]
     for row in rows:
         row["range"] = f"{min(row['samples_per_s']):,.0f}-{max(row['samples_per_s']):,.0f}"

@@ -185,9 +185,9 @@ def backend_runtime(backend: str, workdir: Path, admin_url: str | None) -> Itera
 
 def identifier(rt: Any, top_k: int) -> Any:
     """``Identifier(rt)`` for pre-embedded probes: the real constructor, encoder not loaded."""
-    from pipelines.identify import Identifier
+    from pipelines.services.identification import Identifier
 
-    with mock.patch("pipelines.identify.load_encoder", return_value=(None, None)):
+    with mock.patch.object(rt.encoders, "get", return_value=None):
         return Identifier(rt, top_k=top_k)
 
 

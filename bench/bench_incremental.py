@@ -3,11 +3,11 @@
 A synthetic gallery is imported into a throwaway SIAMID_HOME (SQLite) with a 1-epoch model
 (as in ``bench_embedding.py``). Each repeat times, in this order:
 
-1. **full**: ``embed_gallery(full=True)``: every image embedded again, the index rebuilt;
-2. **unchanged**: ``embed_gallery()`` right after: it must embed 0 images and keep the
+1. **full**: ``embed_all(full=True)``: every image embedded again, the index rebuilt;
+2. **unchanged**: ``embed_all()`` right after: it must embed 0 images and keep the
    published index (no rebuild, nothing published); the goal is <= 2% of the full time;
 3. **one new person**: one more identity (``--per-identity`` images) is imported, then
-   ``embed_gallery()`` embeds just those and adds them to a copy of the published index.
+   ``embed_all()`` embeds just those and adds them to a copy of the published index.
 
 Before each timed call the in-process encoder cache is emptied, so every run loads and
 verifies the checkpoint like a fresh ``siamid embed`` process (interpreter start-up and
@@ -35,7 +35,7 @@ from bench.common import (  # noqa: E402
     Column,
     GalleryEnv,
     base_parser,
-    forget_cached_encoders,
+    embed_all,
     format_table,
     median,
     prepare_gallery,
@@ -66,12 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def timed_embed(env: GalleryEnv, args: argparse.Namespace, *, full: bool) -> dict[str, Any]:
-    """One ``embed_gallery`` as a fresh process would run it: seconds and what it did."""
-    from pipelines.embed import embed_gallery
-
-    forget_cached_encoders()
+    """One embed (``embed_all``) as a fresh process would run it: seconds and what it did."""
+    env.rt.encoders.clear()  # load and verify the checkpoint again, as a new process does
     t0 = time.perf_counter()
-    _, embedded, skipped, failed, index = embed_gallery(
+    _, embedded, skipped, failed, index = embed_all(
         env.rt, env.model_name, full=full, workers=args.workers, batch_size=args.batch_size)
     return {"seconds": time.perf_counter() - t0, "embedded": embedded, "skipped": skipped,
             "failed": len(failed), "rebuilt": index.rebuilt, "published": index.published,
@@ -80,7 +78,7 @@ def timed_embed(env: GalleryEnv, args: argparse.Namespace, *, full: bool) -> dic
 
 def add_person(env: GalleryEnv, identity: int, per_identity: int, seed: int) -> int:
     """Render and import one more synthetic person; returns the images imported."""
-    from pipelines.gallery import import_items, scan_image_folder
+    from pipelines.services.gallery import import_items, scan_image_folder
     from siamese.synthetic import generate_gallery, identity_name
 
     generate_gallery(env.root, identities=1, per_identity=per_identity, seed=seed,

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -373,10 +373,10 @@ def prepare_gallery(workdir: Path, *, identities: int, per_identity: int, seed: 
     """
     from dataclasses import replace
 
-    from pipelines.gallery import import_items, scan_image_folder
-    from pipelines.train import (
+    from pipelines.services.gallery import import_items, scan_image_folder
+    from pipelines.services.training import (
         TrainingSet,
-        build_configs,
+        TrainOptions,
         register_trained,
         run_training,
         training_set,
@@ -387,7 +387,7 @@ def prepare_gallery(workdir: Path, *, identities: int, per_identity: int, seed: 
     generate_gallery(root, identities=identities, per_identity=per_identity, seed=seed)
     rt = open_bench_runtime(workdir / "home")
     summary = import_items(scan_image_folder(root), sessions=rt.sessions, limits=rt.limits)
-    config, encoder = build_configs(seed=seed, epochs=1, members=members)
+    config, encoder = TrainOptions(seed=seed, epochs=1, members=members).configs()
     config = replace(config, identities_per_batch=4, images_per_identity=2, patience=0)
     everything = training_set(rt, None)
     chosen: dict[str, list[str]] = {}
@@ -399,18 +399,39 @@ def prepare_gallery(workdir: Path, *, identities: int, per_identity: int, seed: 
                          [person for person, paths in chosen.items() for _ in paths])
     name = f"bench-{uuid.uuid4().hex[:8]}"
     checkpoint = rt.settings.checkpoints_dir / f"{name}.pt"
-    with contextlib.redirect_stdout(None):  # silence the per-epoch progress line
-        validation = run_training(subset, config, encoder, checkpoint)
+    validation = run_training(subset, config, encoder, checkpoint)
     register_trained(rt, name, checkpoint, config, encoder, validation)
     return GalleryEnv(rt, root, name, summary.new)
 
 
-def forget_cached_encoders() -> None:
-    """Empty ``load_encoder``'s per-process cache, so the next call loads and verifies the
-    checkpoint again, as every new ``siamid embed`` process does."""
-    from pipelines import embed
+class EmbedRun(NamedTuple):
+    model: Any  # pipelines.services.models.ModelRef
+    embedded: int
+    skipped: int
+    failed: list[Any]  # pipelines.services.embedding.FailedImage
+    index: Any  # pipelines.services.publishing.IndexResult
 
-    embed._ENCODERS.clear()
+
+def embed_all(rt: Any, model: str | None = None, *, factory: str | None = None,
+              full: bool = False, batch_size: int = 256, workers: int = 1,
+              chunk_size: int = 2048) -> EmbedRun:
+    """The embed flow's steps in this process, without Prefect (benchmarks and tests call the
+    services directly; the flow adds a task per chunk and its retries)."""
+    from pipelines.services import embedding, publishing
+    from pipelines.services.models import resolve_model
+
+    ref = resolve_model(rt.sessions, model)
+    rt.encoders.get(ref)
+    if full:
+        embedding.forget_vectors(rt, ref)
+    pending = embedding.pending_images(rt, ref)
+    embedded, failed = 0, []
+    for items in embedding.chunks(pending.todo, chunk_size):
+        result = embedding.embed_chunk(rt, ref, items, batch_size=batch_size, workers=workers)
+        embedded += result.embedded
+        failed.extend(result.failed)
+    index = publishing.build_and_publish(rt, ref, factory=factory, full=full)
+    return EmbedRun(ref, embedded, pending.already_embedded, failed, index)
 
 
 # ------------------------------------------------------------------ synthetic embeddings

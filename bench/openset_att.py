@@ -1,6 +1,6 @@
 """Search tool for the open-set AT&T protocol of ``siamid evaluate`` (issue 5).
 
-Runs the same identity-disjoint folds as ``pipelines.evaluate`` (same ``split_people``
+Runs the same identity-disjoint folds as ``pipelines.services.evaluation`` (same ``split_people``
 and ``score_fold``), but in one process without Prefect or a database, so a training
 configuration (``--set key=value``, as in ``bench/train_att.py``) can be compared on
 the issue's figures: DIR at FPIR 1% on the test non-mated searches, and the realised
@@ -29,7 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.train_att import DEFAULT_ROOT, RESULTS, apply_overrides  # noqa: E402
-from pipelines.evaluate import (  # noqa: E402
+from pipelines.services.evaluation import (  # noqa: E402
+    EmbeddedSet,
     Protocol,
     load_dataset,
     probe_rows_of,
@@ -201,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.ensemble > 1:
             stacked = np.concatenate([v for v, _, _ in parts], axis=1) / np.sqrt(args.ensemble)
             vectors = np.ascontiguousarray(stacked, dtype=np.float32)
-        f = score_fold(vectors, names, paths, split, protocol, distance, fold, None)
+        # The overrides keep the encoder's unit-length output unless they say otherwise.
+        _, enc = apply_overrides(args.overrides)
+        embedded = EmbeddedSet(vectors, distance, normalized=bool(enc.normalize))
+        f = score_fold(embedded, names, paths, split, protocol, fold, None)
         row = {
             "fold": fold,
             "dir1": f.figures["dir@fpir=1%"],

@@ -9,11 +9,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pipelines.services.scoring import CALIBRATE_ON, TEMPLATES
 from pipelines.settings import Settings
+from siamese.config import ARCHS, DISTANCES, LOSSES, PRESETS
+
+if TYPE_CHECKING:
+    from pipelines.runtime import Runtime
 
 app = typer.Typer(
     name="siamid",
@@ -38,48 +43,55 @@ class CliError(Exception):
     """An error already phrased for the user; the command exits non-zero with it."""
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions a user can cause: shown as one line, no traceback."""
-    from pipelines.gallery import GalleryError
-    from siamese.images import ImageRejected
-    from storage.identities import UnknownIdentityError
-    from storage.registry import UnknownModelVersionError
-
-    errors: list[type[BaseException]] = [
-        CliError,
-        GalleryError,
-        ImageRejected,
-        UnknownIdentityError,
-        UnknownModelVersionError,
-    ]
-    errors.extend(_optional_user_errors())
-    return tuple(errors)
+#: Loggers whose INFO lines are siamid's progress (Prefect's own stay at WARNING).
+PROGRESS_LOGGERS = ("pipelines", "siamese", "faces", "index", "storage")
 
 
-def _optional_user_errors() -> list[type[BaseException]]:
-    found: list[type[BaseException]] = []
-    try:
-        from index import VectorIndexError  # type: ignore[attr-defined]
+def configure_logging(verbose: bool) -> None:
+    """Progress on stderr: rich on a terminal, plain lines otherwise; DEBUG with --verbose."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_siamid", False):
+            root.removeHandler(h)
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
 
-        found.append(VectorIndexError)
-    except ImportError:
-        pass
-    try:
-        from pipelines.errors import SiamidError  # type: ignore[import-not-found]
-
-        found.append(SiamidError)
-    except ImportError:
-        pass
-    return found
+        handler = RichHandler(show_path=False, show_level=verbose, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler._siamid = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    for name in PROGRESS_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from pipelines.errors import user_errors
+
+    configure_logging(verbose=False)
     try:
         app()
-    except user_errors() as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except (CliError, *user_errors()) as exc:
+        message = str(exc.args[0]) if isinstance(exc, LookupError) and exc.args else str(exc)
+        typer.echo(f"error: {message}", err=True)
         sys.exit(2)
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug lines and Prefect's own logs.")
+    ] = False,
+) -> None:
+
+    from pipelines.settings import prefect_defaults
+
+    configure_logging(verbose)
+    prefect_defaults(verbose=verbose)
 
 
 def emit_json(obj: dict[str, Any]) -> None:
@@ -114,7 +126,7 @@ def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[int, in
         yield update
 
 
-def runtime():  # type: ignore[no-untyped-def]
+def runtime() -> Runtime:
     from pipelines.runtime import open_runtime
 
     return open_runtime(Settings())
@@ -129,11 +141,12 @@ def db_upgrade(
 ) -> None:
     """Create or migrate the database schema (SQLite by default, PostgreSQL by URL)."""
     from pipelines import migrations
+    from pipelines.runtime import safe_url
 
     settings = Settings()
     settings.ensure_dirs()
     migrations.upgrade(settings.db_url, revision)
-    typer.echo(f"database at {revision}: {_safe_url(settings.db_url)}")
+    typer.echo(f"database at {revision}: {safe_url(settings.db_url)}")
 
 
 @db_app.command("downgrade")
@@ -160,12 +173,6 @@ def db_current() -> None:
     )
 
 
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 # ---------------------------------------------------------------- gallery
 
 
@@ -188,7 +195,7 @@ def gallery_import(
     as_json: JsonOpt = False,
 ) -> None:
     """Import a gallery; bad files are recorded as rejected with a reason and the import goes on."""
-    from pipelines.gallery import import_items, read_manifest, scan_image_folder
+    from pipelines.services.gallery import import_items, read_manifest, scan_image_folder
     from siamese.images import DecodeLimits
 
     if (path is None) == (manifest is None):
@@ -287,7 +294,7 @@ def gallery_remove(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove an identity and its images; its vectors leave the next published index."""
-    from pipelines.enrolment import remove_identity
+    from pipelines.services.enrolment import remove_identity
 
     rt = runtime()
     removed = remove_identity(rt, identity)
@@ -337,27 +344,10 @@ def data_synth(
 # ---------------------------------------------------------------- train
 
 
-class ArchChoice(StrEnum):
-    siamese = "siamese"
-    pseudo = "pseudo"
-    two_channel = "two-channel"
-
-
-class LossChoice(StrEnum):
-    hadsell = "hadsell"
-    chopra = "chopra"
-    bce = "bce"
-
-
-class DistanceChoice(StrEnum):
-    l2 = "l2"
-    l1 = "l1"
-    cosine = "cosine"
-
-
-class PresetChoice(StrEnum):
-    default = "default"
-    chopra2005 = "chopra2005"
+ArchChoice = StrEnum("ArchChoice", {a: a for a in ARCHS})  # type: ignore[misc]
+LossChoice = StrEnum("LossChoice", {a: a for a in LOSSES})  # type: ignore[misc]
+DistanceChoice = StrEnum("DistanceChoice", {a: a for a in DISTANCES})  # type: ignore[misc]
+PresetChoice = StrEnum("PresetChoice", {a: a for a in PRESETS})  # type: ignore[misc]
 
 
 @app.command("train")
@@ -368,14 +358,14 @@ def train_cmd(
             help="ImageFolder to import and train on; default: the gallery in the database."
         ),
     ] = None,
-    arch: Annotated[ArchChoice, typer.Option(help="Pair network.")] = ArchChoice.siamese,
+    arch: Annotated[ArchChoice, typer.Option(help="Pair network.")] = ArchChoice["siamese"],
     loss: Annotated[
         LossChoice | None,
         typer.Option(help="hadsell (2006 eq. 4) or chopra (2005 eq. 8); bce for two-channel."),
     ] = None,
-    distance: Annotated[
-        DistanceChoice, typer.Option(help="Embedding distance.")
-    ] = DistanceChoice.l2,
+    distance: Annotated[DistanceChoice, typer.Option(help="Embedding distance.")] = DistanceChoice[
+        "l2"
+    ],
     margin: Annotated[
         float | None,
         typer.Option(
@@ -384,7 +374,9 @@ def train_cmd(
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Maximum epochs.")] = None,
     seed: Annotated[int, typer.Option(help="Seeds split, weights, sampling, augmentation.")] = 0,
-    preset: Annotated[PresetChoice, typer.Option(help="Encoder network.")] = PresetChoice.default,
+    preset: Annotated[PresetChoice, typer.Option(help="Encoder network.")] = PresetChoice[
+        "default"
+    ],
     members: Annotated[
         int | None,
         typer.Option(
@@ -396,10 +388,10 @@ def train_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a Siamese encoder with the contrastive loss and register a model version."""
-    from pipelines.settings import prefect_defaults
-    from pipelines.train import build_configs, train_flow
+    from pipelines.flows.train import train_flow
+    from pipelines.services.training import TrainOptions
 
-    options = dict(
+    options = TrainOptions(
         arch=arch.value,
         loss=loss.value if loss else None,
         distance=distance.value,
@@ -410,27 +402,26 @@ def train_cmd(
         members=members,
     )
     try:
-        build_configs(**options)  # refuse bad combinations before Prefect starts
+        options.configs()  # refuse bad combinations before Prefect starts
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if data is not None and not data.is_dir():
         raise CliError(f"--data {data} is not a folder laid out as PATH/<identity>/<image>")
     runtime()  # create and migrate the database up front
-    prefect_defaults()
-    out = train_flow(data=str(data) if data else None, **options)
-    v = out["validation"]
+    trained = train_flow(data=str(data) if data else None, options=options)
+    v = trained.validation
     eer = "n/a" if v["eer"] is None else f"{100 * v['eer']:.2f}%"
     typer.echo(
-        f"model version {out['model_version']} (id {out['model_version_id']}): validation EER "
+        f"model version {trained.name} (id {trained.id}): validation EER "
         f"{eer} on {len(v['val_identities'])} unseen people ({v['members']} member(s)), best "
         f"epoch {v['best_epoch']}/{v['epochs_run']}, {v['seconds']:.0f} s"
     )
     if as_json:
         emit_json(
             {
-                "model_version": out["model_version"],
-                "model_version_id": out["model_version_id"],
-                "checkpoint": out["checkpoint"],
+                "model_version": trained.name,
+                "model_version_id": trained.id,
+                "checkpoint": trained.checkpoint,
                 "validation": v,
             }
         )
@@ -487,25 +478,22 @@ def embed_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Embed images lacking a vector, drop removed ones, publish a new index version."""
-    from pipelines.embed import embed_flow
-    from pipelines.settings import prefect_defaults
+    from pipelines.flows.embed import embed_flow
 
     runtime()
-    prefect_defaults()
     out = embed_flow(
         model=model, factory=factory, full=full, batch_size=batch_size, workers=workers
     )
-    for f in out["failed_images"][:20]:
+    for f in out.failed_images[:20]:
         typer.echo(f"could not embed {f['source']}: {f['reason']}", err=True)
-    state = "published" if out["published"] else "unchanged"
+    state = "published" if out.published else "unchanged"
     typer.echo(
-        f"model {out['model_version']}: embedded {out['embedded']}, skipped {out['skipped']}, "
-        f"failed {out['failed']}, removed {out['removed']}; index version "
-        f"{out['index_version']} {state} ({out['factory']}, {out['vectors']} vectors)"
+        f"model {out.model_version}: embedded {out.embedded}, skipped {out.skipped}, "
+        f"failed {out.failed}, removed {out.removed}; index version "
+        f"{out.index_version} {state} ({out.factory}, {out.vectors} vectors)"
     )
     if as_json:
-        out.pop("failed_images")
-        emit_json(out)
+        emit_json(out.model_dump(exclude={"failed_images"}))
 
 
 @app.command("doctor")
@@ -517,7 +505,7 @@ def doctor_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Check that the published index and SQL agree; exit 1 on any disagreement."""
-    from pipelines import doctor
+    from pipelines.services import doctor
 
     rt = runtime()
     repaired = None
@@ -557,14 +545,8 @@ def serve_cmd(
 # ---------------------------------------------------------------- identification
 
 
-class TemplateChoice(StrEnum):
-    best = "best"
-    mean = "mean"
-
-
-class CalibrateOn(StrEnum):
-    unknown_train = "unknown+train"
-    unknown = "unknown"
+TemplateChoice = StrEnum("TemplateChoice", {t: t for t in TEMPLATES})  # type: ignore[misc]
+CalibrateOn = StrEnum("CalibrateOn", {c: c for c in CALIBRATE_ON})  # type: ignore[misc]
 
 
 @app.command("identify")
@@ -581,19 +563,17 @@ def identify_cmd(
     template: Annotated[
         TemplateChoice,
         typer.Option(help="Score identities by their best image or their mean template."),
-    ] = TemplateChoice.best,
+    ] = TemplateChoice["best"],
     out: Annotated[Path | None, typer.Option(help="Write results to .parquet or .csv.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per probe.")] = False,
 ) -> None:
     """Identify probes against the published index: a match within the threshold, or unknown."""
-    from pipelines.gallery import read_manifest
-    from pipelines.identify import Identifier, probe_files
+    from pipelines.services.gallery import read_manifest
+    from pipelines.services.identification import Identifier, probe_files
 
     if (target is None) == (manifest is None):
         raise CliError("give a probe IMAGE or DIR, or --manifest FILE.csv (one of them)")
     if target is not None:
-        if not target.exists():
-            raise CliError(f"{target} does not exist")
         paths = probe_files(target)
     else:
         paths = [it.path for it in read_manifest(manifest, allow_outside=True)]  # type: ignore[arg-type]
@@ -644,17 +624,17 @@ def calibrate_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Calibrate the reject threshold at a target FPIR and store it with the model and index."""
-    from pipelines.identify import calibrate
+    from pipelines.services.calibration import calibrate
 
     rt = runtime()
     res = calibrate(rt, data, target_fpir)
     typer.echo(
-        f"threshold {res['threshold']:.4f} at target FPIR {target_fpir:g} (realised "
-        f"{res['realised_fpir']:.4f} on {res['nonmated_searches']} non-mated searches); stored "
-        f"for model {res['model_version']}, index version {res['index_version']}"
+        f"threshold {res.threshold:.4f} at target FPIR {target_fpir:g} (realised "
+        f"{res.realised_fpir:.4f} on {res.nonmated_searches} non-mated searches); stored "
+        f"for model {res.model_version}, index version {res.index_version}"
     )
     if as_json:
-        emit_json(res)
+        emit_json(res.as_dict())
 
 
 # ---------------------------------------------------------------- evaluation
@@ -686,19 +666,19 @@ def evaluate_cmd(
         typer.Option(
             help="Score a known person by the nearest enrolled image or the mean of them."
         ),
-    ] = TemplateChoice.best,
+    ] = TemplateChoice["best"],
     calibrate_on: Annotated[
         CalibrateOn,
         typer.Option(
             help="Non-mated searches that set the threshold: the calibration unknowns, and "
             "by default also the people the encoder was trained on."
         ),
-    ] = CalibrateOn.unknown_train,
+    ] = CalibrateOn["unknown+train"],
     as_json: JsonOpt = False,
 ) -> None:
     """Identity-disjoint open-set evaluation: DIR/FPIR, FNIR, rank-1/CMC, DET; HTML report."""
-    from pipelines.evaluate import Protocol, evaluate_flow
-    from pipelines.settings import prefect_defaults
+    from pipelines.flows.evaluate import evaluate_flow
+    from pipelines.services.evaluation import Protocol
 
     if not data.is_dir():
         raise CliError(f"--data {data} is not a folder laid out as PATH/<person>/<image>")
@@ -716,8 +696,11 @@ def evaluate_cmd(
         template=template.value,
         calibrate_on=calibrate_on.value,
     )
-    runtime()
-    prefect_defaults()
+    rt = runtime()
+    if model is not None:
+        from pipelines.services.models import resolve_model
+
+        resolve_model(rt.sessions, model)  # an unknown or unusable model fails here
     out = evaluate_flow(protocol, str(report))
     m = out["metrics"]
     typer.echo(
@@ -748,22 +731,27 @@ def demo_cmd(
     seed: Annotated[int, typer.Option(help="Seeds data, splits and training.")] = 0,
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
     folds: Annotated[int, typer.Option(min=1, help="Evaluation folds.")] = 1,
+    members: Annotated[
+        int | None, typer.Option(min=1, help="Ensemble members of the encoders (default 3).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the whole chain: data, import, train, embed, calibrate, identify, evaluate."""
-    from pipelines.demo import demo_flow
-    from pipelines.settings import prefect_defaults
+    from pipelines.demo import run_demo, summary_table
 
     if data is not None and not data.is_dir():
         raise CliError(f"--data {data} is not a folder laid out as PATH/<person>/<image>")
-    rt = runtime()
-    prefect_defaults()
-    out = demo_flow(
-        str(rt.settings.home_dir), str(data.resolve()) if data else None, seed, epochs, folds
+    result = run_demo(
+        runtime(),
+        data.resolve() if data else None,
+        seed=seed,
+        epochs=epochs,
+        folds=folds,
+        members=members,
     )
-    typer.echo(f"report: {out['evaluate']['report']}")
+    typer.echo(summary_table(result))
     if as_json:
-        emit_json(out)
+        emit_json(result.as_dict())
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipelines import migrations
+from pipelines.errors import DatabaseError
+from pipelines.services.models import EncoderCache
 from pipelines.settings import Settings
 from siamese.images import DecodeLimits
 from storage.db import make_engine, session_factory
@@ -19,24 +21,55 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Runtime:
+    """Owns the engine, the session factory and the encoder cache for as long as it lives."""
+
     settings: Settings
 
     @cached_property
     def engine(self) -> Engine:
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
         self.settings.ensure_dirs()
-        engine = make_engine(self.settings.db_url)
-        migrations.ensure_schema(engine, self.settings.db_url)
+        url = self.settings.db_url
+        try:
+            engine = make_engine(url)
+            migrations.ensure_schema(engine, url)
+        except (OperationalError, ArgumentError, NoSuchModuleError) as exc:
+            raise DatabaseError(
+                f"cannot use the database {safe_url(url)}: {_first_line(exc)}; check "
+                "SIAMID_DATABASE_URL (and that its server is running)"
+            ) from None
         return engine
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return session_factory(self.engine)
 
+    @cached_property
+    def encoders(self) -> EncoderCache:
+        return EncoderCache()
+
     @property
     def limits(self) -> DecodeLimits:
         return DecodeLimits(
             min_side=self.settings.min_image_side, max_pixels=self.settings.max_image_pixels
         )
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden (for messages and logs)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def open_runtime(settings: Settings | None = None) -> Runtime:
@@ -52,3 +85,20 @@ def apply_thread_settings(settings: Settings) -> int:
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
     return torch.get_num_threads()
+
+
+_PROCESS_RUNTIMES: dict[tuple[str, str], Runtime] = {}
+
+
+def process_runtime() -> Runtime:
+    """The runtime this process shares between tasks, one per (home, database).
+
+    Prefect tasks (and Dask workers) open what they need from ids and paths; sharing the
+    runtime keeps one engine and one encoder cache per process instead of one per task, so a
+    model is loaded once per process and model version.
+    """
+    settings = Settings()
+    key = (str(settings.home_dir), settings.db_url)
+    if key not in _PROCESS_RUNTIMES:
+        _PROCESS_RUNTIMES[key] = open_runtime(settings)
+    return _PROCESS_RUNTIMES[key]

@@ -20,7 +20,7 @@ def embed_deployment(*, cron: str, name: str) -> Any:
     """The deployment object: the embed flow with a cron schedule (no server needed to build)."""
     from prefect.schedules import Cron
 
-    from pipelines.embed import embed_flow
+    from pipelines.flows.embed import embed_flow
 
     try:
         schedule = Cron(cron)

@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     def indexes_dir(self) -> Path:
         return self.home_dir / "indexes"
 
+    def vector_store_dir(self, model_version_id: int) -> Path:
+        """The durable vector store of one model version (shards of its embeddings)."""
+        return self.vectors_dir / f"model-{model_version_id}"
+
+    def index_file(self, index_version_id: int, model_version_id: int) -> Path:
+        """Where an index version is written before it is published."""
+        return self.indexes_dir / f"index-{index_version_id:06d}-model-{model_version_id}.faiss"
+
+    def checkpoint_file(self, model_name: str) -> Path:
+        return self.checkpoints_dir / f"{model_name}.pt"
+
     @property
     def reports_dir(self) -> Path:
         return self.home_dir / "reports"
@@ -61,12 +72,15 @@ class Settings(BaseSettings):
             d.mkdir(parents=True, exist_ok=True)
 
 
-def prefect_defaults() -> None:
+def prefect_defaults(*, verbose: bool = False) -> None:
     """Defaults for Prefect's ephemeral API when no server is configured.
 
     Analytics off (no network here), and a generous startup timeout: a busy 2-core machine
-    misses the 20 s default. Values the user set win.
+    misses the 20 s default. Prefect's own INFO lines (flow and task runs created, finished)
+    only with ``verbose``: siamid's progress goes through its own loggers. Values the user set
+    win.
     """
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")

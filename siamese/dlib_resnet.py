@@ -164,6 +164,20 @@ class DlibResidualBlock(nn.Module):
         return [*layers, ("add_prev", None), ("relu", None)]
 
 
+def _as_chips(chips: np.ndarray | Tensor) -> Tensor:
+    """Validate uint8 RGB chips, (N, 150, 150, 3) or one (150, 150, 3), as a 4-d tensor."""
+    images = chips if isinstance(chips, Tensor) else torch.as_tensor(np.asarray(chips))
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (INPUT_SIZE, INPUT_SIZE, 3):
+        raise ValueError(
+            f"expected uint8 RGB chips of shape (N, {INPUT_SIZE}, {INPUT_SIZE}, 3), got "
+            f"{images.dtype} {tuple(images.shape)}; align faces with "
+            "dlib.get_face_chip(img, shape, 150, 0.25) or an equivalent 150x150 crop"
+        )
+    return images
+
+
 class DlibFaceResNet(nn.Module):
     """dlib's face-recognition ResNet: (N, 3, 150, 150) normalised RGB -> (N, 128).
 
@@ -205,21 +219,10 @@ class DlibFaceResNet(nn.Module):
     def preprocess(self, chips: np.ndarray | Tensor) -> Tensor:
         """(N, 150, 150, 3) or (150, 150, 3) uint8 RGB -> (N, 3, 150, 150) float32 input.
 
-        As ``input_rgb_image_sized::to_tensor``: ``(pixel - mean[channel]) / 256``.
+        As ``input_rgb_image_sized::to_tensor``: ``(pixel - mean[channel]) / 256``. The
+        result is on the chips' device.
         """
-        images = chips if isinstance(chips, Tensor) else torch.as_tensor(np.asarray(chips))
-        if images.dim() == 3:
-            images = images.unsqueeze(0)
-        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (
-            INPUT_SIZE,
-            INPUT_SIZE,
-            3,
-        ):
-            raise ValueError(
-                f"expected uint8 RGB chips of shape (N, {INPUT_SIZE}, {INPUT_SIZE}, 3), got "
-                f"{images.dtype} {tuple(images.shape)}; align faces with "
-                "dlib.get_face_chip(img, shape, 150, 0.25) or an equivalent 150x150 crop"
-            )
+        images = _as_chips(chips)
         mean = self.mean_rgb.to(images.device)
         x = (images.to(torch.float32) - mean) / 256.0
         # The NHWC -> NCHW view already has channels_last strides.
@@ -229,15 +232,19 @@ class DlibFaceResNet(nn.Module):
         return x.contiguous()
 
     def embed(self, chips: np.ndarray | Tensor, batch_size: int = 32) -> np.ndarray:
-        """uint8 RGB chips (N, 150, 150, 3) -> (N, 128) float32 descriptors, in batches."""
+        """uint8 RGB chips (N, 150, 150, 3) -> (N, 128) float32 descriptors, in batches.
+
+        Runs under ``torch.inference_mode`` on the model's device; only one batch at a time
+        is converted to float.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        x = self.preprocess(chips)
+        images = _as_chips(chips)
         device = self.mean_rgb.device
         out: list[np.ndarray] = []
         with torch.inference_mode():
-            for start in range(0, x.shape[0], batch_size):
-                batch = x[start : start + batch_size].to(device)
+            for start in range(0, images.shape[0], batch_size):
+                batch = self.preprocess(images[start : start + batch_size].to(device))
                 out.append(self(batch).float().cpu().numpy())
         if not out:
             return np.zeros((0, EMBEDDING_DIM), np.float32)

@@ -47,6 +47,7 @@ from siamese.metrics import Roc, eer, roc
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_FAR_TARGETS",
     "DEFAULT_FPIR_TARGETS",
     "DirFpirCurve",
     "OperatingPoint",
@@ -70,6 +71,8 @@ __all__ = [
 
 #: FPIR operating points reported by default: 0.1 %, 1 %, 10 %.
 DEFAULT_FPIR_TARGETS: tuple[float, ...] = (0.001, 0.01, 0.1)
+#: FAR operating points of the TAR@FAR figures reported by default: 0.1 %, 1 %.
+DEFAULT_FAR_TARGETS: tuple[float, ...] = (0.001, 0.01)
 
 Ties = Literal["pessimistic", "optimistic"]
 

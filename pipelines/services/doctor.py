@@ -100,13 +100,14 @@ def diagnose(rt: Runtime) -> DoctorReport:
 
 def repair(rt: Runtime) -> dict[str, Any]:
     """Rebuild the published model's index from the vector store (no model run) and publish."""
-    from pipelines.embed import build_and_publish, resolve_model
+    from pipelines.services.models import resolve_model
+    from pipelines.services.publishing import build_and_publish
     from storage.indexes import published_index
 
     with rt.sessions() as s:
         row = published_index(session=s)
         ref = str(row.model_version_id) if row is not None else None
-    model = resolve_model(rt, ref)
+    model = resolve_model(rt.sessions, ref)
     result = build_and_publish(rt, model, full=True)
     return {
         "index_version": result.index_version_id,

@@ -7,13 +7,13 @@ distance histograms with the operating threshold, plus a table of the headline f
 PNGs are written beside ``report.html`` and also embedded in it as base64 data URIs, so
 the HTML file alone can be mailed or attached to a CI run.
 
-This is a plain function: flows call it from a task; it must not import prefect.
+The page is rendered from the Jinja2 template ``templates/report.html.j2``; this module
+computes what goes in it. A plain function: flows call it from a task; no Prefect here.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import logging
 import math
@@ -23,27 +23,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 from matplotlib.figure import Figure
 
 from siamese import openset
 from siamese.metrics import eer
+from siamese.openset import DEFAULT_FAR_TARGETS as FAR_TARGETS
+from siamese.openset import DEFAULT_FPIR_TARGETS as FPIR_TARGETS
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "FAR_TARGETS",
-    "FPIR_TARGETS",
     "ReportData",
     "figure_label",
     "summary_figures",
     "write_report",
 ]
 
-#: FPIR targets of the DIR@FPIR rows: 0.1 %, 1 %, 10 %.
-FPIR_TARGETS: tuple[float, ...] = (0.001, 0.01, 0.1)
-#: FAR targets of the TAR@FAR rows: 0.1 %, 1 %.
-FAR_TARGETS: tuple[float, ...] = (0.001, 0.01)
 #: FPIR the operating threshold is calibrated for when ReportData gives neither.
 DEFAULT_TARGET_FPIR = 0.01
 
@@ -368,17 +365,8 @@ def _plot_search_hist(data: ReportData) -> bytes:
 
 # ----------------------------------------------------------------------------- HTML
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
-h1 { margin-bottom: 0.2em; } .meta { color: #666; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-th { background: #f2f2f2; }
-.plots { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; } figcaption { color: #555; font-size: 0.9em; max-width: 600px; }
-img { max-width: 600px; border: 1px solid #ddd; }
-"""
+#: The page template, shipped as package data beside this module.
+TEMPLATE = "report.html.j2"
 
 _PLOTS = [
     ("det", "DET curve", "Verification: FNMR against FMR over all thresholds (log axes)."),
@@ -404,7 +392,7 @@ _PLOTS = [
 
 def _fmt(value: Any, rate: bool) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        return html.escape(str(value))
+        return str(value)
     v = float(value)
     if math.isnan(v):
         return "n/a"
@@ -417,12 +405,17 @@ def _fmt(value: Any, rate: bool) -> str:
     return f"{v:.4g}"
 
 
-def _cell(value: Any, rate: bool) -> str:
+@dataclass(frozen=True)
+class _Cell:
+    text: str
+    numeric: bool
+
+
+def _cell(value: Any, rate: bool) -> _Cell:
     numeric = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
         value, bool
     )
-    cls = ' class="num"' if numeric else ""
-    return f"<td{cls}>{_fmt(value, rate)}</td>"
+    return _Cell(_fmt(value, rate), numeric)
 
 
 def _fold_spread(folds: Sequence[Mapping[str, float]], key: str, rate: bool) -> str:
@@ -462,49 +455,24 @@ _UNDER_RESOLVED_NOTE = (
 )
 
 
-def _figures_table(figures: Mapping[str, Any], folds: Sequence[Mapping[str, float]]) -> str:
+def _figure_rows(
+    figures: Mapping[str, Any], folds: Sequence[Mapping[str, float]]
+) -> tuple[list[dict[str, str]], bool]:
+    """Rows of the figures table (label, key, value, fold spread) and whether any is flagged."""
     keys = [k for k in _figure_order() if k in figures]
-    keys += [k for k in figures if k not in keys and k in _extra_figure_keys(figures)]
+    keys += [k for k in figures if k not in keys and k.startswith(("dir@fpir=", "tar@far="))]
     fold_keys = {k for f in folds for k in f}
-    rows = []
-    flagged = False
+    rows, flagged = [], False
     for key in keys:
         label, rate = figure_label(key)
         if _under_resolved(key, figures):
             label += " †"
             flagged = True
-        cells = [
-            f"<td>{html.escape(label)}</td>",
-            f"<td><code>{html.escape(key)}</code></td>",
-            f'<td class="num">{_fmt(figures[key], rate)}</td>',
-        ]
-        if folds:
-            spread = _fold_spread(folds, key, rate) if key in fold_keys else ""
-            cells.append(f'<td class="num">{spread}</td>')
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    head = "<th>Figure</th><th>Key</th><th>Value</th>"
-    if folds:
-        head += f"<th>Folds: mean ± std ({len(folds)} folds)</th>"
-    note = f'\n<p class="meta">{html.escape(_UNDER_RESOLVED_NOTE)}</p>' if flagged else ""
-    return f'<table id="figures"><tr>{head}</tr>\n' + "\n".join(rows) + "\n</table>" + note
-
-
-def _extra_figure_keys(figures: Mapping[str, Any]) -> set[str]:
-    return {k for k in figures if k.startswith(("dir@fpir=", "tar@far="))}
-
-
-def _details_table(details: Mapping[str, Any]) -> str:
-    if not details:
-        return ""
-    rows = [
-        f"<tr><td><code>{html.escape(str(k))}</code></td>{_cell(v, False)}</tr>"
-        for k, v in _flatten(details).items()
-    ]
-    return (
-        '<h2>Run details</h2>\n<table id="details"><tr><th>Key</th><th>Value</th></tr>\n'
-        + "\n".join(rows)
-        + "\n</table>"
-    )
+        spread = _fold_spread(folds, key, rate) if key in fold_keys else ""
+        rows.append(
+            {"label": label, "key": key, "value": _fmt(figures[key], rate), "spread": spread}
+        )
+    return rows, flagged
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -518,24 +486,19 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _identity_table(columns: Mapping[str, Sequence[Any]], top_n: int, threshold: Any) -> str:
+def _identity_table(
+    columns: Mapping[str, Sequence[Any]], top_n: int, threshold: Any
+) -> dict[str, Any]:
     names = list(columns)
     n_rows = len(columns[names[0]]) if names else 0
     shown = min(n_rows, top_n)
     rate_cols = {"miss_rate"}
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    rows = []
-    for i in range(shown):
-        cells = "".join(_cell(columns[n][i], n in rate_cols) for n in names)
-        rows.append(f"<tr>{cells}</tr>")
+    rows = [[_cell(columns[n][i], n in rate_cols) for n in names] for i in range(shown)]
     caption = (
         f"Top {shown} of {n_rows} identities by misses + false accepts at threshold "
         f"{_fmt(threshold, False)} (rank 1)."
     )
-    return (
-        f"<h2>Per-identity errors</h2>\n<p>{html.escape(caption)}</p>\n"
-        f'<table id="per-identity"><tr>{head}</tr>\n' + "\n".join(rows) + "\n</table>"
-    )
+    return {"columns": names, "rows": rows, "caption": caption}
 
 
 def _per_identity(data: ReportData) -> Mapping[str, Sequence[Any]] | None:
@@ -552,6 +515,16 @@ def _per_identity(data: ReportData) -> Mapping[str, Sequence[Any]] | None:
         data.nonmated_best if with_nonmated else None,
         data.nonmated_best_ids if with_nonmated else None,
     )
+
+
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipelines.services", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    return env.get_template(TEMPLATE)
 
 
 def write_report(
@@ -592,56 +565,35 @@ def write_report(
         "pair_distances": _plot_pair_hist if curves.has_verification else None,
         "search_distances": _plot_search_hist,
     }
-    blocks = []
+    plots = []
     for name, heading, caption in _PLOTS:
         render = renderers[name]
-        if render is None:
-            blocks.append(
-                f'<figure id="{name}"><h3>{html.escape(heading)}</h3>'
-                f"<figcaption>Not available: no data for this plot.</figcaption></figure>"
+        src = None
+        if render is not None:
+            png = render(curves)
+            path = report_dir / f"{name}.png"
+            path.write_bytes(png)
+            src = (
+                "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+                if embed
+                else path.name
             )
-            continue
-        png = render(curves)
-        path = report_dir / f"{name}.png"
-        path.write_bytes(png)
-        src = (
-            "data:image/png;base64," + base64.b64encode(png).decode("ascii") if embed else path.name
-        )
-        blocks.append(
-            f'<figure id="{name}"><h3>{html.escape(heading)}</h3>'
-            f'<img src="{src}" alt="{html.escape(heading)}" width="600">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
+        plots.append({"name": name, "heading": heading, "caption": caption, "src": src})
 
+    rows, flagged = _figure_rows(figures, curves.folds)
     identities = _per_identity(curves)
-    identity_html = (
-        _identity_table(identities, top_n, curves.threshold) if identities is not None else ""
+    doc = _template().render(
+        title=curves.title,
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        figures=rows,
+        n_folds=len(curves.folds),
+        under_resolved_note=_UNDER_RESOLVED_NOTE if flagged else "",
+        details=[(k, _cell(v, False)) for k, v in _flatten(details).items()],
+        plots=plots,
+        identities=(
+            _identity_table(identities, top_n, curves.threshold) if identities is not None else None
+        ),
     )
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    title = html.escape(curves.title)
-    doc = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>{title}</h1>
-<p class="meta">Generated {generated}. Distances: lower = more similar; a candidate is
-returned when its distance is &lt;= the threshold. FPIR / FNIR / DIR follow NIST FRVT 1:N
-(ISO/IEC 19795-1); DIR and FNIR are at rank 1.</p>
-<h2>Figures</h2>
-{_figures_table(figures, curves.folds)}
-{_details_table(details)}
-<h2>Plots</h2>
-<div class="plots">
-{chr(10).join(blocks)}
-</div>
-{identity_html}
-</body>
-</html>
-"""
     out = report_dir / "report.html"
     out.write_text(doc, encoding="utf-8")
     logger.info("wrote evaluation report %s", out)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.gallery import import_items, scan_image_folder
+from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.runtime import Runtime, open_runtime
 from pipelines.settings import Settings
 from siamese.synthetic import generate_gallery
@@ -17,10 +17,7 @@ from siamese.synthetic import generate_gallery
 
 @pytest.fixture
 def rt(siamid_home: Path) -> Runtime:
-    import pipelines.embed
-
-    pipelines.embed._ENCODERS.clear()  # a cache per process: keep tests independent
-    return open_runtime(Settings())
+    return open_runtime(Settings())  # its own encoder cache: tests stay independent
 
 
 @pytest.fixture
@@ -39,20 +36,20 @@ def imported(rt: Runtime, tiny_gallery: Path) -> Path:
 
 def quick_model(rt: Runtime, seed: int = 0) -> str:
     """Train one short epoch on the imported gallery and register it; returns its name."""
-    from pipelines.train import (
-        build_configs,
+    from pipelines.services.training import (
+        TrainOptions,
         model_name,
         register_trained,
         run_training,
         training_set,
     )
 
-    config, encoder = build_configs(seed=seed, epochs=1)
+    config, encoder = TrainOptions(seed=seed, epochs=1).configs()
     config = replace(config, identities_per_batch=4, images_per_identity=2, patience=0)
     name = model_name(config, __import__("datetime").datetime.now())
     ckpt = rt.settings.checkpoints_dir / f"{name}.pt"
     validation = run_training(training_set(rt, None), config, encoder, ckpt)
-    return register_trained(rt, name, ckpt, config, encoder, validation)[1]
+    return register_trained(rt, name, ckpt, config, encoder, validation).name
 
 
 @pytest.fixture

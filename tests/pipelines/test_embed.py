@@ -14,12 +14,13 @@ import pytest
 from sqlalchemy import func, select
 
 from index.errors import IndexChecksumError
-from pipelines import doctor
-from pipelines.embed import embed_gallery, resolve_model
-from pipelines.enrolment import remove_identity
+from pipelines.services import doctor
+from bench.common import embed_all
+from pipelines.services.models import resolve_model
+from pipelines.services.enrolment import remove_identity
 from pipelines.errors import ModelError
-from pipelines.gallery import import_items, scan_image_folder
-from pipelines.identify import Identifier
+from pipelines.services.gallery import import_items, scan_image_folder
+from pipelines.services.identification import Identifier
 from pipelines.runtime import Runtime
 from siamese.synthetic import generate_gallery
 from storage.models import Embedding, IndexVersion
@@ -29,7 +30,7 @@ from .conftest import quick_model
 
 def _count(rt: Runtime, model_name: str) -> int:
     with rt.sessions() as s:
-        mid = resolve_model(rt, model_name).id
+        mid = resolve_model(rt.sessions, model_name).id
         return int(
             s.scalar(
                 select(func.count()).select_from(Embedding).where(Embedding.model_version_id == mid)
@@ -40,17 +41,17 @@ def _count(rt: Runtime, model_name: str) -> int:
 
 def test_no_model_is_a_clear_error(rt: Runtime, imported: Path) -> None:
     with pytest.raises(ModelError, match="siamid train"):
-        embed_gallery(rt)
+        embed_all(rt)
 
 
 def test_full_then_incremental_then_removal(rt: Runtime, model: str, tmp_path: Path) -> None:
-    m, embedded, skipped, failed, index = embed_gallery(rt, model, batch_size=8, chunk_size=10)
+    m, embedded, skipped, failed, index = embed_all(rt, model, batch_size=8, chunk_size=10)
     assert (embedded, skipped, failed) == (32, 0, [])
     assert index.published and index.vectors == 32
     assert doctor.diagnose(rt).ok
 
     # Unchanged: nothing embedded, the published version stays.
-    _, embedded, skipped, _, again = embed_gallery(rt, model)
+    _, embedded, skipped, _, again = embed_all(rt, model)
     assert (embedded, skipped, again.published) == (0, 32, False)
     assert again.index_version_id == index.index_version_id
 
@@ -58,7 +59,7 @@ def test_full_then_incremental_then_removal(rt: Runtime, model: str, tmp_path: P
     more = tmp_path / "more"
     generate_gallery(more, identities=2, per_identity=3, seed=3, first_identity=50)
     import_items(scan_image_folder(more), sessions=rt.sessions)
-    _, embedded, skipped, _, grown = embed_gallery(rt, model)
+    _, embedded, skipped, _, grown = embed_all(rt, model)
     assert (embedded, skipped, grown.added, grown.vectors) == (6, 32, 6, 38)
     assert grown.index_version_id != index.index_version_id
 
@@ -70,7 +71,7 @@ def test_full_then_incremental_then_removal(rt: Runtime, model: str, tmp_path: P
     ident = Identifier(rt, threshold=10.0, top_k=20)
     probe = more / "person_0050" / "000.png"
     assert all(c.identity != "person_0050" for c in ident.identify([probe])[0].candidates)
-    _, _, _, _, shrunk = embed_gallery(rt, model)
+    _, _, _, _, shrunk = embed_all(rt, model)
     assert (shrunk.removed, shrunk.vectors) == (3, 35)
     assert doctor.diagnose(rt).ok
     with rt.sessions() as s:
@@ -79,9 +80,9 @@ def test_full_then_incremental_then_removal(rt: Runtime, model: str, tmp_path: P
 
 
 def test_new_model_gets_its_own_index(rt: Runtime, model: str) -> None:
-    _, _, _, _, first = embed_gallery(rt, model)
+    _, _, _, _, first = embed_all(rt, model)
     newer = quick_model(rt, seed=1)
-    m2, embedded, _, _, second = embed_gallery(rt)  # default: the newest model
+    m2, embedded, _, _, second = embed_all(rt)  # default: the newest model
     assert m2.name == newer and embedded == 32 and second.published
     with rt.sessions() as s:
         old = s.get_one(IndexVersion, first.index_version_id)
@@ -90,7 +91,7 @@ def test_new_model_gets_its_own_index(rt: Runtime, model: str) -> None:
 
 
 def test_corrupted_index_is_refused_and_repaired(rt: Runtime, model: str) -> None:
-    _, _, _, _, index = embed_gallery(rt, model)
+    _, _, _, _, index = embed_all(rt, model)
     with rt.sessions() as s:
         path = Path(s.get_one(IndexVersion, index.index_version_id).path)
     data = bytearray(path.read_bytes())
@@ -105,10 +106,10 @@ def test_corrupted_index_is_refused_and_repaired(rt: Runtime, model: str) -> Non
 
 
 def test_altered_checkpoint_is_refused(rt: Runtime, model: str) -> None:
-    ckpt = Path(resolve_model(rt, model).checkpoint)
+    ckpt = Path(resolve_model(rt.sessions, model).checkpoint)
     ckpt.write_bytes(ckpt.read_bytes() + b"x")
     with pytest.raises(ModelError, match="sha256"):
-        embed_gallery(rt, model)
+        embed_all(rt, model)
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(IndexVersion)) == 0
 
@@ -118,8 +119,8 @@ def test_unreadable_image_is_reported_and_the_rest_embedded(
 ) -> None:
     victim = imported / "person_0001" / "001.png"
     victim.write_bytes(b"changed since import")
-    _, embedded, _, failed, index = embed_gallery(rt, model)
-    assert embedded == 31 and len(failed) == 1 and "changed" in failed[0][2]
+    _, embedded, _, failed, index = embed_all(rt, model)
+    assert embedded == 31 and len(failed) == 1 and "changed" in failed[0].reason
     assert index.vectors == 31
 
 
@@ -128,7 +129,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import storage.embeddings, storage.indexes
     from pipelines.runtime import open_runtime
     from pipelines.settings import Settings
-    from pipelines.embed import embed_gallery
+    from bench.common import embed_all
 
     point, after = sys.argv[1], int(sys.argv[2])
     calls = {"n": 0}
@@ -142,7 +143,7 @@ KILL_SCRIPT = textwrap.dedent("""
     module = storage.embeddings if point == "rows" else storage.indexes
     name = "add_embeddings" if point == "rows" else "publish_index_version"
     setattr(module, name, killer(getattr(module, name)))
-    embed_gallery(open_runtime(Settings()), sys.argv[3], batch_size=4, chunk_size=5, workers=0)
+    embed_all(open_runtime(Settings()), sys.argv[3], batch_size=4, chunk_size=5, workers=0)
 """)
 
 
@@ -159,7 +160,7 @@ def test_sigkill_then_rerun_finishes_with_no_duplicate_or_missing(
         timeout=300,
     )
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
-    _, embedded, skipped, _, index = embed_gallery(rt, model)
+    _, embedded, skipped, _, index = embed_all(rt, model)
     assert embedded + skipped == 32
     assert index.vectors == 32 and _count(rt, model) == 32
     report = doctor.diagnose(rt)
@@ -175,15 +176,14 @@ def test_sigkill_then_rerun_finishes_with_no_duplicate_or_missing(
 
 def _count_forwards(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Wrap the cached encoder so every forward call and image is counted."""
-    import pipelines.embed as embed_mod
+    import pipelines.services.models as models_mod
 
     counts = {"calls": 0, "images": 0}
-    original = embed_mod.load_encoder
+    original = models_mod.load_encoder
 
     def counting(model):  # type: ignore[no-untyped-def]
-        encoder, cfg = original(model)
-        if getattr(encoder, "_counted", False):  # the encoder is cached: wrap it once
-            return encoder, cfg
+        loaded = original(model)
+        encoder = loaded.module
 
         class Counting(type(encoder)):  # type: ignore[misc]
             def forward(self, x):  # type: ignore[no-untyped-def]
@@ -192,10 +192,9 @@ def _count_forwards(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
                 return super().forward(x)
 
         encoder.__class__ = Counting
-        encoder._counted = True
-        return encoder, cfg
+        return loaded
 
-    monkeypatch.setattr(embed_mod, "load_encoder", counting)
+    monkeypatch.setattr(models_mod, "load_encoder", counting)
     return counts
 
 
@@ -203,16 +202,16 @@ def test_incremental_embeds_exactly_the_new_images(
     rt: Runtime, model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counts = _count_forwards(monkeypatch)
-    embed_gallery(rt, model, batch_size=8)
+    embed_all(rt, model, batch_size=8)
     assert counts["images"] == 32
     counts.update(calls=0, images=0)
-    _, embedded, _, _, index = embed_gallery(rt, model)
+    _, embedded, _, _, index = embed_all(rt, model)
     assert embedded == 0 and counts["calls"] == 0 and not index.published
 
     extra = tmp_path / "ten"
     generate_gallery(extra, identities=5, per_identity=2, seed=3, first_identity=70)
     assert import_items(scan_image_folder(extra), sessions=rt.sessions).new == 10
-    _, embedded, _, _, index = embed_gallery(rt, model, batch_size=4)
+    _, embedded, _, _, index = embed_all(rt, model, batch_size=4)
     assert embedded == 10 and counts["images"] == 10 and index.vectors == 42
 
 
@@ -225,12 +224,12 @@ def test_readers_never_see_a_partial_index_while_versions_are_published(
     from index.vector_index import VectorIndex
     from storage.indexes import published_index
 
-    _, _, _, _, first = embed_gallery(rt, model)
+    _, _, _, _, first = embed_all(rt, model)
     published_counts = {first.vectors}
     stop = threading.Event()
     errors: list[BaseException] = []
     seen: list[int] = []
-    dim = resolve_model(rt, model).dim
+    dim = resolve_model(rt.sessions, model).dim
     query = np.random.default_rng(0).standard_normal((3, dim)).astype(np.float32)
     query /= np.linalg.norm(query, axis=1, keepdims=True)
 
@@ -260,7 +259,7 @@ def test_readers_never_see_a_partial_index_while_versions_are_published(
                 extra, identities=2, per_identity=2, seed=3, first_identity=100 + 2 * n
             )
             import_items(scan_image_folder(extra), sessions=rt.sessions)
-            _, _, _, _, index = embed_gallery(rt, model)
+            _, _, _, _, index = embed_all(rt, model)
             published_counts.add(index.vectors)
     finally:
         stop.set()
@@ -281,10 +280,10 @@ def test_embed_remove_doctor_on_postgres(
     rt = open_runtime(Settings())
     assert import_items(scan_image_folder(tiny_gallery), sessions=rt.sessions).new == 32
     name = quick_model(rt)
-    _, embedded, _, _, index = embed_gallery(rt, name)
+    _, embedded, _, _, index = embed_all(rt, name)
     assert embedded == 32 and index.published and doctor.diagnose(rt).ok
     assert len(remove_identity(rt, "person_0001")) == 4
-    _, _, _, _, shrunk = embed_gallery(rt, name)
+    _, _, _, _, shrunk = embed_all(rt, name)
     assert (shrunk.removed, shrunk.vectors) == (4, 28)
     assert doctor.diagnose(rt).ok
     # Identification's one joined look-up, on an autocommit PostgreSQL session.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.evaluate import EvaluationError, Protocol, probe_rows_of, split_people
+from pipelines.services.evaluation import EvaluationError, Protocol, probe_rows_of, split_people
 
 PEOPLE = [f"p{i:02d}" for i in range(20)]
 NAMES = [p for p in PEOPLE for _ in range(10)]

@@ -54,27 +54,29 @@ def test_train_refuses_bad_data_and_options_before_training(
 
 @pytest.mark.slow
 def test_train_embed_evaluate_flows(prefect_harness: None, rt: Runtime, tmp_path: Path) -> None:
-    from pipelines.embed import embed_flow
-    from pipelines.evaluate import Protocol, evaluate_flow
-    from pipelines.train import train_flow
+    from pipelines.flows.embed import embed_flow
+    from pipelines.flows.evaluate import evaluate_flow
+    from pipelines.flows.train import train_flow
+    from pipelines.services.evaluation import Protocol
+    from pipelines.services.training import TrainOptions
 
     data = tmp_path / "faces"
     generate_gallery(data, identities=12, per_identity=4, seed=1)
-    trained = train_flow(data=str(data), epochs=2, seed=0)
-    assert trained["validation"]["eer"] is not None
-    assert set(trained["validation"]["val_identities"]).isdisjoint(
-        trained["validation"]["train_identities"]
+    trained = train_flow(data=str(data), options=TrainOptions(epochs=2, seed=0))
+    assert trained.validation["eer"] is not None
+    assert set(trained.validation["val_identities"]).isdisjoint(
+        trained.validation["train_identities"]
     )
     with rt.sessions() as s:
         mv = s.scalars(select(ModelVersion)).one()
-        assert mv.name == trained["model_version"] and len(mv.checkpoint_sha256) == 64
-        assert mv.metrics["validation"]["eer"] == trained["validation"]["eer"]
+        assert mv.name == trained.name and len(mv.checkpoint_sha256) == 64
+        assert mv.metrics["validation"]["eer"] == trained.validation["eer"]
 
     embedded = embed_flow(batch_size=16, chunk_size=20)
-    assert embedded["embedded"] == 48 and embedded["vectors"] == 48
-    assert embedded["published"] and embedded["index_version"] >= 1
+    assert embedded.embedded == 48 and embedded.vectors == 48
+    assert embedded.published and embedded.index_version >= 1
     again = embed_flow()
-    assert (again["embedded"], again["skipped"], again["published"]) == (0, 48, False)
+    assert (again.embedded, again.skipped, again.published) == (0, 48, False)
 
     report = tmp_path / "report"
     out = evaluate_flow(
@@ -121,15 +123,17 @@ def test_serve_builds_a_cron_deployment_and_needs_a_server(monkeypatch: pytest.M
 
 @pytest.mark.slow
 def test_demo_runs_the_whole_chain(prefect_harness: None, rt: Runtime) -> None:
-    from pipelines.demo import demo_flow
+    from pipelines.demo import run_demo, summary_table
 
-    out = demo_flow(str(rt.settings.home_dir), None, 0, 1, 1)
-    assert out["import"]["new"] == 280 and out["embed"]["vectors"] == 280
-    assert out["calibrate"]["nonmated_searches"] == 160
-    ident = out["identify"]
-    assert ident["probes"] == 40  # 20 held-out enrolled images + 10 visitors x 2
+    result = run_demo(rt, None, seed=0, epochs=1, folds=1, members=1)
+    assert result.imported.new == 280 and result.embedded.vectors == 280
+    assert result.calibrated.nonmated_searches == 160
+    ident = result.identified
+    assert (ident.enrolled, ident.unknown) == (20, 20)  # 20 held-out images + 10 visitors x 2
     assert (
-        ident["enrolled_correct"] + ident["enrolled_wrong_person"] + ident["enrolled_rejected"]
-        == 20
+        ident.enrolled_correct + ident.enrolled_wrong_person + ident.enrolled_rejected == 20
     )
-    assert Path(out["evaluate"]["report"]).is_file()
+    assert Path(result.report).is_file()
+    table = summary_table(result)
+    assert "enrolled visitors" in table and result.report in table
+    json.dumps(result.as_dict())

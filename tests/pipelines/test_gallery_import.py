@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from pipelines import migrations
 from pipelines.cli import app
-from pipelines.gallery import GalleryError, import_items, read_manifest, scan_image_folder
+from pipelines.services.gallery import GalleryError, import_items, read_manifest, scan_image_folder
 from siamese.images import DecodeLimits
 from storage.db import make_engine, session_factory
 from storage.models import FaceImage, Identity, ImageConflict

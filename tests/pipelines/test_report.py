@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import report as report_module
-from pipelines.report import ReportData, summary_figures, write_report
+from pipelines.services import report as report_module
+from pipelines.services.report import ReportData, summary_figures, write_report
 from siamese import openset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

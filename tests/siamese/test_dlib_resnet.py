@@ -258,8 +258,9 @@ def test_plain_model_can_be_fine_tuned() -> None:
     assert isinstance(affine, DlibAffine) and affine.weight.grad is None
 
 
-def test_bad_inputs_are_refused() -> None:
+def test_bad_inputs_are_refused_and_empty_input_is_fine() -> None:
     model = DlibFaceResNet()
+    assert model.embed(np.zeros((0, 150, 150, 3), np.uint8)).shape == (0, EMBEDDING_DIM)
     with pytest.raises(ValueError, match="uint8 RGB chips"):
         model.preprocess(np.zeros((1, 112, 92, 3), np.uint8))
     with pytest.raises(ValueError, match="uint8 RGB chips"):

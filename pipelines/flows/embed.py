@@ -1,0 +1,127 @@
+"""The ``embed`` flow: embed what lacks a vector, drop what was removed, publish an index.
+
+Chunks of images are tasks (a retry redoes one chunk); the index is built and published once,
+by the last task. See :mod:`pipelines.services.embedding` for what makes a re-run after a crash
+finish the job with no duplicate and no missing vector.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from pipelines.runtime import process_runtime
+from pipelines.services import embedding, publishing
+from pipelines.services.embedding import ChunkResult, FailedImage
+from pipelines.services.encoding import DEFAULT_BATCH_SIZE, FileItem
+from pipelines.services.models import ModelRef, resolve_model
+from pipelines.services.publishing import Collected, IndexResult
+
+logger = logging.getLogger(__name__)
+
+
+class EmbedSummary(BaseModel):
+    model_version: str
+    model_version_id: int
+    embedded: int
+    skipped: int
+    failed: int
+    failed_images: list[dict[str, object]]
+    removed: int
+    added: int
+    vectors: int
+    index_version: int
+    factory: str
+    published: bool
+    rebuilt: bool
+    collected: dict[str, int]
+
+
+@task(cache_policy=NO_CACHE)
+def prepare(model: str | None, full: bool) -> ModelRef:
+    """Resolve and load the model (a missing or altered checkpoint fails here, before any work)."""
+    rt = process_runtime()
+    ref = resolve_model(rt.sessions, model)
+    rt.encoders.get(ref)
+    if full:
+        embedding.forget_vectors(rt, ref)
+    return ref
+
+
+@task(cache_policy=NO_CACHE)
+def list_pending(model: ModelRef) -> embedding.Pending:
+    return embedding.pending_images(process_runtime(), model)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def embed_chunk(
+    model: ModelRef, items: list[FileItem], batch_size: int, workers: int
+) -> ChunkResult:
+    """One chunk: a retry skips what an earlier try committed (its rows commit together)."""
+    rt = process_runtime()
+    todo = embedding.still_pending(rt, model, items)
+    return embedding.embed_chunk(rt, model, todo, batch_size=batch_size, workers=workers)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_index(model: ModelRef, factory: str | None, full: bool) -> IndexResult:
+    return publishing.build_and_publish(process_runtime(), model, factory=factory, full=full)
+
+
+@task(cache_policy=NO_CACHE)
+def collect_garbage(grace_seconds: float) -> Collected:
+    return publishing.collect_garbage(process_runtime(), timedelta(seconds=grace_seconds))
+
+
+@flow(name="embed")
+def embed_flow(
+    model: str | None = None,
+    factory: str | None = None,
+    full: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
+    chunk_size: int = embedding.DEFAULT_CHUNK,
+    grace_seconds: float = publishing.RETIRED_GRACE.total_seconds(),
+) -> EmbedSummary:
+    """Embed what lacks a vector, drop what was removed, publish a new index version."""
+    ref = prepare(model, full)
+    pending = list_pending(ref)
+    batches = embedding.chunks(pending.todo, chunk_size)
+    embedded, failed = 0, list[FailedImage]()
+    for n, items in enumerate(batches, start=1):
+        result = embed_chunk(ref, items, batch_size, workers)
+        embedded += result.embedded
+        failed.extend(result.failed)
+        logger.info(
+            "embedded chunk %d/%d: %d/%d images (%.0f img/s)",
+            n,
+            len(batches),
+            embedded,
+            len(pending.todo),
+            result.embedded / max(result.seconds, 1e-9),
+        )
+    index = publish_index(ref, factory, full)
+    gc = collect_garbage(grace_seconds)
+    return EmbedSummary(
+        model_version=ref.name,
+        model_version_id=ref.id,
+        embedded=embedded,
+        skipped=pending.already_embedded,
+        failed=len(failed),
+        failed_images=[
+            {"face_image_id": f.face_image_id, "source": f.source, "reason": f.reason}
+            for f in failed
+        ],
+        removed=index.removed,
+        added=index.added,
+        vectors=index.vectors,
+        index_version=index.index_version_id,
+        factory=index.factory,
+        published=index.published,
+        rebuilt=index.rebuilt,
+        collected={"index_files": gc.index_files, "orphan_shards": gc.orphan_shards},
+    )

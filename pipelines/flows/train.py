@@ -1,0 +1,34 @@
+"""The ``train`` flow: gallery images -> contrastive training -> a registered ``model_version``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from pipelines.runtime import process_runtime
+from pipelines.services import training
+from pipelines.services.training import TrainedModel, TrainingSet, TrainOptions
+
+
+@task(cache_policy=NO_CACHE)
+def collect_training_set(data: str | None, options: TrainOptions) -> TrainingSet:
+    ts = training.training_set(process_runtime(), Path(data) if data else None)
+    training.check_training_set(ts, options.configs()[0], data or "the gallery")
+    return ts
+
+
+@task(cache_policy=NO_CACHE)
+def train_model(ts: TrainingSet, options: TrainOptions) -> TrainedModel:
+    config, encoder = options.configs()
+    return training.train_and_register(process_runtime(), ts, config, encoder)
+
+
+@flow(name="train")
+def train_flow(data: str | None = None, options: TrainOptions | None = None) -> TrainedModel:
+    """Train an encoder on the gallery (or a folder, imported first) and register it."""
+    options = options or TrainOptions()
+    options.configs()  # a bad combination fails before any work
+    ts = collect_training_set(data, options)
+    return train_model(ts, options)

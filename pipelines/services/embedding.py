@@ -1,0 +1,112 @@
+"""Embedding gallery images: what is pending, one chunk at a time, into the vector store and SQL.
+
+Crash safety, in order of what is written:
+1. a chunk's vectors go to a new shard file (tmp + fsync + rename) before anything in SQL;
+2. its ``embedding`` rows are committed in one transaction: a kill before that leaves an orphan
+   shard that nothing references (collected later) and the images still lack rows, so a re-run
+   embeds them again; the unique (face_image, model_version) key forbids duplicates.
+Publishing the index from those rows is :mod:`pipelines.services.publishing`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pipelines.runtime import Runtime
+from pipelines.services.encoding import DEFAULT_BATCH_SIZE, FileItem, encode_files
+from pipelines.services.models import ModelRef
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 2048  # images per task: a retry redoes one chunk, not the run
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FailedImage:
+    face_image_id: int
+    source: str
+    reason: str
+
+
+@dataclass
+class ChunkResult:
+    embedded: int
+    failed: list[FailedImage] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class Pending:
+    todo: list[FileItem]
+    already_embedded: int
+
+
+def pending_images(rt: Runtime, model: ModelRef) -> Pending:
+    """Live images that lack a vector under this model, and how many already have one."""
+    from storage.embeddings import count_live_images, images_to_embed
+
+    with rt.sessions() as s:
+        todo = images_to_embed(session=s, model_version_id=model.id)
+        live = count_live_images(session=s)
+    return Pending(todo, live - len(todo))
+
+
+def still_pending(rt: Runtime, model: ModelRef, items: Sequence[FileItem]) -> list[FileItem]:
+    """The items that still lack a vector (a retried chunk skips what its first try committed)."""
+    from storage.embeddings import images_to_embed
+
+    with rt.sessions() as s:
+        todo = {fid for fid, _, _ in images_to_embed(session=s, model_version_id=model.id)}
+    return [it for it in items if it[0] in todo]
+
+
+def embed_chunk(
+    rt: Runtime,
+    model: ModelRef,
+    items: Sequence[FileItem],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
+) -> ChunkResult:
+    """Embed gallery images (face_image_id, source, sha256): one shard, then one SQL commit."""
+    from index.vector_store import VectorStore
+    from storage.embeddings import add_embeddings
+
+    t0 = time.perf_counter()
+    encoded = encode_files(
+        rt.encoders.get(model), items, rt.limits, batch_size=batch_size, workers=workers
+    )
+    if encoded.keys.size:
+        store = VectorStore(rt.settings.vector_store_dir(model.id), model.dim)
+        refs = store.write_shard(encoded.keys, encoded.vectors)
+        with rt.sessions.begin() as s:
+            add_embeddings(
+                session=s,
+                model_version_id=model.id,
+                rows=list(zip(encoded.keys.tolist(), refs, strict=True)),
+            )
+    sources = {fid: src for fid, src, _ in items}
+    failed = [FailedImage(fid, sources[fid], err) for fid, err in encoded.errors.items()]
+    for f in failed:
+        logger.warning("could not embed image %d (%s): %s", f.face_image_id, f.source, f.reason)
+    return ChunkResult(int(encoded.keys.size), failed, time.perf_counter() - t0)
+
+
+def forget_vectors(rt: Runtime, model: ModelRef) -> int:
+    """Drop the model's embedding rows so that everything is embedded again (``--full``)."""
+    from storage.embeddings import delete_embeddings_of_model
+
+    with rt.sessions.begin() as s:
+        return delete_embeddings_of_model(session=s, model_version_id=model.id)
+
+
+def chunks(items: Sequence[T], size: int) -> list[list[T]]:
+    if size < 1:
+        raise ValueError(f"chunk size must be at least 1, got {size}")
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]

@@ -1,0 +1,133 @@
+"""Batch encoding: image files -> vectors, decoded in DataLoader workers while the model runs."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.services.models import LoadedEncoder
+from siamese.images import DecodeLimits
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 256
+
+#: (key, path, sha256 recorded at import or None): what an encoding run reads.
+FileItem = tuple[int, str, str | None]
+
+
+@dataclass
+class Encoded:
+    """Vectors of the files that could be encoded, by key, and the reason for the others."""
+
+    keys: np.ndarray  # [n] int64
+    vectors: np.ndarray  # [n, d] float32
+    errors: dict[int, str] = field(default_factory=dict)
+
+    def dense(self, n: int) -> np.ndarray:
+        """Vectors in key order 0..n-1 (keys must be 0..n-1; missing rows stay zero)."""
+        out = np.zeros((n, self.vectors.shape[1] if self.vectors.ndim == 2 else 0), np.float32)
+        out[self.keys] = self.vectors
+        return out
+
+
+class FaceFiles:
+    """Decodes and preprocesses image files in DataLoader workers; bad files become errors.
+
+    With a recorded sha256, the bytes are checked against it: a file changed on disk since
+    its import is not silently embedded under the old row.
+    """
+
+    def __init__(self, items: Sequence[FileItem], encoder_config: Any, limits: DecodeLimits):
+        self.items = list(items)
+        self.cfg = encoder_config
+        self.limits = limits
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[Any, int, str]:
+        import torch
+
+        from siamese.data import preprocess
+        from siamese.images import ImageRejected, decode_bytes
+
+        key, source, sha = self.items[i]
+        h, w = self.cfg.input_size
+        blank = torch.zeros(self.cfg.in_channels, h, w)
+        try:
+            data = Path(source).read_bytes()
+        except FileNotFoundError:
+            return blank, key, f"missing: {source} does not exist"
+        except OSError as exc:
+            return blank, key, f"unreadable: {exc.strerror or exc}"
+        if sha is not None and hashlib.sha256(data).hexdigest() != sha:
+            return blank, key, "changed: the bytes differ from the imported ones; re-import"
+        try:
+            img = decode_bytes(data, limits=self.limits, name=source).image
+        except ImageRejected as rej:
+            return blank, key, f"{rej.reason}: {rej.detail}"
+        return preprocess(img, self.cfg), key, ""
+
+
+def encode_files(
+    encoder: LoadedEncoder,
+    items: Sequence[FileItem],
+    limits: DecodeLimits,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
+) -> Encoded:
+    """Embed files by key. On a GPU the forward pass uses channels_last and mixed precision."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from siamese.device import resolve_device, uses_mixed_precision
+
+    device = resolve_device("auto")
+    module = encoder.module.to(device).to(memory_format=torch.channels_last).eval()
+    amp = uses_mixed_precision(device)
+    loader = DataLoader(
+        FaceFiles(items, encoder.config, limits),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    vectors: list[np.ndarray] = []
+    keys: list[int] = []
+    errors: dict[int, str] = {}
+    with torch.inference_mode():
+        for x, batch_keys, batch_errors in loader:
+            ok = torch.tensor([not e for e in batch_errors], dtype=torch.bool)
+            errors.update(
+                (k, e) for k, e in zip(batch_keys.tolist(), batch_errors, strict=True) if e
+            )
+            if not bool(ok.any()):
+                continue
+            x = x[ok].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=amp):
+                out = module(x)
+            vectors.append(out.float().cpu().numpy())
+            keys.extend(batch_keys[ok].tolist())
+    dim = int(vectors[0].shape[1]) if vectors else 0
+    stacked = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
+    return Encoded(np.asarray(keys, np.int64), np.ascontiguousarray(stacked, np.float32), errors)
+
+
+def encode_paths(
+    encoder: LoadedEncoder,
+    paths: Sequence[str | Path],
+    limits: DecodeLimits,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+) -> Encoded:
+    """Files that are not in the gallery (probes, evaluation sets): keys are list positions."""
+    items = [(i, str(p), None) for i, p in enumerate(paths)]
+    return encode_files(encoder, items, limits, batch_size=batch_size, workers=workers)

@@ -1,0 +1,246 @@
+"""Open-set identification: who is this, or nobody we know?
+
+A probe is embedded, the published index searched, candidates grouped per identity (best
+distance, or the distance to the identity's mean template), and the best identity accepted only
+when its distance is within the threshold; otherwise the answer is ``unknown``.
+
+The threshold, in order of precedence:
+1. given explicitly (``--threshold``);
+2. calibrated with ``siamid calibrate`` on people who are not enrolled, at a target FPIR, and
+   stored with the model and index version;
+3. :func:`~pipelines.services.scoring.margin_threshold` of the training margin.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from pipelines.errors import SiamidError
+from pipelines.runtime import Runtime
+from pipelines.services.encoding import Encoded, encode_paths
+from pipelines.services.models import LoadedEncoder, ModelRef, resolve_model
+from pipelines.services.scoring import (
+    TEMPLATES,
+    group_by_identity,
+    margin_threshold,
+    mean_template,
+)
+from siamese.images import IMAGE_EXTENSIONS
+
+logger = logging.getLogger(__name__)
+
+Template = Literal["best", "mean"]
+
+
+class ProbeError(SiamidError):
+    """A probe path that cannot be read as images."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    identity: str
+    distance: float
+    identity_id: int
+    face_image_id: int
+
+
+@dataclass
+class Decision:
+    probe: str
+    decision: str  # "match" | "unknown" | "error"
+    identity: str | None
+    distance: float | None
+    threshold: float
+    threshold_source: str
+    model_version: str
+    index_version: int
+    candidates: list[Candidate] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["candidates"] = [
+            {"identity": c.identity, "distance": c.distance} for c in self.candidates
+        ]
+        return d
+
+
+def probe_files(target: Path) -> list[Path]:
+    """An image, or every image file under a folder (sorted); a clear error otherwise."""
+    if not target.exists():
+        raise ProbeError(f"{target} does not exist; give a probe image or a folder of them")
+    if target.is_dir():
+        try:
+            files = sorted(
+                p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+        except PermissionError as exc:
+            raise ProbeError(
+                f"cannot read the folder {target} ({exc.strerror}); check its permissions"
+            ) from None
+        if not files:
+            raise ProbeError(f"no image files found in {target}")
+        return files
+    return [target]
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float
+    source: str
+
+
+def resolve_threshold(rt: Runtime, model: ModelRef, explicit: float | None = None) -> Threshold:
+    """Explicit, else the newest calibration of the model, else the margin rule."""
+    from storage.calibration import latest_calibration
+    from storage.embeddings import count_live_identities
+
+    if explicit is not None:
+        return Threshold(float(explicit), "explicit")
+    with rt.sessions() as s:
+        cal = latest_calibration(session=s, model_version_id=model.id)
+        if cal is None:
+            return Threshold(margin_threshold(model.margin), "margin/2")
+        now = count_live_identities(session=s)
+        growth = rt.settings.gallery_growth_warning
+        if cal.gallery_identities and now > growth * cal.gallery_identities:
+            logger.warning(
+                "the gallery has grown from %d to %d identities since calibration %d; "
+                "FPIR grows with gallery size: run `siamid calibrate` again",
+                cal.gallery_identities,
+                now,
+                cal.id,
+            )
+        return Threshold(float(cal.threshold), f"calibrated@fpir={cal.target_fpir:g}")
+
+
+class Identifier:
+    """The published index, its model and threshold, loaded once for many probes."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        threshold: float | None = None,
+        top_k: int = 5,
+        template: Template = "best",
+        search_k: int | None = None,
+    ) -> None:
+        from index.vector_index import VectorIndex
+        from storage.indexes import require_published_index
+
+        if top_k < 1:
+            raise ValueError(f"--top-k must be at least 1, got {top_k}")
+        if template not in TEMPLATES:
+            raise ValueError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}")
+        self.rt, self.top_k, self.template = rt, top_k, template
+        with rt.sessions() as s:
+            iv = require_published_index(session=s)
+            self.index_version_id, path, sha = iv.id, iv.path, iv.sha256
+            model_id = iv.model_version_id
+        self.model: ModelRef = resolve_model(rt.sessions, str(model_id))
+        self.index = VectorIndex.load(path, expected_sha256=sha, expected_dim=self.model.dim)
+        self.encoder: LoadedEncoder = rt.encoders.get(self.model)
+        self.search_k = search_k or max(50, 10 * top_k)
+        t = resolve_threshold(rt, self.model, threshold)
+        self.threshold, self.threshold_source = t.value, t.source
+        # Read-only look-ups on the latency path: autocommit, so no BEGIN / ROLLBACK round
+        # trips around each probe's one query (the sessions are still the caller's: ours).
+        self.lookups: sessionmaker[Session] = sessionmaker(
+            rt.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+
+    def embed_paths(self, paths: Sequence[Path | str]) -> Encoded:
+        return encode_paths(self.encoder, paths, self.rt.limits)
+
+    def search(self, vectors: np.ndarray) -> list[list[Candidate]]:
+        """Candidates per probe vector: top-k identities, metadata by primary key."""
+        from storage.embeddings import image_owners
+
+        k = min(self.search_k, max(self.index.ntotal, 1))
+        dist, ids = self.index.search(vectors, k)
+        with self.lookups() as s:
+            owners = image_owners(session=s, face_image_ids=np.unique(ids[ids >= 0]).tolist())
+            owner = {fid: ident for fid, (ident, _) in owners.items()}
+            grouped = [
+                group_by_identity(dist[i], ids[i], owner, self.top_k) for i in range(len(vectors))
+            ]
+            if self.template == "mean":
+                grouped = self._rescore_by_mean(s, vectors, grouped)
+        names = dict(owners.values())
+        return [[Candidate(names[g], d, g, f) for g, d, f in row] for row in grouped]
+
+    def _rescore_by_mean(
+        self, session: Session, vectors: np.ndarray, grouped: list[list[tuple[int, float, int]]]
+    ) -> list[list[tuple[int, float, int]]]:
+        """Re-score each candidate identity by the distance to its mean template."""
+        from index.vector_store import VectorStore
+        from siamese.distances import pairwise_distances
+        from storage.embeddings import identity_vector_refs
+
+        store = VectorStore(self.rt.settings.vector_store_dir(self.model.id), self.model.dim)
+        wanted = sorted({g for row in grouped for g, _, _ in row})
+        refs = identity_vector_refs(
+            session=session, model_version_id=self.model.id, identity_ids=wanted
+        )
+        means = {
+            ident: mean_template(store.read(r), normalize=self.encoder.config.normalize)
+            for ident, r in refs.items()
+        }
+        out = []
+        for v, row in zip(vectors, grouped, strict=True):
+            rescored = [
+                (
+                    g,
+                    float(pairwise_distances(v[None], means[g][None], self.model.distance)[0, 0]),
+                    f,
+                )
+                for g, _, f in row
+                if g in means
+            ]
+            out.append(sorted(rescored, key=lambda t: t[1]))
+        return out
+
+    def decide(self, probe: str, candidates: list[Candidate]) -> Decision:
+        best = candidates[0] if candidates else None
+        match = best is not None and best.distance <= self.threshold
+        return Decision(
+            probe=probe,
+            decision="match" if match else "unknown",
+            identity=best.identity if match and best else None,
+            distance=best.distance if best else None,
+            threshold=self.threshold,
+            threshold_source=self.threshold_source,
+            model_version=self.model.name,
+            index_version=self.index_version_id,
+            candidates=candidates,
+        )
+
+    def failed(self, probe: str, error: str) -> Decision:
+        return Decision(
+            probe,
+            "error",
+            None,
+            None,
+            self.threshold,
+            self.threshold_source,
+            self.model.name,
+            self.index_version_id,
+            error=error,
+        )
+
+    def identify(self, paths: Sequence[Path]) -> list[Decision]:
+        """A decision per probe, in order; unreadable probes get ``decision="error"``."""
+        enc = self.embed_paths(paths)
+        found = dict(zip(enc.keys.tolist(), self.search(enc.vectors), strict=True))
+        return [
+            self.failed(str(p), enc.errors[i]) if i in enc.errors else self.decide(str(p), found[i])
+            for i, p in enumerate(paths)
+        ]

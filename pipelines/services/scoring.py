@@ -1,0 +1,102 @@
+"""Scoring rules shared by identification, calibration and evaluation (one home for each).
+
+- :func:`mean_template`: an identity's template is the mean of its vectors, re-normalised to
+  unit length when the model's vectors are unit vectors.
+- :func:`group_by_identity`: a search row becomes the best distance per identity.
+- :func:`operating_threshold`: the threshold calibrated at a target FPIR, falling back to the
+  largest finite non-mated distance when the target cannot be resolved.
+- :func:`margin_threshold`: the default threshold when nothing was calibrated.
+- :func:`verification_pairs`: genuine and impostor pair distances of a set of vectors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from siamese.openset import threshold_at_fpir
+
+#: How a candidate identity is scored: its nearest enrolled image, or its mean template.
+TEMPLATES: tuple[str, ...] = ("best", "mean")
+#: Which non-mated searches calibrate an evaluation's threshold: the calibration unknowns and
+#: the people the encoder was trained on (neither enrolled nor a test probe), or the former.
+CALIBRATE_ON: tuple[str, ...] = ("unknown+train", "unknown")
+
+
+def mean_template(vectors: np.ndarray, *, normalize: bool) -> np.ndarray:
+    """[n, d] vectors of one identity -> [d] float32 template (unit length if ``normalize``)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] == 0:
+        raise ValueError(f"mean_template needs [n >= 1, d] vectors, got shape {vectors.shape}")
+    m = vectors.mean(axis=0)
+    if normalize:
+        m = m / max(float(np.linalg.norm(m)), 1e-12)
+    return m.astype(np.float32)
+
+
+def is_unit(vectors: np.ndarray, atol: float = 1e-3) -> bool:
+    """True when every row has unit L2 norm (the model normalises its embeddings)."""
+    return bool(np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=atol))
+
+
+def group_by_identity(
+    distances: np.ndarray,
+    ids: np.ndarray,
+    image_identity: Mapping[int, int],
+    top_k: int,
+) -> list[tuple[int, float, int]]:
+    """One search row -> the ``top_k`` identities by their best distance.
+
+    ``ids`` are face_image ids with FAISS's -1 padding; ids without a live row in SQL (removed
+    since the last embed) are skipped, so a removed person is never returned.
+    Returns (identity_id, distance, face_image_id), best first; ties keep search order.
+    """
+    best: dict[int, tuple[float, int]] = {}
+    for d, fid in zip(distances.tolist(), ids.tolist(), strict=True):
+        if fid < 0 or not np.isfinite(d):
+            continue
+        ident = image_identity.get(int(fid))
+        if ident is None:
+            continue
+        if ident not in best or d < best[ident][0]:
+            best[ident] = (float(d), int(fid))
+    ranked = sorted(best.items(), key=lambda kv: kv[1][0])
+    return [(ident, d, fid) for ident, (d, fid) in ranked[:top_k]]
+
+
+def operating_threshold(target_fpir: float, nonmated_best: np.ndarray) -> float:
+    """Distance threshold at ``target_fpir`` over non-mated best distances.
+
+    When the target cannot be met by any finite threshold (too few searches), the fallback is
+    the largest finite non-mated distance (every calibration search then counts as a false
+    positive at most once), and 0.0 when no search found a candidate at all.
+    """
+    threshold = threshold_at_fpir(target_fpir, nonmated_best)
+    if math.isfinite(threshold):
+        return float(threshold)
+    best = np.asarray(nonmated_best, dtype=np.float64)
+    finite = best[np.isfinite(best)]
+    return float(finite.max()) if finite.size else 0.0
+
+
+def margin_threshold(margin: float) -> float:
+    """The threshold when nothing was calibrated: half the contrastive margin.
+
+    The contrastive loss pulls genuine pairs towards distance 0 and pushes impostors out to at
+    least ``m``; half-way between the two targets is the boundary the loss itself implies. It
+    ignores how well training separated people, so calibrate before relying on it.
+    """
+    return margin / 2.0
+
+
+def verification_pairs(
+    vectors: np.ndarray, labels: np.ndarray, distance: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) distances over every unordered pair of ``vectors``."""
+    from siamese.distances import pairwise_distances
+    from siamese.metrics import pair_distances_from_matrix
+
+    d = pairwise_distances(vectors, vectors, distance)
+    return pair_distances_from_matrix(np.asarray(d), np.asarray(labels))

@@ -1,0 +1,211 @@
+"""Training an encoder on gallery images and registering it as a ``model_version``.
+
+:class:`TrainOptions` is the one declaration of what a user chooses about training: the
+command line, the ``train`` flow and the evaluation's fold encoders all build their
+configurations from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from pipelines.errors import TrainingDataError
+from pipelines.runtime import Runtime
+from pipelines.services.gallery import import_items, scan_image_folder
+from pipelines.services.models import sha256_file
+from siamese.config import ARCHS, EncoderConfig, TrainConfig
+from storage.images import labelled_images
+from storage.registry import NewModelVersion, register_model_version
+
+logger = logging.getLogger(__name__)
+
+#: Log every n-th epoch at INFO (the others at DEBUG, shown with --verbose).
+EPOCH_LOG_EVERY = 5
+
+
+class TrainOptions(BaseModel):
+    """The training choices a user makes; ``None`` keeps the configuration's default."""
+
+    model_config = ConfigDict(frozen=True)
+
+    arch: str = "siamese"
+    loss: str | None = None
+    distance: str = "l2"
+    margin: float | None = None
+    epochs: int | None = None
+    seed: int = 0
+    preset: str = "default"
+    members: int | None = None
+
+    def configs(self) -> tuple[TrainConfig, EncoderConfig]:
+        """The defaults with these choices on top; ValueError names a bad value."""
+        if self.arch not in ARCHS:
+            raise ValueError(f"--arch must be one of {', '.join(ARCHS)}; got {self.arch!r}")
+        loss = self.loss or ("bce" if self.arch == "two-channel" else "hadsell")
+        changes: dict[str, Any] = {
+            "arch": self.arch,
+            "loss": loss,
+            "distance": self.distance,
+            "seed": self.seed,
+        }
+        for name in ("margin", "epochs", "members"):
+            if getattr(self, name) is not None:
+                changes[name] = getattr(self, name)
+        config = replace(TrainConfig(), **changes)
+        encoder = EncoderConfig.chopra2005() if self.preset == "chopra2005" else EncoderConfig()
+        return config, encoder
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    paths: list[str]
+    names: list[str]  # identity name per image
+
+    @property
+    def identities(self) -> int:
+        return len(set(self.names))
+
+    def only(self, people: set[str]) -> TrainingSet:
+        keep = [(p, n) for p, n in zip(self.paths, self.names, strict=True) if n in people]
+        return TrainingSet([p for p, _ in keep], [n for _, n in keep])
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    id: int
+    name: str
+    checkpoint: str
+    validation: dict[str, Any]
+
+
+def training_set(rt: Runtime, data: Path | None) -> TrainingSet:
+    """Accepted images of the folder's identities (imported first), or of the whole gallery."""
+    wanted: set[str] | None = None
+    if data is not None:
+        items = scan_image_folder(data)
+        import_items(items, sessions=rt.sessions, limits=rt.limits)
+        wanted = {item.identity for item in items if item.identity is not None}
+    with rt.sessions() as s:
+        rows = [(u, n) for _, u, n in labelled_images(session=s) if wanted is None or n in wanted]
+    return TrainingSet([u for u, _ in rows], [n for _, n in rows])
+
+
+def check_training_set(ts: TrainingSet, config: TrainConfig, source: str) -> None:
+    """Refuse data that cannot train a model, before any training starts."""
+    if not ts.paths:
+        raise TrainingDataError(
+            f"the dataset {source} has no accepted images; import a gallery first "
+            "(`siamid gallery import PATH`) or give --data PATH/<identity>/<image>"
+        )
+    counts = Counter(ts.names)
+    usable = sorted(n for n, c in counts.items() if c >= 2)
+    if not usable:
+        raise TrainingDataError(
+            f"every person in {source} has a single image; contrastive training needs at least "
+            "2 images of a person to make a same-person pair"
+        )
+    needed = 4 if config.val_fraction > 0 else 2
+    if len(usable) < needed:
+        raise TrainingDataError(
+            f"{source} has {len(usable)} people with 2 or more images; training with an "
+            f"identity-disjoint validation split needs at least {needed}"
+        )
+
+
+def model_name(config: TrainConfig, when: datetime, prefix: str = "") -> str:
+    return (
+        f"{prefix}{config.arch}-{config.loss}-{config.distance}-s{config.seed}-"
+        f"{when:%Y%m%dT%H%M%S%f}"
+    )
+
+
+def _log_epoch(report: Any) -> None:
+    last = report.epoch == report.epochs
+    level = logging.INFO if last or report.epoch % EPOCH_LOG_EVERY == 0 else logging.DEBUG
+    logger.log(level, "%s", report.line())
+
+
+def run_training(
+    ts: TrainingSet, config: TrainConfig, encoder: EncoderConfig, checkpoint: Path
+) -> dict[str, Any]:
+    """Load the images and train; returns the validation figures as plain data."""
+    import numpy as np
+    import torch
+
+    from siamese.data import encode_labels, load_faces
+    from siamese.training import train
+
+    labels, classes = encode_labels(ts.names)
+    images = load_faces(ts.paths, encoder)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    result = train(
+        images, np.asarray(labels), config, encoder, checkpoint_path=checkpoint, on_epoch=_log_epoch
+    )
+    return {
+        "eer": result.best_eer,
+        "threshold": result.best_threshold,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "genuine_quantiles": result.genuine_quantiles,
+        "impostor_quantiles": result.impostor_quantiles,
+        "train_identities": [classes[i] for i in result.train_identities],
+        "val_identities": [classes[i] for i in result.val_identities],
+        "images": len(ts.paths),
+        "members": config.effective_members,
+        "member_eers": result.member_eers,
+        "seconds": round(result.seconds, 2),
+        "torch_threads": torch.get_num_threads(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
+
+
+def register_trained(
+    rt: Runtime,
+    name: str,
+    checkpoint: Path,
+    config: TrainConfig,
+    encoder: EncoderConfig,
+    validation: dict[str, Any],
+    **extra_metrics: Any,
+) -> TrainedModel:
+    """Register a finished training as a ``model_version`` row."""
+    row = NewModelVersion(
+        name=name,
+        architecture=config.arch,
+        config={"train": config.to_dict(), "encoder": encoder.to_dict()},
+        checkpoint_path=str(checkpoint),
+        checkpoint_sha256=sha256_file(checkpoint),
+        embedding_dim=0
+        if config.arch == "two-channel"
+        else encoder.embedding_dim * config.effective_members,
+        distance=config.distance,
+        margin=float(config.margin),
+        metrics={"validation": validation, **extra_metrics},
+    )
+    with rt.sessions.begin() as s:
+        mv = register_model_version(session=s, model=row)
+        return TrainedModel(mv.id, mv.name, str(checkpoint), validation)
+
+
+def train_and_register(
+    rt: Runtime,
+    ts: TrainingSet,
+    config: TrainConfig,
+    encoder: EncoderConfig,
+    *,
+    name_prefix: str = "",
+    **extra_metrics: Any,
+) -> TrainedModel:
+    """Train on ``ts`` into a new checkpoint and register the model version."""
+    name = model_name(config, datetime.now(UTC), name_prefix)
+    checkpoint = rt.settings.checkpoint_file(name)
+    validation = run_training(ts, config, encoder, checkpoint)
+    return register_trained(rt, name, checkpoint, config, encoder, validation, **extra_metrics)
