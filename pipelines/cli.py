@@ -69,6 +69,47 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+class UserErrorFilter(logging.Filter):
+    """Drops Prefect's report (with traceback) of a run that failed on a user error.
+
+    The command line prints that error itself as one ``error:`` line; tracebacks are for bugs.
+    """
+
+    def __init__(self, errors: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.errors = errors
+        found: set[str] = set()
+        todo = list(errors)
+        while todo:  # the classes and their subclasses, by the names Prefect's lines show
+            cls = todo.pop()
+            found.add(cls.__name__)
+            todo.extend(cls.__subclasses__())
+        self.names = tuple(sorted(found))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            return not isinstance(exc, self.errors)
+        if record.name.startswith("prefect") and record.levelno >= logging.ERROR:
+            return not any(name in record.getMessage() for name in self.names)
+        return True
+
+
+def quiet_flow_failures() -> None:
+    """Attach :class:`UserErrorFilter` to the handlers Prefect set up (call after importing
+    a flow, which imports Prefect); with ``--verbose`` Prefect's reports stay."""
+    from pipelines.errors import user_errors
+
+    if logging.getLogger("pipelines").level <= logging.DEBUG:
+        return
+    quiet = UserErrorFilter((CliError, *user_errors()))
+    names = ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+    for name in names:
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, UserErrorFilter) for f in handler.filters):
+                handler.addFilter(quiet)
+
+
 def main() -> None:
     from pipelines.errors import user_errors
 
@@ -391,6 +432,8 @@ def train_cmd(
     from pipelines.flows.train import train_flow
     from pipelines.services.training import TrainOptions
 
+    quiet_flow_failures()
+
     options = TrainOptions(
         arch=arch.value,
         loss=loss.value if loss else None,
@@ -479,6 +522,8 @@ def embed_cmd(
 ) -> None:
     """Embed images lacking a vector, drop removed ones, publish a new index version."""
     from pipelines.flows.embed import embed_flow
+
+    quiet_flow_failures()
 
     runtime()
     out = embed_flow(
@@ -680,6 +725,8 @@ def evaluate_cmd(
     from pipelines.flows.evaluate import evaluate_flow
     from pipelines.services.evaluation import Protocol
 
+    quiet_flow_failures()
+
     if not data.is_dir():
         raise CliError(f"--data {data} is not a folder laid out as PATH/<person>/<image>")
     protocol = Protocol(
@@ -738,6 +785,8 @@ def demo_cmd(
 ) -> None:
     """Run the whole chain: data, import, train, embed, calibrate, identify, evaluate."""
     from pipelines.demo import run_demo, summary_table
+
+    quiet_flow_failures()
 
     if data is not None and not data.is_dir():
         raise CliError(f"--data {data} is not a folder laid out as PATH/<person>/<image>")

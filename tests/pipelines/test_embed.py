@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from index.errors import IndexChecksumError
-from pipelines.services import doctor
 from bench.common import embed_all
-from pipelines.services.models import resolve_model
-from pipelines.services.enrolment import remove_identity
+from index.errors import IndexChecksumError
 from pipelines.errors import ModelError
+from pipelines.runtime import Runtime
+from pipelines.services import doctor
+from pipelines.services.enrolment import remove_identity
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.identification import Identifier
-from pipelines.runtime import Runtime
+from pipelines.services.models import resolve_model
 from siamese.synthetic import generate_gallery
 from storage.models import Embedding, IndexVersion
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.cli import app
 from bench.common import embed_all
+from pipelines.cli import app
+from pipelines.runtime import Runtime
 from pipelines.services.calibration import CalibrationError, calibrate
 from pipelines.services.identification import Identifier
 from pipelines.services.scoring import group_by_identity, margin_threshold
-from pipelines.runtime import Runtime
 from siamese.synthetic import generate_gallery
 
 
