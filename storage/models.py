@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -36,6 +37,9 @@ NAMING_CONVENTION = {
 
 IMAGE_STATUSES = ("accepted", "rejected")
 INDEX_STATUSES = ("building", "published", "retired")
+#: What one run of a face detector made of one image. ``too_small``: faces were found, none big
+#: enough to align; ``error``: the image could not be read or the detector failed (see detail).
+DETECTION_OUTCOMES = ("ok", "no_face", "multiple_faces", "too_small", "error")
 
 
 def utcnow() -> datetime:
@@ -224,3 +228,77 @@ class Calibration(Base):
     gallery_images: Mapped[int]
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FaceDetection(Base):
+    """One run of one detector version on one image: its outcome and how many faces it found.
+
+    A row exists for every image the detector has seen, whatever the outcome, so a new detector
+    version re-detects exactly the images that have no row for it.
+    """
+
+    __tablename__ = "face_detection"
+    __table_args__ = (
+        UniqueConstraint("face_image_id", "detector", "detector_version"),
+        CheckConstraint(
+            "outcome IN ({})".format(", ".join(f"'{o}'" for o in DETECTION_OUTCOMES)),
+            name="outcome",
+        ),
+        CheckConstraint("faces >= 0", name="faces_not_negative"),
+        Index("ix_face_detection_detector", "detector", "detector_version"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The unique key leads with face_image_id, so it also serves the cascade from face_image.
+    face_image_id: Mapped[int] = mapped_column(ForeignKey("face_image.id", ondelete="CASCADE"))
+    detector: Mapped[str] = mapped_column(String(64))
+    detector_version: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(32))
+    faces: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    detected_faces: Mapped[list[DetectedFace]] = relationship(
+        back_populates="detection",
+        order_by="DetectedFace.rank",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class DetectedFace(Base):
+    """One face a detection found, in original-image pixels; rank 0 is the largest.
+
+    ``chosen`` marks the face that is aligned and embedded for the image (at most one per
+    detection, enforced by a partial unique index).
+    """
+
+    __tablename__ = "face"
+    __table_args__ = (
+        UniqueConstraint("detection_id", "rank"),
+        CheckConstraint("rank >= 0", name="rank_not_negative"),
+        Index(
+            "uq_face_one_chosen",
+            "detection_id",
+            unique=True,
+            sqlite_where=text("chosen"),
+            postgresql_where=text("chosen"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    detection_id: Mapped[int] = mapped_column(
+        ForeignKey("face_detection.id", ondelete="CASCADE"), index=True
+    )
+    rank: Mapped[int] = mapped_column(Integer)
+    box_left: Mapped[float] = mapped_column(Float)
+    box_top: Mapped[float] = mapped_column(Float)
+    box_right: Mapped[float] = mapped_column(Float)
+    box_bottom: Mapped[float] = mapped_column(Float)
+    #: Five ``[x, y]`` pairs in the detector's landmark order (pixel centres).
+    landmarks: Mapped[list[list[float]]] = mapped_column(JSON)
+    score: Mapped[float] = mapped_column(Float)
+    eye_span: Mapped[float] = mapped_column(Float)
+    chosen: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    detection: Mapped[FaceDetection] = relationship(back_populates="detected_faces")

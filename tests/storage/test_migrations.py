@@ -20,6 +20,8 @@ TABLES = {
     "index_version",
     "evaluation_run",
     "calibration",
+    "face_detection",
+    "face",
 }
 
 
