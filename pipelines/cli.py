@@ -779,8 +779,8 @@ def demo_cmd(
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
     folds: Annotated[int, typer.Option(min=1, help="Evaluation folds.")] = 1,
     members: Annotated[
-        int | None, typer.Option(min=1, help="Ensemble members of the encoders (default 3).")
-    ] = None,
+        int, typer.Option(min=1, help="Ensemble members of the demo's encoders.")
+    ] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the whole chain: data, import, train, embed, calibrate, identify, evaluate."""

@@ -840,7 +840,8 @@ def _train_one(
                 improved=improved,
             )
             history.append(rep)
-            logger.info("%s", rep.line())
+            # DEBUG: the caller's on_epoch decides what a person sees of every epoch.
+            logger.debug("%s", rep.line())
             if on_epoch is not None:
                 on_epoch(rep)
             if report is not None and config.patience and stale >= config.patience:

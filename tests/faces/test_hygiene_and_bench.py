@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
-from tests.faces.synth import att_face, background, paste
+from tests.faces.synth import att_face, background, need_dir, paste
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("siamese", "index", "storage", "pipelines", "prefect", "torch", "sqlalchemy", "faiss")
@@ -64,3 +65,16 @@ def test_bench_detect_smoke(tmp_path: Path) -> None:
     assert saved["hardware"]["cpu_model"] and saved["hardware"]["threads"] == 1
     assert saved["chip_parity"]["chips"] == 2 and saved["chip_parity"]["mean_abs_diff"] < 0.01
     assert record["detector"]["version"] == saved["detector"]["version"]
+
+
+def test_missing_data_skips_locally_and_fails_under_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    absent = tmp_path / "no-such-dataset"
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        need_dir(absent)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        need_dir(absent)
+    assert need_dir(tmp_path) == tmp_path

@@ -127,12 +127,10 @@ def test_demo_runs_the_whole_chain(prefect_harness: None, rt: Runtime) -> None:
 
     result = run_demo(rt, None, seed=0, epochs=1, folds=1, members=1)
     assert result.imported.new == 280 and result.embedded.vectors == 280
-    assert result.calibrated.nonmated_searches == 160
+    assert result.calibrated.nonmated_searches == 400
     ident = result.identified
     assert (ident.enrolled, ident.unknown) == (20, 20)  # 20 held-out images + 10 visitors x 2
-    assert (
-        ident.enrolled_correct + ident.enrolled_wrong_person + ident.enrolled_rejected == 20
-    )
+    assert ident.enrolled_correct + ident.enrolled_wrong_person + ident.enrolled_rejected == 20
     assert Path(result.report).is_file()
     table = summary_table(result)
     assert "enrolled visitors" in table and result.report in table
