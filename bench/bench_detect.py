@@ -145,6 +145,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "numpy": np.__version__,
             "dlib": __import__("dlib").__version__,
             "threads": 1,
+            # Other processes' load distorts the timings on a shared machine: recorded at the
+            # start and the end of the run.
+            "loadavg_1min_start": os.getloadavg()[0],
         },
     }
     detector.detect(decode(photos[0]))  # warm-up: first-call allocations are not the photos'
@@ -168,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         photos_all_small += bool(found) and small == len(found)
         if args.progress and i % 500 == 0:
             print(f"  {i}/{len(photos)} photos", file=sys.stderr, flush=True)
+    record["hardware"]["loadavg_1min_end"] = os.getloadavg()[0]
     total_detect = sum(detect_s)
     arr = np.asarray(spans)
     record["speed"] = {
@@ -227,7 +231,13 @@ def markdown(record: dict[str, Any]) -> str:
                     f"{c['mean_abs_diff']:.4f} ({c['identical_chips']} identical)",
                 )
             )
-    rows.append(("machine", f"{hw['cpu_model']}, {hw['cpus_usable']} usable CPUs, 1 thread"))
+    rows.append(
+        (
+            "machine",
+            f"{hw['cpu_model']}, {hw['cpus_usable']} usable CPUs, 1 thread; load average "
+            f"{hw['loadavg_1min_start']:.1f} at start, {hw['loadavg_1min_end']:.1f} at end",
+        )
+    )
     rows.append(("detector", f"{record['detector']['name']} {record['detector']['version']}"))
     width = max(len(k) for k, _ in rows)
     lines = [f"| {'measure'.ljust(width)} | value |", f"| {'-' * width} | ----- |"]

@@ -43,6 +43,23 @@ DLIB_TEMPLATE = np.array(
 )
 DLIB_TEMPLATE.setflags(write=False)
 
+#: The framing of the AT&T (ORL) photos the Siamese network trains on: the mean landmarks of
+#: the 398 faces the default :class:`faces.detect.Detector` finds in the 400 92x112 photos, in
+#: the unit square of a 92 px square centred on the photo. With it,
+#: ``align(img, face, (92, 112), padding=0.0, template=ATT_TEMPLATE)`` frames a face as AT&T
+#: does (forehead to chin, eyes at 47% of the height), and ``size=(48, 56)`` gives the 56x48
+#: crops of the network's input (outer eye corners ~24 px apart).
+ATT_TEMPLATE = np.array(
+    [
+        [0.743316, 0.472198],
+        [0.600598, 0.471925],
+        [0.237526, 0.464769],
+        [0.379575, 0.468968],
+        [0.486461, 0.719528],
+    ]
+)
+ATT_TEMPLATE.setflags(write=False)
+
 
 def similarity_transform(src_points: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
     """The 2x3 matrix ``M`` of the similarity that best maps ``src_points`` onto ``dst_points``.
@@ -121,7 +138,7 @@ def align(
 
     Same kind as ``image`` (HxW grey or HxWx3 RGB, uint8). What lies outside the photo is
     black. ``template`` (5x2, unit square) replaces dlib's mean-face template when a model was
-    trained on another framing.
+    trained on another framing (:data:`ATT_TEMPLATE` with ``padding=0`` for AT&T's).
     """
     img = check_image(image)
     dst = template_points(size, padding, template)

@@ -279,3 +279,41 @@ def test_att_fixture_present(att: Path) -> None:
     """Documents the data-set rule: skips without ../shared, fails under CI=true."""
     assert (att / "s1" / "1.pgm").is_file()
     assert math.isfinite(float(att_face(1, 1).mean()))
+
+
+def test_a_face_at_min_eye_span_is_found_with_good_landmarks(detector: Detector) -> None:
+    """The too-small threshold is not below what the detector and the landmarks can do."""
+    from faces import MIN_EYE_SPAN, is_too_small
+
+    for seed, (subject, index) in enumerate([(16, 2), (23, 7), (31, 1)]):
+        ref = reference(detector, subject, index)
+        scale = MIN_EYE_SPAN / ref.eye_span
+        scene = background(400, 300, seed=20 + seed)
+        x, y = 170, 90
+        paste(scene, att_face(subject, index), x, y, scale)
+        (face,) = detector.detect(scene)
+        expected = map_points(ref.landmarks, x, y, scale)
+        error = np.linalg.norm(face.landmarks - expected, axis=1).max()
+        assert error <= 0.06 * MIN_EYE_SPAN, error  # ~2% measured
+        assert abs(face.eye_span - MIN_EYE_SPAN) < 2.0
+    assert is_too_small(face, MIN_EYE_SPAN + 3) and not is_too_small(face, MIN_EYE_SPAN - 3)
+
+
+@pytest.mark.att
+def test_att_template_is_the_att_framing(detector: Detector, att: Path) -> None:
+    """ATT_TEMPLATE in a 92x112 crop sits where AT&T photos have their landmarks, on average,
+    so aligning an AT&T photo with it hardly moves or scales it."""
+    from faces.align import ATT_TEMPLATE, similarity_transform, template_points
+
+    files = random.Random(7).sample(sorted(att.glob("s*/*.pgm")), 30)
+    images = [np.asarray(Image.open(p)) for p in files]
+    found = [(img, detector.detect(img)) for img in images]
+    points = np.array([faces[0].landmarks for _, faces in found if faces])
+    target = template_points((92, 112), 0.0, ATT_TEMPLATE)
+    assert np.abs(points.mean(axis=0) - target).max() < 3.0  # sample of 30: std 6 px / sqrt(30)
+    # Each photo's own map onto the AT&T framing is close to the identity.
+    maps = [similarity_transform(p, target) for p in points]
+    scales = [np.sqrt(abs(np.linalg.det(m[:, :2]))) for m in maps]
+    centre = np.array([46.0, 56.0, 1.0])
+    shifts = [np.linalg.norm(m @ centre - centre[:2]) for m in maps]
+    assert 0.93 < np.median(scales) < 1.07 and np.median(shifts) < 8.0
