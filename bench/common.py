@@ -137,8 +137,11 @@ def hardware_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "faiss": faiss.__version__,
         "busy_train_att": len(busy_processes()),
-        "env_threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                   "OPENBLAS_NUM_THREADS") if k in os.environ},
+        "env_threads": {
+            k: os.environ[k]
+            for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+            if k in os.environ
+        },
     }
 
 
@@ -157,8 +160,9 @@ def percentiles(seconds: Sequence[float], qs: Sequence[float] = (50, 95, 99)) ->
     return {f"p{q:g}": float(np.percentile(arr, q)) for q in qs}
 
 
-def time_calls(fn: Callable[[int], Any], n: int, *, max_seconds: float | None = None,
-               warmup: int = 3) -> list[float]:
+def time_calls(
+    fn: Callable[[int], Any], n: int, *, max_seconds: float | None = None, warmup: int = 3
+) -> list[float]:
     """Latency in seconds of ``fn(i)`` for ``i`` in ``range(n)``, after ``warmup`` untimed calls.
 
     Stops early (keeping at least 5 samples) once ``max_seconds`` have been spent.
@@ -245,8 +249,11 @@ def write_result(name: str, payload: dict[str, Any], out: Path | None = None) ->
 
     Adds when it finished and whether training runs were busy then (see ``start_record``).
     """
-    payload = {**payload, "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-               "busy_train_att_at_end": len(busy_processes())}
+    payload = {
+        **payload,
+        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "busy_train_att_at_end": len(busy_processes()),
+    }
     path = out or RESULTS_DIR / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
@@ -266,16 +273,32 @@ def _json_default(value: Any) -> Any:
 def base_parser(description: str) -> argparse.ArgumentParser:
     """Options every benchmark shares: threads, repeats, seed, output file, smoke preset."""
     parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch intra-op and faiss OpenMP threads (default: 2)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="repeats per measurement; medians are reported (default: 3)")
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch intra-op and faiss OpenMP threads (default: 2)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="repeats per measurement; medians are reported (default: 3)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON result path (default: bench/results/<name>-<time>.json)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes that finish in seconds (CI); overrides the size options")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON result path (default: bench/results/<name>-<time>.json)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes that finish in seconds (CI); overrides the size options",
+    )
     return parser
 
 
@@ -291,17 +314,22 @@ def start_record(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "hardware": hardware_info(),
     }
     if record["hardware"]["busy_train_att"]:
-        print(f"warning: {record['hardware']['busy_train_att']} train_att.py process(es) are "
-              "running: timings are distorted", file=sys.stderr)
+        print(
+            f"warning: {record['hardware']['busy_train_att']} train_att.py process(es) are "
+            "running: timings are distorted",
+            file=sys.stderr,
+        )
     return record
 
 
 def print_header(record: dict[str, Any]) -> None:
     hw = record["hardware"]
     mem = hw["memory_bytes"] / 2**30 if hw["memory_bytes"] else math.nan
-    print(f"{record['benchmark']}: {hw['cpu_model']}, {hw['cpus_usable']} usable CPUs, "
-          f"{mem:.1f} GiB; threads torch={record['threads']['torch']} "
-          f"faiss={record['threads']['faiss_omp']}; torch {hw['torch']}, faiss {hw['faiss']}")
+    print(
+        f"{record['benchmark']}: {hw['cpu_model']}, {hw['cpus_usable']} usable CPUs, "
+        f"{mem:.1f} GiB; threads torch={record['threads']['torch']} "
+        f"faiss={record['threads']['faiss_omp']}; torch {hw['torch']}, faiss {hw['faiss']}"
+    )
 
 
 # ------------------------------------------------------------------ runtimes and databases
@@ -360,9 +388,16 @@ class GalleryEnv:
     images: int
 
 
-def prepare_gallery(workdir: Path, *, identities: int, per_identity: int, seed: int,
-                    train_people: int = 8, train_per_person: int = 4,
-                    members: int | None = None) -> GalleryEnv:
+def prepare_gallery(
+    workdir: Path,
+    *,
+    identities: int,
+    per_identity: int,
+    seed: int,
+    train_people: int = 8,
+    train_per_person: int = 4,
+    members: int | None = None,
+) -> GalleryEnv:
     """Render and import a synthetic gallery, then train and register a 1-epoch model.
 
     The model has the default :class:`~siamese.config.EncoderConfig` and is trained for one
@@ -393,10 +428,13 @@ def prepare_gallery(workdir: Path, *, identities: int, per_identity: int, seed: 
     chosen: dict[str, list[str]] = {}
     for path, person in zip(everything.paths, everything.names, strict=True):
         if len(chosen.get(person, ())) < train_per_person and (
-                person in chosen or len(chosen) < train_people):
+            person in chosen or len(chosen) < train_people
+        ):
             chosen.setdefault(person, []).append(path)
-    subset = TrainingSet([p for paths in chosen.values() for p in paths],
-                         [person for person, paths in chosen.items() for _ in paths])
+    subset = TrainingSet(
+        [p for paths in chosen.values() for p in paths],
+        [person for person, paths in chosen.items() for _ in paths],
+    )
     name = f"bench-{uuid.uuid4().hex[:8]}"
     checkpoint = rt.settings.checkpoints_dir / f"{name}.pt"
     validation = run_training(subset, config, encoder, checkpoint)
@@ -412,9 +450,16 @@ class EmbedRun(NamedTuple):
     index: Any  # pipelines.services.publishing.IndexResult
 
 
-def embed_all(rt: Any, model: str | None = None, *, factory: str | None = None,
-              full: bool = False, batch_size: int = 256, workers: int = 1,
-              chunk_size: int = 2048) -> EmbedRun:
+def embed_all(
+    rt: Any,
+    model: str | None = None,
+    *,
+    factory: str | None = None,
+    full: bool = False,
+    batch_size: int = 256,
+    workers: int = 1,
+    chunk_size: int = 2048,
+) -> EmbedRun:
     """The embed flow's steps in this process, without Prefect (benchmarks and tests call the
     services directly; the flow adds a task per chunk and its retries)."""
     from pipelines.services import embedding, publishing
@@ -422,6 +467,10 @@ def embed_all(rt: Any, model: str | None = None, *, factory: str | None = None,
 
     ref = resolve_model(rt.sessions, model)
     rt.encoders.get(ref)
+    if ref.crop.detect:
+        from pipelines.services.detection import detect_gallery
+
+        detect_gallery(rt)
     if full:
         embedding.forget_vectors(rt, ref)
     pending = embedding.pending_images(rt, ref)
@@ -463,8 +512,9 @@ class FaceEmbeddings:
     def identity_of(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(rows, np.int64) // self.per_identity
 
-    def probes(self, count: int, *, seed: int, identities: int | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def probes(
+        self, count: int, *, seed: int, identities: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """New images (mated probes) of ``count`` random identities among the first
         ``identities`` (default: all): returns (vectors (count, d), identity indices)."""
         rng = np.random.default_rng([seed, 7])
@@ -482,8 +532,15 @@ def _jitter(centers: np.ndarray, spread: float, rng: np.random.Generator) -> np.
     return noise
 
 
-def face_embeddings(n: int, *, dim: int = 128, per_identity: int = 10, spread: float = 0.6,
-                    seed: int = 0, chunk: int = 100_000) -> FaceEmbeddings:
+def face_embeddings(
+    n: int,
+    *,
+    dim: int = 128,
+    per_identity: int = 10,
+    spread: float = 0.6,
+    seed: int = 0,
+    chunk: int = 100_000,
+) -> FaceEmbeddings:
     """``n`` synthetic face embeddings (see :class:`FaceEmbeddings`), made in chunks so the
     peak memory stays near the output's own size."""
     rng = np.random.default_rng([seed, 3])
@@ -538,12 +595,14 @@ class DeepFaceStyleBaseline:
         best = int(np.argmin(distances))
         return self.frame["identity"].iat[best], float(distances[best])
 
-    def latencies(self, probes: np.ndarray, *, count: int, max_seconds: float,
-                  rows: int | None = None) -> list[float]:
+    def latencies(
+        self, probes: np.ndarray, *, count: int, max_seconds: float, rows: int | None = None
+    ) -> list[float]:
         """Seconds per :meth:`find` for up to ``count`` probes (time-capped)."""
         count = min(count, len(probes))
-        return time_calls(lambda i: self.find(probes[i], rows), count, max_seconds=max_seconds,
-                          warmup=1)
+        return time_calls(
+            lambda i: self.find(probes[i], rows), count, max_seconds=max_seconds, warmup=1
+        )
 
     def close(self) -> None:
         del self.frame, self.matrix

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pipelines.services.crops import FACE_MODES
+from pipelines.services.detection import MULTIPLE_FACES
 from pipelines.services.scoring import CALIBRATE_ON, TEMPLATES
 from pipelines.settings import Settings
 from siamese.config import ARCHS, DISTANCES, LOSSES, PRESETS
@@ -37,6 +39,16 @@ app.add_typer(gallery_app, name="gallery")
 app.add_typer(data_app, name="data")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+FacesChoice = StrEnum("FacesChoice", {m: m for m in FACE_MODES})  # type: ignore[misc]
+MultipleChoice = StrEnum("MultipleChoice", {m: m for m in MULTIPLE_FACES})  # type: ignore[misc]
+FacesCheck = Annotated[
+    FacesChoice | None,
+    typer.Option(
+        "--faces",
+        help="The crop mode you expect (whole images or detected faces); refused when it "
+        "differs from the model's. Default: the model's.",
+    ),
+]
 
 
 class CliError(Exception):
@@ -233,6 +245,20 @@ def gallery_import(
         int | None,
         typer.Option(help="Reject images with a side below this (default SIAMID_MIN_IMAGE_SIDE)."),
     ] = None,
+    detect: Annotated[
+        bool,
+        typer.Option(
+            "--detect/--no-detect",
+            help="Detect faces in the new images and store them (for --faces detect models).",
+        ),
+    ] = True,
+    multiple_faces: Annotated[
+        MultipleChoice,
+        typer.Option(
+            help="A photo of several people: enrol the largest face (the others are recorded) "
+            "or refuse the photo."
+        ),
+    ] = MultipleChoice["largest"],
     as_json: JsonOpt = False,
 ) -> None:
     """Import a gallery; bad files are recorded as rejected with a reason and the import goes on."""
@@ -260,6 +286,18 @@ def gallery_import(
         f"rejected {d['rejected']}  conflicts {d['conflicts']}  "
         f"new identities {d['new_identities']}"
     )
+    if detect:
+        from pipelines.services.detection import detect_gallery
+
+        with progress_bar("detecting faces", enabled=summary.new >= 50) as update:
+            found = detect_gallery(rt, multiple=multiple_faces.value, progress=update)
+        d["faces"] = found.as_dict()
+        counts = found.outcomes
+        typer.echo(
+            f"faces ({found.detected} photos detected now): with one face {counts['ok']}  "
+            f"no_face {counts['no_face']}  multiple_faces {counts['multiple_faces']}  "
+            f"too_small {counts['too_small']}  unreadable {counts['error']}"
+        )
     if as_json:
         emit_json(d)
 
@@ -426,6 +464,13 @@ def train_cmd(
             "1 trains and embeds 3x faster).",
         ),
     ] = None,
+    faces: Annotated[
+        FacesChoice,
+        typer.Option(
+            help="whole: every image is already a face crop (AT&T); detect: detect and align "
+            "the face in each photo. Recorded with the model."
+        ),
+    ] = FacesChoice["whole"],
     as_json: JsonOpt = False,
 ) -> None:
     """Train a Siamese encoder with the contrastive loss and register a model version."""
@@ -443,6 +488,7 @@ def train_cmd(
         seed=seed,
         preset=preset.value,
         members=members,
+        faces=faces.value,
     )
     try:
         options.configs()  # refuse bad combinations before Prefect starts
@@ -518,6 +564,7 @@ def embed_cmd(
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 256,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader decode processes.")] = 1,
+    faces: FacesCheck = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed images lacking a vector, drop removed ones, publish a new index version."""
@@ -527,7 +574,12 @@ def embed_cmd(
 
     runtime()
     out = embed_flow(
-        model=model, factory=factory, full=full, batch_size=batch_size, workers=workers
+        model=model,
+        factory=factory,
+        full=full,
+        batch_size=batch_size,
+        workers=workers,
+        faces=faces.value if faces else None,
     )
     for f in out.failed_images[:20]:
         typer.echo(f"could not embed {f['source']}: {f['reason']}", err=True)
@@ -610,7 +662,10 @@ def identify_cmd(
         typer.Option(help="Score identities by their best image or their mean template."),
     ] = TemplateChoice["best"],
     out: Annotated[Path | None, typer.Option(help="Write results to .parquet or .csv.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per probe.")] = False,
+    faces: FacesCheck = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per probe (per face in detect mode).")
+    ] = False,
 ) -> None:
     """Identify probes against the published index: a match within the threshold, or unknown."""
     from pipelines.services.gallery import read_manifest
@@ -625,17 +680,26 @@ def identify_cmd(
     if not paths:
         raise CliError(f"no image files found in {target or manifest}")
     rt = runtime()
-    ident = Identifier(rt, threshold=threshold, top_k=top_k, template=template.value)
+    ident = Identifier(
+        rt,
+        threshold=threshold,
+        top_k=top_k,
+        template=template.value,
+        faces=faces.value if faces else None,
+    )
     decisions = ident.identify(paths)
     for d in decisions:
+        where = "" if d.box is None else " face at [" + ", ".join(f"{v:.0f}" for v in d.box) + "]"
         if as_json:
             emit_json(d.as_dict())
-        elif d.decision == "error":
-            typer.echo(f"{d.probe}: error: {d.error}")
-        else:
+        elif d.decision in ("match", "unknown"):
             who = d.identity if d.decision == "match" else "unknown"
             dist = "n/a" if d.distance is None else f"{d.distance:.4f}"
-            typer.echo(f"{d.probe}: {who} (best distance {dist}, threshold {d.threshold:.4f})")
+            typer.echo(
+                f"{d.probe}:{where} {who} (best distance {dist}, threshold {d.threshold:.4f})"
+            )
+        else:
+            typer.echo(f"{d.probe}:{where} {d.decision}: {d.error}")
     if out is not None:
         _write_table([d.as_dict() for d in decisions], out)
 
@@ -666,13 +730,14 @@ def calibrate_cmd(
     target_fpir: Annotated[
         float, typer.Option(help="Target false-positive identification rate.")
     ] = 0.01,
+    faces: FacesCheck = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Calibrate the reject threshold at a target FPIR and store it with the model and index."""
     from pipelines.services.calibration import calibrate
 
     rt = runtime()
-    res = calibrate(rt, data, target_fpir)
+    res = calibrate(rt, data, target_fpir, faces=faces.value if faces else None)
     typer.echo(
         f"threshold {res.threshold:.4f} at target FPIR {target_fpir:g} (realised "
         f"{res.realised_fpir:.4f} on {res.nonmated_searches} non-mated searches); stored "
@@ -719,6 +784,13 @@ def evaluate_cmd(
             "by default also the people the encoder was trained on."
         ),
     ] = CalibrateOn["unknown+train"],
+    faces: Annotated[
+        FacesChoice | None,
+        typer.Option(
+            help="whole images or detected, aligned faces (photos without one are left out); "
+            "default: the --model's mode, else whole."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Identity-disjoint open-set evaluation: DIR/FPIR, FNIR, rank-1/CMC, DET; HTML report."""
@@ -742,12 +814,14 @@ def evaluate_cmd(
         members=members,
         template=template.value,
         calibrate_on=calibrate_on.value,
+        faces=faces.value if faces else None,
     )
     rt = runtime()
     if model is not None:
         from pipelines.services.models import resolve_model
 
-        resolve_model(rt.sessions, model)  # an unknown or unusable model fails here
+        resolved = resolve_model(rt.sessions, model)  # an unknown or unusable model fails here
+        resolved.crop.check(protocol.faces, resolved.name)
     out = evaluate_flow(protocol, str(report))
     m = out["metrics"]
     typer.echo(
@@ -781,6 +855,9 @@ def demo_cmd(
     members: Annotated[
         int, typer.Option(min=1, help="Ensemble members of the demo's encoders.")
     ] = 1,
+    faces: Annotated[
+        FacesChoice, typer.Option(help="whole images (synthetic, AT&T) or detected faces.")
+    ] = FacesChoice["whole"],
     as_json: JsonOpt = False,
 ) -> None:
     """Run the whole chain: data, import, train, embed, calibrate, identify, evaluate."""
@@ -797,11 +874,16 @@ def demo_cmd(
         epochs=epochs,
         folds=folds,
         members=members,
+        faces=faces.value,
     )
     typer.echo(summary_table(result))
     if as_json:
         emit_json(result.as_dict())
 
+
+from pipelines.api.commands import register as _register_api  # noqa: E402
+
+_register_api(app)
 
 if __name__ == "__main__":
     main()

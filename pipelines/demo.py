@@ -82,6 +82,7 @@ def run_demo(
     epochs: int | None = None,
     folds: int = 1,
     members: int | None = None,
+    faces: str = "whole",
 ) -> DemoResult:
     """Run every step on the embedded default; each step logs one line as it ends."""
     root = rt.settings.home_dir / "demo"
@@ -96,7 +97,9 @@ def run_demo(
     )
     logger.info("[2/6] import: %d new, %d rejected", imported.new, imported.rejected)
 
-    trained = train_flow(options=TrainOptions(seed=seed, epochs=epochs, members=members))
+    trained = train_flow(
+        options=TrainOptions(seed=seed, epochs=epochs, members=members, faces=faces)
+    )
     eer = trained.validation.get("eer")
     logger.info(
         "[3/6] train: model %s, validation EER %s",
@@ -130,6 +133,7 @@ def run_demo(
         seed=seed,
         epochs=epochs,
         members=members,
+        faces=faces,
         enroll=4 if not data else 5,
     )
     evaluated = evaluate_flow(protocol, str(rt.settings.reports_dir / "demo"))

@@ -42,14 +42,24 @@ class EmbedSummary(BaseModel):
 
 
 @task(cache_policy=NO_CACHE)
-def prepare(model: str | None, full: bool) -> ModelRef:
-    """Resolve and load the model (a missing or altered checkpoint fails here, before any work)."""
+def prepare(model: str | None, full: bool, faces: str | None = None) -> ModelRef:
+    """Resolve and load the model (a missing or altered checkpoint, or a ``--faces`` other
+    than the model's, fails here, before any work)."""
     rt = process_runtime()
     ref = resolve_model(rt.sessions, model)
+    ref.crop.check(faces, ref.name)
     rt.encoders.get(ref)
     if full:
         embedding.forget_vectors(rt, ref)
     return ref
+
+
+@task(cache_policy=NO_CACHE)
+def detect_faces() -> dict[str, object]:
+    """Faces of the images the current detector has not seen (detect-mode models)."""
+    from pipelines.services.detection import detect_gallery
+
+    return detect_gallery(process_runtime()).as_dict()
 
 
 @task(cache_policy=NO_CACHE)
@@ -86,9 +96,12 @@ def embed_flow(
     workers: int = 1,
     chunk_size: int = embedding.DEFAULT_CHUNK,
     grace_seconds: float = publishing.RETIRED_GRACE.total_seconds(),
+    faces: str | None = None,
 ) -> EmbedSummary:
     """Embed what lacks a vector, drop what was removed, publish a new index version."""
-    ref = prepare(model, full)
+    ref = prepare(model, full, faces)
+    if ref.crop.detect:
+        detect_faces()
     pending = list_pending(ref)
     batches = embedding.chunks(pending.todo, chunk_size)
     embedded, failed = 0, list[FailedImage]()

@@ -15,15 +15,22 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines.runtime import process_runtime
 from pipelines.services import evaluation
-from pipelines.services.evaluation import EmbeddedSet, FoldScores, Protocol, Split
+from pipelines.services.crops import CropSpec
+from pipelines.services.evaluation import EmbeddedSet, EvalData, FoldScores, Protocol, Split
 from pipelines.services.training import TrainedModel
 
 logger = logging.getLogger(__name__)
 
 
 @task(cache_policy=NO_CACHE)
-def load_dataset(data: str) -> tuple[list[str], list[str]]:
-    return evaluation.load_dataset(Path(data))
+def load_dataset(protocol: Protocol) -> tuple[EvalData, CropSpec]:
+    """The data set's images, with their detected faces when the crop mode is ``detect``."""
+    rt = process_runtime()
+    crop = evaluation.crop_of(rt, protocol)
+    paths, names = evaluation.load_dataset(Path(protocol.data))
+    if crop.detect:
+        return evaluation.detect_dataset(rt, paths, names), crop
+    return EvalData(paths, names), crop
 
 
 @task(cache_policy=NO_CACHE)
@@ -33,14 +40,14 @@ def excluded_people(model: str | None) -> set[str]:
 
 @task(cache_policy=NO_CACHE)
 def train_fold(
-    paths: list[str], names: list[str], people: list[str], fold: int, protocol: Protocol
+    data: EvalData, people: list[str], fold: int, protocol: Protocol, crop: CropSpec
 ) -> TrainedModel:
-    return evaluation.train_fold_model(process_runtime(), paths, names, people, fold, protocol)
+    return evaluation.train_fold_model(process_runtime(), data, people, fold, protocol, crop)
 
 
 @task(cache_policy=NO_CACHE)
-def embed_dataset(model: str, paths: list[str]) -> EmbeddedSet:
-    return evaluation.embed_dataset(process_runtime(), model, paths)
+def embed_dataset(model: str, data: EvalData) -> EmbeddedSet:
+    return evaluation.embed_dataset(process_runtime(), model, data)
 
 
 @task(cache_policy=NO_CACHE)
@@ -59,8 +66,12 @@ def score(
 
 
 @task(cache_policy=NO_CACHE)
-def write_outputs(folds: list[FoldScores], protocol: Protocol, report_dir: str) -> dict[str, Any]:
+def write_outputs(
+    folds: list[FoldScores], protocol: Protocol, data: EvalData, report_dir: str
+) -> dict[str, Any]:
     metrics = evaluation.summarise(folds, protocol)
+    if data.faces is not None:
+        metrics["faces"] = {"images": len(data.paths), "left_out": data.dropped}
     report = evaluation.write_outputs(folds, metrics, Path(report_dir))
     model = protocol.model or (folds[0].model_version if folds else None)
     run_id = evaluation.record_run(process_runtime(), metrics, str(report), model)
@@ -70,15 +81,15 @@ def write_outputs(folds: list[FoldScores], protocol: Protocol, report_dir: str) 
 @flow(name="evaluate")
 def evaluate_flow(protocol: Protocol, report_dir: str) -> dict[str, Any]:
     """Identity-disjoint open-set evaluation over folds; writes the report and a row."""
-    paths, names = load_dataset(protocol.data)
+    data, crop = load_dataset(protocol)
     exclude = excluded_people(protocol.model)
     folds: list[FoldScores] = []
     for fold in range(protocol.folds):
-        split = evaluation.split_people(names, protocol, fold, exclude)
+        split = evaluation.split_people(data.names, protocol, fold, exclude)
         if protocol.model:
             model = protocol.model
         else:
-            model = train_fold(paths, names, split.train, fold, protocol).name
-        embedded = embed_dataset(model, paths)
-        folds.append(score(embedded, names, paths, split, protocol, fold, model))
-    return write_outputs(folds, protocol, report_dir)
+            model = train_fold(data, split.train, fold, protocol, crop).name
+        embedded = embed_dataset(model, data)
+        folds.append(score(embedded, data.names, data.paths, split, protocol, fold, model))
+    return write_outputs(folds, protocol, data, report_dir)

@@ -14,7 +14,7 @@ from pipelines.services.training import TrainedModel, TrainingSet, TrainOptions
 
 @task(cache_policy=NO_CACHE)
 def collect_training_set(data: str | None, options: TrainOptions) -> TrainingSet:
-    ts = training.training_set(process_runtime(), Path(data) if data else None)
+    ts = training.training_set(process_runtime(), Path(data) if data else None, options.crop())
     training.check_training_set(ts, options.configs()[0], data or "the gallery")
     return ts
 
@@ -22,7 +22,7 @@ def collect_training_set(data: str | None, options: TrainOptions) -> TrainingSet
 @task(cache_policy=NO_CACHE)
 def train_model(ts: TrainingSet, options: TrainOptions) -> TrainedModel:
     config, encoder = options.configs()
-    return training.train_and_register(process_runtime(), ts, config, encoder)
+    return training.train_and_register(process_runtime(), ts, config, encoder, crop=options.crop())
 
 
 @flow(name="train")
@@ -30,5 +30,6 @@ def train_flow(data: str | None = None, options: TrainOptions | None = None) -> 
     """Train an encoder on the gallery (or a folder, imported first) and register it."""
     options = options or TrainOptions()
     options.configs()  # a bad combination fails before any work
+    options.crop()
     ts = collect_training_set(data, options)
     return train_model(ts, options)

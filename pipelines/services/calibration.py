@@ -37,7 +37,9 @@ class Calibration:
         return asdict(self)
 
 
-def calibrate(rt: Runtime, data: Path | Sequence[Path], target_fpir: float) -> Calibration:
+def calibrate(
+    rt: Runtime, data: Path | Sequence[Path], target_fpir: float, *, faces: str | None = None
+) -> Calibration:
     """Threshold at ``target_fpir`` from non-mated searches by people who are NOT enrolled.
 
     ``data`` is one ImageFolder or several (their people pooled). More people give a steadier
@@ -66,7 +68,7 @@ def calibrate(rt: Runtime, data: Path | Sequence[Path], target_fpir: float) -> C
             f"calibration needs people who are NOT enrolled, but {len(enrolled)} of the people in "
             f"{where} are in the gallery (e.g. {sorted(enrolled)[:3]}); use other people"
         )
-    ident = Identifier(rt, threshold=0.0, top_k=1)
+    ident = Identifier(rt, threshold=0.0, top_k=1, faces=faces)
     enc = ident.embed_paths([it.path for it in items])
     for k, e in enc.errors.items():
         logger.warning("calibration image %s skipped: %s", items[k].path, e)

@@ -79,8 +79,19 @@ def embed_chunk(
     from storage.embeddings import add_embeddings
 
     t0 = time.perf_counter()
+    faces = None
+    if model.crop.detect:
+        from pipelines.services.detection import chosen_gallery_faces
+
+        faces = chosen_gallery_faces(rt, [it[0] for it in items])
     encoded = encode_files(
-        rt.encoders.get(model), items, rt.limits, batch_size=batch_size, workers=workers
+        rt.encoders.get(model),
+        items,
+        rt.limits,
+        spec=model.crop,
+        faces=faces,
+        batch_size=batch_size,
+        workers=workers,
     )
     if encoded.keys.size:
         store = VectorStore(rt.settings.vector_store_dir(model.id), model.dim)
@@ -92,7 +103,13 @@ def embed_chunk(
                 rows=list(zip(encoded.keys.tolist(), refs, strict=True)),
             )
     sources = {fid: src for fid, src, _ in items}
-    failed = [FailedImage(fid, sources[fid], err) for fid, err in encoded.errors.items()]
+    errors = dict(encoded.errors)
+    if faces is not None:  # say what detection found instead of a bare "no face"
+        from pipelines.services.detection import gallery_outcomes
+
+        found = gallery_outcomes(rt, [k for k, e in errors.items() if e.startswith("no_face")])
+        errors.update(found)
+    failed = [FailedImage(fid, sources[fid], err) for fid, err in errors.items()]
     for f in failed:
         logger.warning("could not embed image %d (%s): %s", f.face_image_id, f.source, f.reason)
     return ChunkResult(int(encoded.keys.size), failed, time.perf_counter() - t0)

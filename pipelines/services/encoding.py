@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from faces.face import Face
+from pipelines.services.crops import CropSpec, crop
 from pipelines.services.models import LoadedEncoder
 from siamese.images import DecodeLimits
 
@@ -38,16 +40,26 @@ class Encoded:
 
 
 class FaceFiles:
-    """Decodes and preprocesses image files in DataLoader workers; bad files become errors.
+    """Decodes, crops and preprocesses image files in DataLoader workers; bad files become errors.
 
     With a recorded sha256, the bytes are checked against it: a file changed on disk since
-    its import is not silently embedded under the old row.
+    its import is not silently embedded under the old row. In ``detect`` mode each key's face
+    (from ``faces``) is aligned; a key without one is an error (``no_face``).
     """
 
-    def __init__(self, items: Sequence[FileItem], encoder_config: Any, limits: DecodeLimits):
+    def __init__(
+        self,
+        items: Sequence[FileItem],
+        encoder_config: Any,
+        limits: DecodeLimits,
+        spec: CropSpec | None = None,
+        faces: Mapping[int, Face] | None = None,
+    ):
         self.items = list(items)
         self.cfg = encoder_config
         self.limits = limits
+        self.spec = spec or CropSpec()
+        self.faces = dict(faces or {})
 
     def __len__(self) -> int:
         return len(self.items)
@@ -73,7 +85,10 @@ class FaceFiles:
             img = decode_bytes(data, limits=self.limits, name=source).image
         except ImageRejected as rej:
             return blank, key, f"{rej.reason}: {rej.detail}"
-        return preprocess(img, self.cfg), key, ""
+        face = self.faces.get(key)
+        if self.spec.detect and face is None:
+            return blank, key, "no_face: no usable face was detected in this photo"
+        return preprocess(crop(img, face, self.spec), self.cfg), key, ""
 
 
 def encode_files(
@@ -81,10 +96,13 @@ def encode_files(
     items: Sequence[FileItem],
     limits: DecodeLimits,
     *,
+    spec: CropSpec | None = None,
+    faces: Mapping[int, Face] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int = 1,
 ) -> Encoded:
-    """Embed files by key. On a GPU the forward pass uses channels_last and mixed precision."""
+    """Embed files by key (cropped per ``spec``, faces by key). On a GPU the forward pass uses
+    channels_last and mixed precision."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -94,7 +112,7 @@ def encode_files(
     module = encoder.module.to(device).to(memory_format=torch.channels_last).eval()
     amp = uses_mixed_precision(device)
     loader = DataLoader(
-        FaceFiles(items, encoder.config, limits),
+        FaceFiles(items, encoder.config, limits, spec, faces),
         batch_size=batch_size,
         num_workers=workers,
         pin_memory=device.type == "cuda",
@@ -125,9 +143,15 @@ def encode_paths(
     paths: Sequence[str | Path],
     limits: DecodeLimits,
     *,
+    spec: CropSpec | None = None,
+    faces: Sequence[Face | None] | None = None,
     batch_size: int = 64,
     workers: int = 0,
 ) -> Encoded:
-    """Files that are not in the gallery (probes, evaluation sets): keys are list positions."""
+    """Files that are not in the gallery (probes, evaluation sets): keys are list positions,
+    ``faces[i]`` the face to crop from ``paths[i]`` in detect mode."""
     items = [(i, str(p), None) for i, p in enumerate(paths)]
-    return encode_files(encoder, items, limits, batch_size=batch_size, workers=workers)
+    by_key = {i: f for i, f in enumerate(faces or []) if f is not None}
+    return encode_files(
+        encoder, items, limits, spec=spec, faces=by_key, batch_size=batch_size, workers=workers
+    )

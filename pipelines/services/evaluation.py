@@ -15,14 +15,17 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from faces.face import Face
 from pipelines.errors import SiamidError
 from pipelines.runtime import Runtime
+from pipelines.services.crops import CropSpec
 from pipelines.services.encoding import encode_paths
 from pipelines.services.models import resolve_model
 from pipelines.services.scoring import (
@@ -64,6 +67,8 @@ class Protocol:
     # Non-mated calibration searches: the calibration unknowns, and by default also the people
     # the encoder was trained on (neither is enrolled nor a test probe).
     calibrate_on: str = "unknown+train"
+    # Crop mode: "whole" or "detect"; None: the given model's, else "whole".
+    faces: str | None = None
 
     def __post_init__(self) -> None:
         if self.folds < 1:
@@ -431,27 +436,70 @@ def fold_train_config(
     return replace(config, val_fraction=0.0, patience=0), encoder
 
 
-def train_fold_model(
-    rt: Runtime,
-    paths: list[str],
-    names: list[str],
-    people: list[str],
-    fold: int,
-    protocol: Protocol,
-) -> TrainedModel:
-    """Train and register the fold's encoder on its training people only."""
-    ts = TrainingSet(paths, names).only(set(people))
-    config, encoder = fold_train_config(protocol.seed + fold, protocol.epochs, protocol.members)
-    return train_and_register(
-        rt, ts, config, encoder, name_prefix="eval-", purpose=f"evaluate fold {fold}"
+@dataclass
+class EvalData:
+    """The images of an evaluation data set, with the face to crop from each in detect mode.
+
+    Photos without a usable face are left out in detect mode (``dropped`` counts them by
+    outcome), so every remaining image is scored on its aligned face.
+    """
+
+    paths: list[str]
+    names: list[str]
+    faces: list[Face] | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def crop_of(rt: Runtime, protocol: Protocol) -> CropSpec:
+    """The protocol's crop mode; with ``--model`` the model's, refusing a different ``--faces``."""
+    if protocol.model:
+        model = resolve_model(rt.sessions, protocol.model)
+        model.crop.check(protocol.faces, model.name)
+        return model.crop
+    return CropSpec(faces=protocol.faces or "whole")
+
+
+def detect_dataset(rt: Runtime, paths: list[str], names: list[str]) -> EvalData:
+    """Detect the faces of every image; keep those with one to align (the largest)."""
+    from pipelines.services.detection import detect_paths
+
+    found = detect_paths(paths, rt.limits)
+    keep = [i for i, f in enumerate(found) if f.face is not None]
+    dropped = dict(Counter(f.outcome for f in found if f.face is None))
+    if dropped:
+        logger.info("left out %d photos with no face to align: %s", len(found) - len(keep), dropped)
+    return EvalData(
+        [paths[i] for i in keep],
+        [names[i] for i in keep],
+        [found[i].face for i in keep],  # type: ignore[misc]
+        dropped,
     )
 
 
-def embed_dataset(rt: Runtime, model_ref: str, paths: list[str]) -> EmbeddedSet:
+def train_fold_model(
+    rt: Runtime,
+    data: EvalData,
+    people: list[str],
+    fold: int,
+    protocol: Protocol,
+    crop: CropSpec,
+) -> TrainedModel:
+    """Train and register the fold's encoder on its training people only."""
+    ts = TrainingSet(data.paths, data.names, data.faces).only(set(people))
+    config, encoder = fold_train_config(protocol.seed + fold, protocol.epochs, protocol.members)
+    return train_and_register(
+        rt, ts, config, encoder, crop=crop, name_prefix="eval-", purpose=f"evaluate fold {fold}"
+    )
+
+
+def embed_dataset(rt: Runtime, model_ref: str, data: EvalData) -> EmbeddedSet:
     """Vectors for every image (in memory: evaluation does not touch the gallery's index)."""
     model = resolve_model(rt.sessions, model_ref)
     encoder = rt.encoders.get(model)
-    enc = encode_paths(encoder, paths, rt.limits, batch_size=128, workers=0)
+    paths = data.paths
+    enc = encode_paths(
+        encoder, paths, rt.limits, spec=model.crop, faces=data.faces, batch_size=128, workers=0
+    )
     if enc.errors:
         bad = ", ".join(f"{paths[k]} ({e})" for k, e in list(enc.errors.items())[:3])
         raise EvaluationError(f"{len(enc.errors)} images could not be embedded, e.g. {bad}")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
+from faces.face import Face
 from pipelines.errors import SiamidError
 from pipelines.runtime import Runtime
 from pipelines.services.encoding import Encoded, encode_paths
@@ -53,8 +54,16 @@ class Candidate:
 
 @dataclass
 class Decision:
+    """The answer for one face of a probe (for a whole-image model: for the probe).
+
+    ``decision``: ``match`` | ``unknown``; or, with no answer, ``error`` (unreadable probe),
+    ``no_face`` (detect mode: nothing found) or ``too_small`` (a face too small to align,
+    reported with its box rather than guessed). ``box``: [left, top, right, bottom] of the face
+    in the probe's pixels (detect mode), ``face``: its rank in the probe, 0 = largest.
+    """
+
     probe: str
-    decision: str  # "match" | "unknown" | "error"
+    decision: str
     identity: str | None
     distance: float | None
     threshold: float
@@ -63,6 +72,8 @@ class Decision:
     index_version: int
     candidates: list[Candidate] = field(default_factory=list)
     error: str | None = None
+    box: list[float] | None = None
+    face: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -132,6 +143,7 @@ class Identifier:
         top_k: int = 5,
         template: Template = "best",
         search_k: int | None = None,
+        faces: str | None = None,
     ) -> None:
         from index.vector_index import VectorIndex
         from storage.indexes import require_published_index
@@ -146,6 +158,7 @@ class Identifier:
             self.index_version_id, path, sha = iv.id, iv.path, iv.sha256
             model_id = iv.model_version_id
         self.model: ModelRef = resolve_model(rt.sessions, str(model_id))
+        self.model.crop.check(faces, self.model.name)
         self.index = VectorIndex.load(path, expected_sha256=sha, expected_dim=self.model.dim)
         self.encoder: LoadedEncoder = rt.encoders.get(self.model)
         self.search_k = search_k or max(50, 10 * top_k)
@@ -158,7 +171,20 @@ class Identifier:
         )
 
     def embed_paths(self, paths: Sequence[Path | str]) -> Encoded:
-        return encode_paths(self.encoder, paths, self.rt.limits)
+        """One vector per probe: the whole image, or (detect mode) its largest usable face;
+        a probe without one is an error by key."""
+        if not self.model.crop.detect:
+            return encode_paths(self.encoder, paths, self.rt.limits, spec=self.model.crop)
+        from pipelines.services.detection import detect_paths
+
+        found = detect_paths(paths, self.rt.limits)
+        enc = encode_paths(
+            self.encoder, paths, self.rt.limits, spec=self.model.crop, faces=[f.face for f in found]
+        )
+        for i, f in enumerate(found):
+            if f.face is None:
+                enc.errors[i] = f"{f.outcome}: {f.detail}"
+        return enc
 
     def search(self, vectors: np.ndarray) -> list[list[Candidate]]:
         """Candidates per probe vector: top-k identities, metadata by primary key."""
@@ -208,7 +234,9 @@ class Identifier:
             out.append(sorted(rescored, key=lambda t: t[1]))
         return out
 
-    def decide(self, probe: str, candidates: list[Candidate]) -> Decision:
+    def decide(
+        self, probe: str, candidates: list[Candidate], face: Face | None = None, rank: int = 0
+    ) -> Decision:
         best = candidates[0] if candidates else None
         match = best is not None and best.distance <= self.threshold
         return Decision(
@@ -221,12 +249,21 @@ class Identifier:
             model_version=self.model.name,
             index_version=self.index_version_id,
             candidates=candidates,
+            box=_box(face),
+            face=None if face is None else rank,
         )
 
-    def failed(self, probe: str, error: str) -> Decision:
+    def failed(
+        self,
+        probe: str,
+        error: str,
+        decision: str = "error",
+        face: Face | None = None,
+        rank: int | None = None,
+    ) -> Decision:
         return Decision(
             probe,
-            "error",
+            decision,
             None,
             None,
             self.threshold,
@@ -234,13 +271,59 @@ class Identifier:
             self.model.name,
             self.index_version_id,
             error=error,
+            box=_box(face),
+            face=rank,
         )
 
     def identify(self, paths: Sequence[Path]) -> list[Decision]:
-        """A decision per probe, in order; unreadable probes get ``decision="error"``."""
+        """Decisions in probe order: one per probe (whole-image model) or one per face in it,
+        largest first (detect mode); unreadable probes get ``decision="error"``."""
+        if self.model.crop.detect:
+            return self._identify_faces(paths)
         enc = self.embed_paths(paths)
         found = dict(zip(enc.keys.tolist(), self.search(enc.vectors), strict=True))
         return [
             self.failed(str(p), enc.errors[i]) if i in enc.errors else self.decide(str(p), found[i])
             for i, p in enumerate(paths)
         ]
+
+    def _identify_faces(self, paths: Sequence[Path]) -> list[Decision]:
+        from faces.face import is_too_small
+        from pipelines.services.detection import detect_paths
+
+        photos = detect_paths(paths, self.rt.limits)
+        jobs = [
+            (i, rank, face)
+            for i, photo in enumerate(photos)
+            for rank, face in enumerate(photo.faces)
+            if not is_too_small(face)
+        ]
+        enc = encode_paths(
+            self.encoder,
+            [paths[i] for i, _, _ in jobs],
+            self.rt.limits,
+            spec=self.model.crop,
+            faces=[f for _, _, f in jobs],
+        )
+        found = dict(zip(enc.keys.tolist(), self.search(enc.vectors), strict=True))
+        by_face = {(i, rank): k for k, (i, rank, _) in enumerate(jobs)}
+        out: list[Decision] = []
+        for i, (p, photo) in enumerate(zip(paths, photos, strict=True)):
+            if photo.outcome == "error":
+                out.append(self.failed(str(p), photo.detail or "unreadable"))
+            elif not photo.faces:
+                out.append(self.failed(str(p), "no face found in the photo", "no_face"))
+            for rank, face in enumerate(photo.faces):
+                k = by_face.get((i, rank))
+                if k is None:
+                    why = f"eyes {face.eye_span:.0f} px apart: too small to align"
+                    out.append(self.failed(str(p), why, "too_small", face, rank))
+                elif k in enc.errors:
+                    out.append(self.failed(str(p), enc.errors[k], "error", face, rank))
+                else:
+                    out.append(self.decide(str(p), found[k], face, rank))
+        return out
+
+
+def _box(face: Face | None) -> list[float] | None:
+    return None if face is None else [round(float(v), 1) for v in face.box]

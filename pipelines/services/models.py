@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipelines.errors import ModelError
+from pipelines.services.crops import CropSpec
 from storage.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class ModelRef:
     dim: int
     distance: str
     margin: float
+    crop: CropSpec = CropSpec()
 
     @classmethod
     def of(cls, row: ModelVersion) -> ModelRef:
@@ -45,6 +47,7 @@ class ModelRef:
             row.embedding_dim,
             row.distance,
             float(row.margin),
+            CropSpec.from_dict((row.config or {}).get("crop")),
         )
 
 

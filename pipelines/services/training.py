@@ -16,8 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from faces.face import Face
 from pipelines.errors import TrainingDataError
 from pipelines.runtime import Runtime
+from pipelines.services.crops import CropSpec
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.models import sha256_file
 from siamese.config import ARCHS, EncoderConfig, TrainConfig
@@ -43,6 +45,11 @@ class TrainOptions(BaseModel):
     seed: int = 0
     preset: str = "default"
     members: int | None = None
+    faces: str = "whole"  # crop mode: whole images, or detected and aligned faces
+
+    def crop(self) -> CropSpec:
+        """The crop mode recorded with the model (CropModeError names a bad value)."""
+        return CropSpec(faces=self.faces)
 
     def configs(self) -> tuple[TrainConfig, EncoderConfig]:
         """The defaults with these choices on top; ValueError names a bad value."""
@@ -67,14 +74,16 @@ class TrainOptions(BaseModel):
 class TrainingSet:
     paths: list[str]
     names: list[str]  # identity name per image
+    faces: list[Face | None] | None = None  # the face to crop per image (detect mode)
 
     @property
     def identities(self) -> int:
         return len(set(self.names))
 
     def only(self, people: set[str]) -> TrainingSet:
-        keep = [(p, n) for p, n in zip(self.paths, self.names, strict=True) if n in people]
-        return TrainingSet([p for p, _ in keep], [n for _, n in keep])
+        keep = [i for i, n in enumerate(self.names) if n in people]
+        faces = None if self.faces is None else [self.faces[i] for i in keep]
+        return TrainingSet([self.paths[i] for i in keep], [self.names[i] for i in keep], faces)
 
 
 @dataclass(frozen=True)
@@ -85,16 +94,29 @@ class TrainedModel:
     validation: dict[str, Any]
 
 
-def training_set(rt: Runtime, data: Path | None) -> TrainingSet:
-    """Accepted images of the folder's identities (imported first), or of the whole gallery."""
+def training_set(rt: Runtime, data: Path | None, crop: CropSpec | None = None) -> TrainingSet:
+    """Accepted images of the folder's identities (imported first), or of the whole gallery.
+
+    In detect mode the gallery's faces are detected first (once per image and detector) and
+    only images with an enrolled face train, each on its aligned crop.
+    """
     wanted: set[str] | None = None
     if data is not None:
         items = scan_image_folder(data)
         import_items(items, sessions=rt.sessions, limits=rt.limits)
         wanted = {item.identity for item in items if item.identity is not None}
     with rt.sessions() as s:
-        rows = [(u, n) for _, u, n in labelled_images(session=s) if wanted is None or n in wanted]
-    return TrainingSet([u for u, _ in rows], [n for _, n in rows])
+        rows = [r for r in labelled_images(session=s) if wanted is None or r[2] in wanted]
+    if crop is None or not crop.detect:
+        return TrainingSet([u for _, u, _ in rows], [n for _, _, n in rows])
+    from pipelines.services.detection import chosen_gallery_faces, detect_gallery
+
+    detect_gallery(rt)
+    chosen = chosen_gallery_faces(rt, [i for i, _, _ in rows])
+    rows = [r for r in rows if r[0] in chosen]
+    return TrainingSet(
+        [u for _, u, _ in rows], [n for _, _, n in rows], [chosen[i] for i, _, _ in rows]
+    )
 
 
 def check_training_set(ts: TrainingSet, config: TrainConfig, source: str) -> None:
@@ -132,18 +154,45 @@ def _log_epoch(report: Any) -> None:
     logger.log(level, "%s", report.line())
 
 
+def load_inputs(ts: TrainingSet, encoder: EncoderConfig, crop: CropSpec | None = None) -> Any:
+    """The encoder's inputs for every image of ``ts``: ``[N, C, H, W]`` (crops in detect mode)."""
+    import torch
+
+    from pipelines.services.encoding import FaceFiles
+    from siamese.data import load_faces
+    from siamese.images import DecodeLimits
+
+    if crop is None or not crop.detect:
+        return load_faces(ts.paths, encoder)
+    faces = {i: f for i, f in enumerate(ts.faces or []) if f is not None}
+    files = FaceFiles(
+        [(i, p, None) for i, p in enumerate(ts.paths)], encoder, DecodeLimits(), crop, faces
+    )
+    tensors = []
+    for i in range(len(files)):
+        x, _, error = files[i]
+        if error:
+            raise TrainingDataError(f"{ts.paths[i]} cannot train: {error}")
+        tensors.append(x)
+    return torch.stack(tensors)
+
+
 def run_training(
-    ts: TrainingSet, config: TrainConfig, encoder: EncoderConfig, checkpoint: Path
+    ts: TrainingSet,
+    config: TrainConfig,
+    encoder: EncoderConfig,
+    checkpoint: Path,
+    crop: CropSpec | None = None,
 ) -> dict[str, Any]:
-    """Load the images and train; returns the validation figures as plain data."""
+    """Load the images (or their aligned faces) and train; returns the validation figures."""
     import numpy as np
     import torch
 
-    from siamese.data import encode_labels, load_faces
+    from siamese.data import encode_labels
     from siamese.training import train
 
     labels, classes = encode_labels(ts.names)
-    images = load_faces(ts.paths, encoder)
+    images = load_inputs(ts, encoder, crop)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     result = train(
         images, np.asarray(labels), config, encoder, checkpoint_path=checkpoint, on_epoch=_log_epoch
@@ -174,13 +223,18 @@ def register_trained(
     config: TrainConfig,
     encoder: EncoderConfig,
     validation: dict[str, Any],
+    crop: CropSpec | None = None,
     **extra_metrics: Any,
 ) -> TrainedModel:
-    """Register a finished training as a ``model_version`` row."""
+    """Register a finished training as a ``model_version`` row (with its crop mode)."""
     row = NewModelVersion(
         name=name,
         architecture=config.arch,
-        config={"train": config.to_dict(), "encoder": encoder.to_dict()},
+        config={
+            "train": config.to_dict(),
+            "encoder": encoder.to_dict(),
+            "crop": (crop or CropSpec()).to_dict(),
+        },
         checkpoint_path=str(checkpoint),
         checkpoint_sha256=sha256_file(checkpoint),
         embedding_dim=0
@@ -201,11 +255,14 @@ def train_and_register(
     config: TrainConfig,
     encoder: EncoderConfig,
     *,
+    crop: CropSpec | None = None,
     name_prefix: str = "",
     **extra_metrics: Any,
 ) -> TrainedModel:
     """Train on ``ts`` into a new checkpoint and register the model version."""
     name = model_name(config, datetime.now(UTC), name_prefix)
     checkpoint = rt.settings.checkpoint_file(name)
-    validation = run_training(ts, config, encoder, checkpoint)
-    return register_trained(rt, name, checkpoint, config, encoder, validation, **extra_metrics)
+    validation = run_training(ts, config, encoder, checkpoint, crop)
+    return register_trained(
+        rt, name, checkpoint, config, encoder, validation, crop, **extra_metrics
+    )

@@ -1,0 +1,129 @@
+"""``siamid api`` (serve the HTTP API) and ``siamid apikey create|list|revoke``.
+
+Registered on the main command line by :func:`register`; uvicorn, FastAPI and the services
+are imported inside the commands, so ``siamid --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+logger = logging.getLogger(__name__)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class Scope(StrEnum):
+    read = "read"
+    write = "write"
+
+
+apikey_app = typer.Typer(
+    help="Keys of the HTTP API: stored hashed, a new key is shown once.", no_args_is_help=True
+)
+
+
+def api_cmd(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default 127.0.0.1, SIAMID_API_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Port (default 8000, SIAMID_API_PORT).")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Server processes, each with the index loaded (default 1)."),
+    ] = None,
+) -> None:
+    """Serve the HTTP API (FastAPI + uvicorn); OpenAPI docs at /docs."""
+    import uvicorn
+
+    from pipelines.api.settings import ApiSettings
+    from pipelines.cli import runtime
+
+    api = ApiSettings()
+    host = host or api.host
+    port = api.port if port is None else port
+    workers = workers or api.workers
+    runtime()  # create or migrate the database once, before any worker starts
+    if host not in LOCAL_HOSTS:
+        logger.warning(
+            "listening on %s: other machines can reach the API, and keys travel in clear "
+            "text; put it behind a TLS proxy",
+            host,
+        )
+    uvicorn.run(
+        "pipelines.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=api.access_log,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@apikey_app.command("create")
+def apikey_create(
+    scope: Annotated[
+        Scope, typer.Option(help="read: identify, search, list; write: also enrol, remove.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a key; it is printed once (under "key" with --json) and only its hash is kept."""
+    from pipelines.cli import emit_json, runtime
+    from pipelines.services.apikeys import create_api_key
+
+    new = create_api_key(runtime().sessions, scope.value)
+    typer.echo(
+        f"created key {new.info.id} ({new.info.prefix}, scope {new.info.scope}); store it now, "
+        "it is not shown again:",
+        err=True,
+    )
+    if as_json:
+        emit_json({**new.info.as_dict(), "key": new.token})
+    else:
+        typer.echo(new.token)
+
+
+@apikey_app.command("list")
+def apikey_list(as_json: JsonOpt = False) -> None:
+    """List keys: id, prefix, scope, created and revoked times (never the keys themselves)."""
+    from pipelines.cli import emit_json, runtime
+    from pipelines.services.apikeys import list_api_keys
+
+    keys = list_api_keys(runtime().sessions)
+    for k in keys:
+        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        typer.echo(
+            f"[{k.id}] {k.prefix}  {k.scope:5}  created {k.created_at:%Y-%m-%d %H:%M}  {state}"
+        )
+    typer.echo(f"{sum(k.active for k in keys)} active of {len(keys)} keys")
+    if as_json:
+        emit_json({"keys": [k.as_dict() for k in keys]})
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    key_id: Annotated[int, typer.Argument(metavar="ID", help="The key's id (`apikey list`).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a key: requests carrying it get 401 from then on."""
+    from pipelines.cli import emit_json, runtime
+    from pipelines.services.apikeys import revoke_api_key
+
+    info = revoke_api_key(runtime().sessions, key_id)
+    typer.echo(f"revoked key {info.id} ({info.prefix})")
+    if as_json:
+        emit_json(info.as_dict())
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``api`` and ``apikey`` to the ``siamid`` command line."""
+    app.command("api")(api_cmd)
+    app.add_typer(apikey_app, name="apikey")

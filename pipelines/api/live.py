@@ -1,0 +1,138 @@
+"""The published index and its model, loaded once and swapped when a newer version is published.
+
+A background thread asks SQL every ``poll_seconds`` which index version is published (and which
+calibration sets the threshold): one indexed query on a one-row answer. When that changes, a
+new :class:`~pipelines.services.identification.Identifier` is loaded beside the one in use and
+then put in place by replacing one reference. A request takes the reference once, at its start,
+and finishes on that version even if a swap happens meanwhile; the old index is freed when its
+last request ends. Removed identities need no swap: the identifier's SQL look-up skips ids
+whose rows are gone, so they are never answered, even before the next index version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipelines.runtime import Runtime
+from pipelines.services.identification import Identifier
+
+logger = logging.getLogger(__name__)
+
+
+class NotReadyError(Exception):
+    """No index is loaded yet (none published, or loading it failed): try again later."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """What decides the answers: the published index version and the newest calibration."""
+
+    index_version_id: int
+    calibration_id: int | None
+
+
+def published_now(rt: Runtime) -> Published | None:
+    """The published index version and its model's newest calibration; None when none."""
+    from storage.calibration import latest_calibration
+    from storage.indexes import published_index
+
+    with rt.sessions() as s:
+        row = published_index(session=s)
+        if row is None:
+            return None
+        cal = latest_calibration(session=s, model_version_id=row.model_version_id)
+        return Published(row.id, cal.id if cal is not None else None)
+
+
+class LiveIdentifier:
+    """Owns the identifier that answers queries; thread-safe. ``current()`` never blocks."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        top_k: int = 5,
+        poll_seconds: float = 1.0,
+        on_swap: Callable[[Identifier], None] | None = None,
+    ) -> None:
+        self.rt, self.top_k, self.poll_seconds = rt, top_k, poll_seconds
+        self.on_swap = on_swap
+        self._current: Identifier | None = None
+        self._loaded: Published | None = None
+        self._reload = threading.Lock()  # one load at a time; readers never take it
+        self._failed: Published | None = None
+        self.last_error: str | None = None
+        self.swaps = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._current is not None
+
+    def current(self) -> Identifier:
+        ident = self._current  # one read of one reference: the request's version from now on
+        if ident is None:
+            raise NotReadyError(
+                self.last_error
+                or "no index is loaded yet; publish one with `siamid embed` (the service picks "
+                "it up within seconds)"
+            )
+        return ident
+
+    def refresh(self) -> bool:
+        """Load the published version if it is not the one in use; True when swapped."""
+        from pipelines.errors import user_errors
+
+        with self._reload:
+            wanted = published_now(self.rt)
+            if wanted is None:
+                self.last_error = "no published index; build one with `siamid embed`"
+                return False
+            if wanted == self._loaded or wanted == self._failed:
+                return False
+            try:
+                ident = Identifier(self.rt, top_k=self.top_k)
+            except user_errors() as exc:
+                # Keep answering with the version in use; try again when SQL changes.
+                self._failed, self.last_error = wanted, str(exc)
+                logger.error("cannot load index version %d: %s", wanted.index_version_id, exc)
+                return False
+            previous = self._current
+            self._current, self._loaded, self._failed, self.last_error = ident, wanted, None, None
+            self.swaps += 1
+        logger.info(
+            "serving index version %d (model %s, %d vectors)%s",
+            ident.index_version_id,
+            ident.model.name,
+            ident.index.ntotal,
+            f", was {previous.index_version_id}" if previous is not None else "",
+        )
+        if self.on_swap is not None:
+            self.on_swap(ident)
+        return True
+
+    def start(self) -> None:
+        """Load in the background (the server answers /healthz meanwhile), then poll."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._poll, name="siamid-index-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:  # a database hiccup must not end polling
+                logger.exception("checking for a newer index version failed")
+            self._stop.wait(self.poll_seconds)

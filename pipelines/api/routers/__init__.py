@@ -1,0 +1,1 @@
+"""The API's routes, one router per concern; each is parse, authorise, call, shape."""

@@ -1,0 +1,37 @@
+"""Settings of the HTTP API, from ``SIAMID_API_*`` environment variables.
+
+The image limits that the whole tool shares (minimum side, maximum pixels) stay in
+:class:`pipelines.settings.Settings`; these are the ones only a server needs.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIAMID_API_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="interface to bind (local only by default)")
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, description="server processes (uvicorn workers)")
+    max_upload_bytes: int = Field(
+        default=10 * 2**20, ge=1, description="largest image file accepted, in bytes"
+    )
+    max_files: int = Field(default=20, ge=1, description="images in one enrolment request")
+    poll_seconds: float = Field(
+        default=1.0, gt=0, description="how often SQL is asked for a newer published index"
+    )
+    top_k: int = Field(default=5, ge=1, description="candidate identities when not asked")
+    search_threads: int = Field(
+        default=1,
+        ge=1,
+        description="faiss threads per request: requests run side by side, each on one thread",
+    )
+    access_log: bool = Field(default=True, description="uvicorn's line per request")
+
+    @property
+    def max_request_bytes(self) -> int:
+        """A whole request body: every file at its limit plus the multipart framing."""
+        return self.max_files * self.max_upload_bytes + 64 * 1024

@@ -1,0 +1,78 @@
+"""What the encoder sees of a photo: the whole image, or an aligned crop of one detected face.
+
+A model records its :class:`CropSpec` (``--faces whole|detect``) with its version; training,
+embedding, calibration, identification and evaluation all build their inputs through
+:func:`crop`, so they read the same crops.
+
+- ``whole``: the image is already a face crop (AT&T, the synthetic demo); it is resized as is.
+- ``detect``: the face's five landmarks are mapped by a similarity transform onto a canonical
+  template (:func:`faces.align.align`), in a ``size`` crop with ``padding`` around the template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from faces.face import Face
+from pipelines.errors import SiamidError
+
+#: The crop modes a model can be trained with (``--faces``).
+FACE_MODES: tuple[str, ...] = ("whole", "detect")
+
+
+class CropModeError(SiamidError):
+    """A crop mode asked for that differs from the model's, or that does not exist."""
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How a photo becomes the encoder's input; stored with the model version."""
+
+    faces: str = "whole"
+    size: tuple[int, int] = (92, 112)  # (width, height) of the aligned crop, AT&T's shape
+    padding: float = 0.3  # around dlib's mean-face template, as a share of its side
+
+    def __post_init__(self) -> None:
+        if self.faces not in FACE_MODES:
+            raise CropModeError(
+                f"--faces must be one of {', '.join(FACE_MODES)}, got {self.faces!r}"
+            )
+        object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+
+    @property
+    def detect(self) -> bool:
+        return self.faces == "detect"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> CropSpec:
+        """A model's stored spec; models from before the face stage read whole images."""
+        if not data:
+            return cls()
+        return cls(data["faces"], tuple(data["size"]), float(data["padding"]))  # type: ignore[arg-type]
+
+    def check(self, asked: str | None, model_name: str) -> None:
+        """Refuse a ``--faces`` that differs from the model's mode."""
+        if asked is not None and asked != self.faces:
+            raise CropModeError(
+                f"model {model_name} was trained on --faces {self.faces} crops, not {asked}; "
+                f"drop --faces or pass --faces {self.faces} (or train a model with --faces {asked})"
+            )
+
+
+def crop(image: Image.Image, face: Face | None, spec: CropSpec) -> Image.Image:
+    """The encoder's view of ``image``: whole, or the aligned crop of ``face`` (grey or RGB)."""
+    if not spec.detect:
+        return image
+    if face is None:
+        raise ValueError("a detect-mode crop needs a face")
+    from faces.align import align
+
+    arr = np.asarray(image)
+    return Image.fromarray(align(arr, face, spec.size, spec.padding))

@@ -1,0 +1,227 @@
+"""Finding faces in gallery photos and probes, and the policies for what was found.
+
+Detection runs once per image and detector version and is stored in SQL (``face_detection``,
+``face``); a new detector version re-detects incrementally, as a new model re-embeds.
+
+Policies, per photo:
+- no face -> ``no_face`` (a detect-mode model cannot enrol it);
+- the largest face too small to align (eyes' outer corners under
+  :data:`faces.face.MIN_EYE_SPAN` px apart) -> ``too_small``, reported, not guessed;
+- several faces -> ``multiple_faces``: the largest is enrolled and the others recorded, or, with
+  ``multiple="refuse"``, none is enrolled;
+- otherwise ``ok``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from faces.face import Face, is_too_small
+from pipelines.runtime import Runtime
+from pipelines.services.model_files import SHAPE_PREDICTOR_5, model_file
+from siamese.images import DecodeLimits, ImageRejected, decode_bytes
+from storage.faces import StoredFace
+
+logger = logging.getLogger(__name__)
+
+#: What to do with a gallery photo of several people (``--multiple-faces``).
+MULTIPLE_FACES: tuple[str, ...] = ("largest", "refuse")
+
+Progress = Callable[[int, int], None]
+
+_local = threading.local()
+
+
+def detector():  # type: ignore[no-untyped-def]  # -> faces.detect.Detector
+    """This thread's detector (dlib's scanner is not thread-safe; building one takes ~0.3 s)."""
+    if getattr(_local, "detector", None) is None:
+        from faces.detect import Detector
+
+        _local.detector = Detector(model_file(SHAPE_PREDICTOR_5))
+    return _local.detector
+
+
+@dataclass(frozen=True)
+class PhotoFaces:
+    """What detection found in one photo and what the policy makes of it."""
+
+    outcome: str  # ok | no_face | too_small | multiple_faces | error
+    faces: list[Face] = field(default_factory=list)  # largest first
+    chosen: int | None = None  # index of the face to enrol / embed
+    detail: str | None = None
+
+    @property
+    def face(self) -> Face | None:
+        return None if self.chosen is None else self.faces[self.chosen]
+
+
+def classify(found: Sequence[Face], multiple: str = "largest") -> PhotoFaces:
+    """Apply the policies above to the faces of one photo (largest first)."""
+    if multiple not in MULTIPLE_FACES:
+        raise ValueError(f"multiple must be one of {', '.join(MULTIPLE_FACES)}, got {multiple!r}")
+    faces = sorted(found, key=lambda f: f.area, reverse=True)
+    if not faces:
+        return PhotoFaces("no_face", [], None, "no face found")
+    if is_too_small(faces[0]):
+        detail = f"the largest face's eyes are {faces[0].eye_span:.0f} px apart"
+        return PhotoFaces("too_small", faces, None, detail)
+    if len(faces) > 1:
+        chosen = 0 if multiple == "largest" else None
+        return PhotoFaces("multiple_faces", faces, chosen, f"{len(faces)} faces")
+    return PhotoFaces("ok", faces, 0)
+
+
+def as_array(image: Image.Image) -> np.ndarray:
+    """A decoded image (mode L or RGB) as the uint8 array the detector takes."""
+    return np.asarray(image)
+
+
+def read_photo(path: str | Path, limits: DecodeLimits) -> Image.Image:
+    """Safe decode (EXIF-rotated, grey or RGB); :class:`ImageRejected` says why not."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageRejected("missing", f"{path} does not exist") from None
+    except OSError as exc:
+        raise ImageRejected("unreadable", f"{path}: {exc.strerror or exc}") from None
+    return decode_bytes(data, limits=limits, name=str(path)).image
+
+
+def detect_photo(image: Image.Image, multiple: str = "largest") -> PhotoFaces:
+    return classify(detector().detect(as_array(image)), multiple)
+
+
+def detect_paths(
+    paths: Sequence[str | Path], limits: DecodeLimits, progress: Progress | None = None
+) -> list[PhotoFaces]:
+    """Detection for files outside the gallery (probes, evaluation sets), in order."""
+    out = []
+    for n, p in enumerate(paths, start=1):
+        try:
+            out.append(detect_photo(read_photo(p, limits)))
+        except ImageRejected as rej:
+            out.append(PhotoFaces("error", [], None, f"{rej.reason}: {rej.detail}"))
+        if progress is not None:
+            progress(n, len(paths))
+    return out
+
+
+def _stored(faces: Sequence[Face], chosen: int | None) -> list[StoredFace]:
+    return [
+        StoredFace(
+            rank=i,
+            box=tuple(f.box),  # type: ignore[arg-type]
+            landmarks=np.asarray(f.landmarks).tolist(),
+            score=f.score,
+            eye_span=f.eye_span,
+            chosen=i == chosen,
+        )
+        for i, f in enumerate(faces)
+    ]
+
+
+def to_face(stored: StoredFace) -> Face:
+    return Face(box=stored.box, landmarks=np.asarray(stored.landmarks), score=stored.score)
+
+
+@dataclass
+class DetectionSummary:
+    detector: str
+    version: str
+    detected: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    seconds: list[float] = field(default_factory=list)  # per photo
+
+    def as_dict(self) -> dict[str, object]:
+        ms = np.asarray(self.seconds) * 1e3
+        return {
+            "detector": self.detector,
+            "detected": self.detected,
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "ms_per_image": {
+                "p50": float(np.percentile(ms, 50)) if ms.size else None,
+                "p95": float(np.percentile(ms, 95)) if ms.size else None,
+            },
+        }
+
+
+def detect_gallery(
+    rt: Runtime,
+    *,
+    multiple: str = "largest",
+    progress: Progress | None = None,
+    commit_every: int = 100,
+) -> DetectionSummary:
+    """Detect faces in every accepted image the current detector has not seen; store them."""
+    import time
+
+    from storage.faces import add_detection, detection_counts, images_to_detect
+
+    det = detector()
+    summary = DetectionSummary(det.name, det.version)
+    with rt.sessions() as s:
+        todo = images_to_detect(session=s, detector=det.name, detector_version=det.version)
+        for n, (image_id, source, _sha) in enumerate(todo, start=1):
+            t0 = time.perf_counter()
+            try:
+                found = detect_photo(read_photo(source, rt.limits), multiple)
+            except ImageRejected as rej:
+                found = PhotoFaces("error", [], None, f"{rej.reason}: {rej.detail}")
+            summary.seconds.append(time.perf_counter() - t0)
+            add_detection(
+                session=s,
+                face_image_id=image_id,
+                detector=det.name,
+                detector_version=det.version,
+                outcome=found.outcome,
+                faces=_stored(found.faces, found.chosen),
+                detail=found.detail,
+            )
+            summary.detected += 1
+            if n % commit_every == 0:
+                s.commit()
+            if progress is not None:
+                progress(n, len(todo))
+        s.commit()
+        summary.outcomes = detection_counts(
+            session=s, detector=det.name, detector_version=det.version
+        )
+    return summary
+
+
+def chosen_gallery_faces(rt: Runtime, image_ids: Sequence[int] | None = None) -> dict[int, Face]:
+    """face_image id -> the face enrolled for it, under the current detector."""
+    from storage.faces import chosen_faces
+
+    det = detector()
+    with rt.sessions() as s:
+        rows = chosen_faces(
+            session=s,
+            detector=det.name,
+            detector_version=det.version,
+            face_image_ids=list(image_ids) if image_ids is not None else None,
+        )
+    return {fid: to_face(f) for fid, f in rows.items()}
+
+
+def gallery_outcomes(rt: Runtime, image_ids: Sequence[int]) -> dict[int, str]:
+    """face_image id -> detection outcome with its detail, under the current detector."""
+    from storage.faces import detections_of
+
+    det = detector()
+    with rt.sessions() as s:
+        found = detections_of(
+            session=s,
+            face_image_ids=list(image_ids),
+            detector=det.name,
+            detector_version=det.version,
+        )
+    return {fid: f"{d.outcome}: {d.detail or ''}".rstrip(": ") for fid, d in found.items()}

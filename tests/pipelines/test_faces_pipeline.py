@@ -1,0 +1,120 @@
+"""The face stage through the services: detection at import, policies, a detect-mode model that
+trains, embeds and identifies on aligned crops, one answer per face, and mode mismatches."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.common import embed_all
+from pipelines.runtime import Runtime
+from pipelines.services.crops import CropModeError, CropSpec
+from pipelines.services.detection import classify, detect_gallery
+from pipelines.services.gallery import import_items, scan_image_folder
+from pipelines.services.identification import Identifier
+from pipelines.services.training import (
+    TrainOptions,
+    register_trained,
+    run_training,
+    training_set,
+)
+
+ATT = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "att_faces"
+
+
+def _att(subject: int, index: int) -> Image.Image:
+    if not (ATT / "s1").is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but the AT&T faces are not at {ATT}")
+        pytest.skip(f"AT&T faces not found at {ATT}")
+    return Image.open(ATT / f"s{subject}" / f"{index}.pgm").convert("RGB")
+
+
+def _scene(faces: list[tuple[Image.Image, int, int]], seed: int) -> Image.Image:
+    """A 360x260 photo with the given faces pasted (scaled 1.6x) at (x, y)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(90, 160, size=(260, 360, 3), dtype=np.uint8)
+    photo = Image.fromarray(base)
+    for face, x, y in faces:
+        photo.paste(face.resize((147, 179), Image.Resampling.BILINEAR), (x, y))
+    return photo
+
+
+@pytest.fixture
+def photo_gallery(tmp_path: Path) -> Path:
+    """6 people x 4 photos, a photo with no face and one of two people (persons 1 and 2)."""
+    root = tmp_path / "photos"
+    for person in range(1, 7):
+        folder = root / f"p{person}"
+        folder.mkdir(parents=True)
+        for i in range(1, 5):
+            x, y = 20 + 40 * i, 10 + 10 * (i % 3)
+            _scene([(_att(person, i), x, y)], seed=10 * person + i).save(folder / f"{i}.jpg")
+    _scene([], seed=99).save(root / "p1" / "empty.jpg")
+    two = _scene([(_att(1, 9), 5, 40), (_att(2, 9), 190, 60)], seed=7)
+    two.save(root / "p2" / "with-p1.jpg")
+    return root
+
+
+def test_classify_policies() -> None:
+    from faces.face import Face
+
+    def face(x: float, span: float) -> Face:
+        eyes = [[x + span, 50], [x + 0.7 * span, 50], [x, 50], [x + 0.3 * span, 50]]
+        pts = np.array([*eyes, [x + span / 2, 80]], dtype=float)
+        return Face((x - 10, 20, x + span + 10, 100), pts, 1.0)
+
+    assert classify([]).outcome == "no_face"
+    assert classify([face(0, 10)]).outcome == "too_small"
+    big, small = face(0, 60), face(200, 40)
+    found = classify([small, big])
+    assert (found.outcome, found.chosen, found.faces[0]) == ("multiple_faces", 0, big)
+    assert classify([small, big], "refuse").face is None
+    assert classify([big]).outcome == "ok"
+
+
+@pytest.mark.slow
+def test_detect_mode_model_end_to_end(rt: Runtime, photo_gallery: Path) -> None:
+    summary = import_items(scan_image_folder(photo_gallery), sessions=rt.sessions)
+    assert summary.new == 26
+    found = detect_gallery(rt)
+    assert found.detected == 26
+    assert found.outcomes["ok"] == 24 and found.outcomes["no_face"] == 1
+    assert found.outcomes["multiple_faces"] == 1
+    assert detect_gallery(rt).detected == 0  # once per image and detector version
+
+    crop = TrainOptions(faces="detect").crop()
+    ts = training_set(rt, None, crop)
+    assert len(ts.paths) == 25 and ts.faces is not None and all(ts.faces)
+    options = TrainOptions(epochs=1, members=1, faces="detect")
+    config, encoder = options.configs()
+    from dataclasses import replace
+
+    config = replace(config, identities_per_batch=4, images_per_identity=2, patience=0)
+    ckpt = rt.settings.checkpoint_file("detect-model")
+    validation = run_training(ts, config, encoder, ckpt, crop)
+    trained = register_trained(rt, "detect-model", ckpt, config, encoder, validation, crop)
+
+    run = embed_all(rt, trained.name)
+    assert run.model.crop == CropSpec(faces="detect")
+    assert run.embedded == 25 and run.index.vectors == 25
+    assert [f.reason.split(":")[0] for f in run.failed] == ["no_face"]
+
+    ident = Identifier(rt, threshold=10.0, top_k=2)
+    decisions = ident.identify(
+        [photo_gallery / "p2" / "with-p1.jpg", photo_gallery / "p1" / "empty.jpg"]
+    )
+    assert [d.decision for d in decisions] == ["match", "match", "no_face"]
+    first, second, empty = decisions
+    assert (first.face, second.face, empty.box) == (0, 1, None)
+    assert first.box is not None and second.box is not None
+    assert first.box[0] < 150 < second.box[0]  # p1 on the left, p2 on the right
+    json.dumps([d.as_dict() for d in decisions])
+
+    with pytest.raises(CropModeError, match="--faces detect"):
+        Identifier(rt, faces="whole")
