@@ -239,14 +239,18 @@ def scale_for(
 ) -> float:
     """The scale at which a ``width x height`` photo is searched for faces.
 
-    Reduced (scale < 1) to ``max_pixels`` when larger; doubled while its longer side is under
-    ``upsample_below``, at most ``max_upsample`` times in all; otherwise 1. See
-    :class:`faces.detect.Detector` for why.
+    Reduced (scale < 1) to ``max_pixels`` when larger. Doubled when its longer side is under
+    ``upsample_below``, and doubled again (up to ``max_upsample`` in all) only while the
+    enlarged copy's longer side stays within ``upsample_below``, so a 372 px photo is searched
+    at 744 px, not 1488. Otherwise 1. See :class:`faces.detect.Detector` for why.
     """
     pixels = width * height
     if pixels > max_pixels:
         return math.sqrt(max_pixels / pixels)
-    factor = 1
-    while max(width, height) * factor < upsample_below and factor * 2 <= max_upsample:
+    side = max(width, height)
+    if side >= upsample_below or max_upsample < 2:
+        return 1.0
+    factor = 2
+    while factor * 2 <= max_upsample and side * factor * 2 <= upsample_below:
         factor *= 2
     return float(factor)

@@ -81,8 +81,14 @@ def test_working_copy_round_trips(turns: int, scale: float) -> None:
 
 
 def test_scale_rule() -> None:
-    kw = {"upsample_below": 800, "max_upsample": 4, "max_pixels": 8_000_000}
+    kw = {"upsample_below": 800, "max_upsample": 2, "max_pixels": 8_000_000}
     assert scale_for(400, 300, **kw) == 2.0  # web photo: 40 px faces become 80 px
-    assert scale_for(92, 112, **kw) == 4.0  # AT&T thumbnail
+    assert scale_for(372, 300, **kw) == 2.0
+    assert scale_for(92, 112, **kw) == 2.0  # AT&T portrait
+    assert scale_for(799, 500, **kw) == 2.0
+    assert scale_for(800, 500, **kw) == 1.0
     assert scale_for(1024, 768, **kw) == 1.0
+    # With max_upsample=4 doubling repeats while the longer side stays under upsample_below.
+    assert scale_for(92, 112, **{**kw, "max_upsample": 4}) == 4.0
+    assert scale_for(372, 300, **{**kw, "max_upsample": 4}) == 2.0
     assert scale_for(30000, 1200, **kw) == pytest.approx((8e6 / 36e6) ** 0.5)
