@@ -17,7 +17,7 @@ from pipelines.services.crops import FACE_MODES
 from pipelines.services.detection import MULTIPLE_FACES
 from pipelines.services.scoring import CALIBRATE_ON, TEMPLATES
 from pipelines.settings import Settings
-from siamese.config import ARCHS, DISTANCES, LOSSES, PRESETS
+from siamese.config import ARCHS, BACKBONES, DISTANCES, LOSSES
 
 if TYPE_CHECKING:
     from pipelines.runtime import Runtime
@@ -39,6 +39,10 @@ app.add_typer(gallery_app, name="gallery")
 app.add_typer(data_app, name="data")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+BACKBONE_HELP = (
+    "small-cnn or chopra2005 (trained from scratch) or dlib-resnet (dlib's pretrained face "
+    "ResNet in torch, a head trained with the contrastive loss; implies --faces detect)."
+)
 FacesChoice = StrEnum("FacesChoice", {m: m for m in FACE_MODES})  # type: ignore[misc]
 MultipleChoice = StrEnum("MultipleChoice", {m: m for m in MULTIPLE_FACES})  # type: ignore[misc]
 FacesCheck = Annotated[
@@ -426,7 +430,7 @@ def data_synth(
 ArchChoice = StrEnum("ArchChoice", {a: a for a in ARCHS})  # type: ignore[misc]
 LossChoice = StrEnum("LossChoice", {a: a for a in LOSSES})  # type: ignore[misc]
 DistanceChoice = StrEnum("DistanceChoice", {a: a for a in DISTANCES})  # type: ignore[misc]
-PresetChoice = StrEnum("PresetChoice", {a: a for a in PRESETS})  # type: ignore[misc]
+BackboneChoice = StrEnum("BackboneChoice", {b: b for b in BACKBONES})  # type: ignore[misc]
 
 
 @app.command("train")
@@ -451,10 +455,17 @@ def train_cmd(
             help="Contrastive margin m (or Chopra's Q); default from the training config."
         ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Maximum epochs.")] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Maximum epochs (dlib-resnet: of its head; 0 registers the pretrained network "
+            "as it is).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seeds split, weights, sampling, augmentation.")] = 0,
-    preset: Annotated[PresetChoice, typer.Option(help="Encoder network.")] = PresetChoice[
-        "default"
+    backbone: Annotated[BackboneChoice, typer.Option(help=BACKBONE_HELP)] = BackboneChoice[
+        "small-cnn"
     ],
     members: Annotated[
         int | None,
@@ -465,12 +476,13 @@ def train_cmd(
         ),
     ] = None,
     faces: Annotated[
-        FacesChoice,
+        FacesChoice | None,
         typer.Option(
             help="whole: every image is already a face crop (AT&T); detect: detect and align "
-            "the face in each photo. Recorded with the model."
+            "the face in each photo. Recorded with the model. Default: detect for dlib-resnet, "
+            "else whole."
         ),
-    ] = FacesChoice["whole"],
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a Siamese encoder with the contrastive loss and register a model version."""
@@ -486,9 +498,9 @@ def train_cmd(
         margin=margin,
         epochs=epochs,
         seed=seed,
-        preset=preset.value,
+        backbone=backbone.value,
         members=members,
-        faces=faces.value,
+        faces=faces.value if faces else None,
     )
     try:
         options.configs()  # refuse bad combinations before Prefect starts
@@ -766,7 +778,13 @@ def evaluate_cmd(
         str | None,
         typer.Option(help="Evaluate this model version instead of training one per fold."),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs per fold.")] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(min=0, help="Training epochs per fold (dlib-resnet: 0 = zero-shot)."),
+    ] = None,
+    backbone: Annotated[
+        BackboneChoice, typer.Option(help="The fold encoders' network.")
+    ] = BackboneChoice["small-cnn"],
     members: Annotated[
         int | None,
         typer.Option(min=1, help="Ensemble members of each fold's encoder (default 3)."),
@@ -815,6 +833,7 @@ def evaluate_cmd(
         template=template.value,
         calibrate_on=calibrate_on.value,
         faces=faces.value if faces else None,
+        backbone=backbone.value,
     )
     rt = runtime()
     if model is not None:
@@ -850,14 +869,23 @@ def demo_cmd(
         typer.Option(help="An ImageFolder of real faces; default: a seeded synthetic set."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seeds data, splits and training.")] = 0,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=0, help="Training epochs (dlib-resnet: 0 = zero-shot).")
+    ] = None,
+    backbone: Annotated[
+        BackboneChoice, typer.Option(help="The encoders' network.")
+    ] = BackboneChoice["small-cnn"],
     folds: Annotated[int, typer.Option(min=1, help="Evaluation folds.")] = 1,
     members: Annotated[
         int, typer.Option(min=1, help="Ensemble members of the demo's encoders.")
     ] = 1,
     faces: Annotated[
-        FacesChoice, typer.Option(help="whole images (synthetic, AT&T) or detected faces.")
-    ] = FacesChoice["whole"],
+        FacesChoice | None,
+        typer.Option(
+            help="whole images (synthetic, AT&T) or detected faces (default: the "
+            "backbone's: detect for dlib-resnet, else whole)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the whole chain: data, import, train, embed, calibrate, identify, evaluate."""
@@ -874,7 +902,8 @@ def demo_cmd(
         epochs=epochs,
         folds=folds,
         members=members,
-        faces=faces.value,
+        faces=faces.value if faces else None,
+        backbone=backbone.value,
     )
     typer.echo(summary_table(result))
     if as_json:

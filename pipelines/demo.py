@@ -82,7 +82,8 @@ def run_demo(
     epochs: int | None = None,
     folds: int = 1,
     members: int | None = None,
-    faces: str = "whole",
+    faces: str | None = None,
+    backbone: str = "small-cnn",
 ) -> DemoResult:
     """Run every step on the embedded default; each step logs one line as it ends."""
     root = rt.settings.home_dir / "demo"
@@ -98,7 +99,9 @@ def run_demo(
     logger.info("[2/6] import: %d new, %d rejected", imported.new, imported.rejected)
 
     trained = train_flow(
-        options=TrainOptions(seed=seed, epochs=epochs, members=members, faces=faces)
+        options=TrainOptions(
+            seed=seed, epochs=epochs, members=members, faces=faces, backbone=backbone
+        )
     )
     eer = trained.validation.get("eer")
     logger.info(
@@ -134,6 +137,7 @@ def run_demo(
         epochs=epochs,
         members=members,
         faces=faces,
+        backbone=backbone,
         enroll=4 if not data else 5,
     )
     evaluated = evaluate_flow(protocol, str(rt.settings.reports_dir / "demo"))

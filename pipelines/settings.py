@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         return self.checkpoints_dir / f"{model_name}.pt"
 
     @property
+    def detections_cache_dir(self) -> Path:
+        """Face detections of photos outside the gallery (evaluation sets), by content."""
+        return self.home_dir / "cache" / "detections"
+
+    @property
     def reports_dir(self) -> Path:
         return self.home_dir / "reports"
 

@@ -28,6 +28,9 @@ Schedule = Literal["cosine", "constant"]
 OptimizerName = Literal["adamw", "sgd"]
 
 PRESETS: tuple[str, ...] = ("default", "chopra2005")
+#: Encoders a model can be built on: the small CNN (preset "default") and Chopra 2005's net,
+#: trained from scratch, or dlib's pretrained face ResNet with a trained head.
+BACKBONES: tuple[str, ...] = ("small-cnn", "chopra2005", "dlib-resnet")
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh")
 POOLINGS: tuple[str, ...] = ("avg", "flatten")
 ARCHS: tuple[str, ...] = ("siamese", "pseudo", "two-channel")

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from index.errors import InvalidInputError, VectorIndexError
+from index.errors import DimensionMismatchError, InvalidInputError, VectorIndexError
 from pipelines.api.jobs import UnknownJobError
 from pipelines.api.live import NotReadyError
 from pipelines.errors import user_errors
@@ -32,7 +32,8 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (UnknownModelVersionError, 404),
     (UnknownJobError, 404),
     (ImageRejected, 422),
-    (InvalidInputError, 422),  # includes a dimension that does not match the model
+    (DimensionMismatchError, 422),  # an embedding that is not of the model's size
+    (InvalidInputError, 422),
     (GalleryError, 422),
     (NotReadyError, 503),
     (NoPublishedIndexError, 503),

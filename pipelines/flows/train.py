@@ -21,8 +21,7 @@ def collect_training_set(data: str | None, options: TrainOptions) -> TrainingSet
 
 @task(cache_policy=NO_CACHE)
 def train_model(ts: TrainingSet, options: TrainOptions) -> TrainedModel:
-    config, encoder = options.configs()
-    return training.train_and_register(process_runtime(), ts, config, encoder, crop=options.crop())
+    return training.train_model(process_runtime(), ts, options)
 
 
 @flow(name="train")

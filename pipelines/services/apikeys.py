@@ -13,7 +13,7 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,7 +48,8 @@ class ApiKeyInfo:
 
     @classmethod
     def of(cls, row: ApiKey) -> ApiKeyInfo:
-        return cls(row.id, row.prefix, row.scope, row.created_at, row.revoked_at)
+        revoked = _utc(row.revoked_at) if row.revoked_at is not None else None
+        return cls(row.id, row.prefix, row.scope, _utc(row.created_at), revoked)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +67,11 @@ class NewApiKey:
 
     info: ApiKeyInfo
     token: str
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; siamid stores UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def digest(token: str) -> str:

@@ -22,6 +22,9 @@ from pipelines.errors import SiamidError
 
 #: The crop modes a model can be trained with (``--faces``).
 FACE_MODES: tuple[str, ...] = ("whole", "detect")
+#: How a detected face is cut out: ``align`` (:func:`faces.align.align`, any size) or
+#: ``dlib-chip`` (:func:`faces.align.dlib_chip`: the 150x150 chips dlib's ResNet was trained on).
+CROP_STYLES: tuple[str, ...] = ("align", "dlib-chip")
 
 
 class CropModeError(SiamidError):
@@ -35,12 +38,15 @@ class CropSpec:
     faces: str = "whole"
     size: tuple[int, int] = (92, 112)  # (width, height) of the aligned crop, AT&T's shape
     padding: float = 0.3  # around dlib's mean-face template, as a share of its side
+    style: str = "align"
 
     def __post_init__(self) -> None:
         if self.faces not in FACE_MODES:
             raise CropModeError(
                 f"--faces must be one of {', '.join(FACE_MODES)}, got {self.faces!r}"
             )
+        if self.style not in CROP_STYLES:
+            raise CropModeError(f"crop style must be one of {CROP_STYLES}, got {self.style!r}")
         object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
 
     @property
@@ -55,7 +61,13 @@ class CropSpec:
         """A model's stored spec; models from before the face stage read whole images."""
         if not data:
             return cls()
-        return cls(data["faces"], tuple(data["size"]), float(data["padding"]))  # type: ignore[arg-type]
+        size = (int(data["size"][0]), int(data["size"][1]))
+        return cls(data["faces"], size, float(data["padding"]), data.get("style", "align"))
+
+    @classmethod
+    def dlib_chips(cls, faces: str = "detect") -> CropSpec:
+        """dlib's 150x150 chips with padding 0.25 (``get_face_chip_details``)."""
+        return cls(faces, (150, 150), 0.25, "dlib-chip")
 
     def check(self, asked: str | None, model_name: str) -> None:
         """Refuse a ``--faces`` that differs from the model's mode."""
@@ -72,7 +84,9 @@ def crop(image: Image.Image, face: Face | None, spec: CropSpec) -> Image.Image:
         return image
     if face is None:
         raise ValueError("a detect-mode crop needs a face")
-    from faces.align import align
+    from faces.align import align, dlib_chip
 
-    arr = np.asarray(image)
-    return Image.fromarray(align(arr, face, spec.size, spec.padding))
+    if spec.style == "dlib-chip":
+        arr = np.asarray(image.convert("RGB"))
+        return Image.fromarray(dlib_chip(arr, face, spec.size[0], spec.padding))
+    return Image.fromarray(align(np.asarray(image), face, spec.size, spec.padding))

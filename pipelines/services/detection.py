@@ -100,15 +100,52 @@ def detect_photo(image: Image.Image, multiple: str = "largest") -> PhotoFaces:
 
 
 def detect_paths(
-    paths: Sequence[str | Path], limits: DecodeLimits, progress: Progress | None = None
+    paths: Sequence[str | Path],
+    limits: DecodeLimits,
+    progress: Progress | None = None,
+    cache: Path | None = None,
 ) -> list[PhotoFaces]:
-    """Detection for files outside the gallery (probes, evaluation sets), in order."""
+    """Detection for files outside the gallery (probes, evaluation sets), in order.
+
+    ``cache``: a folder of earlier results by file content and detector version, so that an
+    evaluation run again on the same photos detects nothing twice.
+    """
+    import hashlib
+    import json
+
+    version = hashlib.sha256(detector().version.encode()).hexdigest()[:16]
     out = []
     for n, p in enumerate(paths, start=1):
-        try:
-            out.append(detect_photo(read_photo(p, limits)))
-        except ImageRejected as rej:
-            out.append(PhotoFaces("error", [], None, f"{rej.reason}: {rej.detail}"))
+        entry = None
+        if cache is not None:
+            try:
+                digest = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+                entry = cache / version / digest[:2] / f"{digest}.json"
+            except OSError:
+                entry = None
+        if entry is not None and entry.is_file():
+            data = json.loads(entry.read_text())
+            found = PhotoFaces(
+                data["outcome"],
+                [Face.from_dict(f) for f in data["faces"]],
+                data["chosen"],
+                data["detail"],
+            )
+        else:
+            try:
+                found = detect_photo(read_photo(p, limits))
+            except ImageRejected as rej:
+                found = PhotoFaces("error", [], None, f"{rej.reason}: {rej.detail}")
+            if entry is not None:
+                entry.parent.mkdir(parents=True, exist_ok=True)
+                record = {
+                    "outcome": found.outcome,
+                    "faces": [f.to_dict() for f in found.faces],
+                    "chosen": found.chosen,
+                    "detail": found.detail,
+                }
+                entry.write_text(json.dumps(record))
+        out.append(found)
         if progress is not None:
             progress(n, len(paths))
     return out

@@ -35,11 +35,11 @@ from pipelines.services.scoring import (
     operating_threshold,
     verification_pairs,
 )
-from pipelines.services.training import TrainedModel, TrainingSet, TrainOptions, train_and_register
+from pipelines.services.training import TrainedModel, TrainingSet, TrainOptions, train_model
 from siamese.openset import DEFAULT_FAR_TARGETS, DEFAULT_FPIR_TARGETS
 
 if TYPE_CHECKING:
-    from siamese.config import EncoderConfig, TrainConfig
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,9 @@ class Protocol:
     # Non-mated calibration searches: the calibration unknowns, and by default also the people
     # the encoder was trained on (neither is enrolled nor a test probe).
     calibrate_on: str = "unknown+train"
-    # Crop mode: "whole" or "detect"; None: the given model's, else "whole".
+    # Crop mode: "whole" or "detect"; None: the given model's, else the backbone's default.
     faces: str | None = None
+    backbone: str = "small-cnn"  # of the fold encoders
 
     def __post_init__(self) -> None:
         if self.folds < 1:
@@ -418,22 +419,16 @@ def write_outputs(folds: list[FoldScores], metrics: dict[str, Any], report_dir: 
     return write_report(report_dir, table, data)
 
 
-def fold_train_config(
-    seed: int, epochs: int | None, members: int | None = None
-) -> tuple[TrainConfig, EncoderConfig]:
-    """The training configuration of a fold's encoder: the defaults, except that every training
-    person trains (no identity hold-out for early stopping) for a fixed ``FOLD_EPOCHS``.
-
-    The evaluation itself is the held-out test, and a hold-out of a quarter of 20 training
-    people costs more than early stopping gains: on AT&T (6 folds, ``bench/openset_att.py``)
-    DIR at FPIR 1% was 0.72 with the hold-out and 0.78-0.79 without it at 10-30 epochs.
-    """
-    from dataclasses import replace
-
-    config, encoder = TrainOptions(
-        seed=seed, epochs=epochs or FOLD_EPOCHS, members=members
-    ).configs()
-    return replace(config, val_fraction=0.0, patience=0), encoder
+def fold_options(protocol: Protocol, fold: int, crop: CropSpec) -> TrainOptions:
+    """The training choices of a fold's encoder: the defaults, the protocol's backbone, and
+    ``FOLD_EPOCHS`` without an identity hold-out (:func:`train_fold_model`)."""
+    return TrainOptions(
+        seed=protocol.seed + fold,
+        epochs=FOLD_EPOCHS if protocol.epochs is None else protocol.epochs,
+        members=protocol.members,
+        backbone=protocol.backbone,
+        faces=crop.faces,
+    )
 
 
 @dataclass
@@ -456,14 +451,14 @@ def crop_of(rt: Runtime, protocol: Protocol) -> CropSpec:
         model = resolve_model(rt.sessions, protocol.model)
         model.crop.check(protocol.faces, model.name)
         return model.crop
-    return CropSpec(faces=protocol.faces or "whole")
+    return TrainOptions(backbone=protocol.backbone, faces=protocol.faces).crop()
 
 
 def detect_dataset(rt: Runtime, paths: list[str], names: list[str]) -> EvalData:
     """Detect the faces of every image; keep those with one to align (the largest)."""
     from pipelines.services.detection import detect_paths
 
-    found = detect_paths(paths, rt.limits)
+    found = detect_paths(paths, rt.limits, cache=rt.settings.detections_cache_dir)
     keep = [i for i, f in enumerate(found) if f.face is not None]
     dropped = dict(Counter(f.outcome for f in found if f.face is None))
     if dropped:
@@ -484,11 +479,20 @@ def train_fold_model(
     protocol: Protocol,
     crop: CropSpec,
 ) -> TrainedModel:
-    """Train and register the fold's encoder on its training people only."""
+    """Train and register the fold's encoder on its training people only.
+
+    Every training person trains (no identity hold-out for early stopping): the evaluation
+    itself is the held-out test, and on AT&T (6 folds, ``bench/openset_att.py``) DIR at FPIR 1%
+    was 0.72 with a hold-out of a quarter of 20 people and 0.78-0.79 without it at 10-30 epochs.
+    """
     ts = TrainingSet(data.paths, data.names, data.faces).only(set(people))
-    config, encoder = fold_train_config(protocol.seed + fold, protocol.epochs, protocol.members)
-    return train_and_register(
-        rt, ts, config, encoder, crop=crop, name_prefix="eval-", purpose=f"evaluate fold {fold}"
+    return train_model(
+        rt,
+        ts,
+        fold_options(protocol, fold, crop),
+        hold_out=False,
+        name_prefix="eval-",
+        purpose=f"evaluate fold {fold}",
     )
 
 

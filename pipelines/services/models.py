@@ -36,6 +36,7 @@ class ModelRef:
     distance: str
     margin: float
     crop: CropSpec = CropSpec()
+    architecture: str = "siamese"
 
     @classmethod
     def of(cls, row: ModelVersion) -> ModelRef:
@@ -48,6 +49,7 @@ class ModelRef:
             row.distance,
             float(row.margin),
             CropSpec.from_dict((row.config or {}).get("crop")),
+            row.architecture,
         )
 
 
@@ -128,6 +130,10 @@ def load_encoder(model: ModelRef) -> LoadedEncoder:
             f"the checkpoint {path} of model {model.name} does not match its registered "
             "sha256 (altered or replaced); restore it or train a new model"
         )
+    if model.architecture == "dlib-resnet":
+        from pipelines.services.pretrained import load_pretrained
+
+        return load_pretrained(path)
     ckpt = load_checkpoint(path)
     if ckpt.encoder is None:
         raise ModelError(f"model {model.name} has no encoder to embed with")

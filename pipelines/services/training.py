@@ -22,7 +22,7 @@ from pipelines.runtime import Runtime
 from pipelines.services.crops import CropSpec
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.models import sha256_file
-from siamese.config import ARCHS, EncoderConfig, TrainConfig
+from siamese.config import ARCHS, BACKBONES, EncoderConfig, TrainConfig
 from storage.images import labelled_images
 from storage.registry import NewModelVersion, register_model_version
 
@@ -41,20 +41,39 @@ class TrainOptions(BaseModel):
     loss: str | None = None
     distance: str = "l2"
     margin: float | None = None
-    epochs: int | None = None
+    epochs: int | None = None  # dlib-resnet: 0 registers the pretrained network as it is
     seed: int = 0
-    preset: str = "default"
+    backbone: str = "small-cnn"
     members: int | None = None
-    faces: str = "whole"  # crop mode: whole images, or detected and aligned faces
+    faces: str | None = None  # crop mode; None: "detect" for dlib-resnet, else "whole"
+
+    @property
+    def pretrained(self) -> bool:
+        return self.backbone == "dlib-resnet"
 
     def crop(self) -> CropSpec:
         """The crop mode recorded with the model (CropModeError names a bad value)."""
-        return CropSpec(faces=self.faces)
+        if self.pretrained:
+            return CropSpec.dlib_chips(self.faces or "detect")
+        return CropSpec(faces=self.faces or "whole")
+
+    @property
+    def head_epochs(self) -> int:
+        """Epochs of the pretrained backbone's head (0: zero-shot)."""
+        from siamese.pretrained import HeadConfig
+
+        return HeadConfig().epochs if self.epochs is None else self.epochs
 
     def configs(self) -> tuple[TrainConfig, EncoderConfig]:
         """The defaults with these choices on top; ValueError names a bad value."""
+        if self.backbone not in BACKBONES:
+            raise ValueError(
+                f"--backbone must be one of {', '.join(BACKBONES)}; got {self.backbone!r}"
+            )
         if self.arch not in ARCHS:
             raise ValueError(f"--arch must be one of {', '.join(ARCHS)}; got {self.arch!r}")
+        if self.pretrained:
+            return self._pretrained_configs()
         loss = self.loss or ("bce" if self.arch == "two-channel" else "hadsell")
         changes: dict[str, Any] = {
             "arch": self.arch,
@@ -66,8 +85,29 @@ class TrainOptions(BaseModel):
             if getattr(self, name) is not None:
                 changes[name] = getattr(self, name)
         config = replace(TrainConfig(), **changes)
-        encoder = EncoderConfig.chopra2005() if self.preset == "chopra2005" else EncoderConfig()
+        encoder = EncoderConfig.chopra2005() if self.backbone == "chopra2005" else EncoderConfig()
         return config, encoder
+
+    def _pretrained_configs(self) -> tuple[TrainConfig, EncoderConfig]:
+        from pipelines.services.pretrained import PRETRAINED_INPUT
+        from siamese.pretrained import HeadConfig
+
+        if self.arch != "siamese" or self.distance != "l2" or (self.members or 1) != 1:
+            raise ValueError(
+                "--backbone dlib-resnet is one shared network with L2 distance: leave --arch, "
+                "--distance and --members at their defaults"
+            )
+        if self.head_epochs < 0:
+            raise ValueError(f"--epochs must be >= 0, got {self.head_epochs}")
+        config = replace(
+            TrainConfig(),
+            loss=self.loss or "hadsell",
+            margin=HeadConfig().margin if self.margin is None else self.margin,
+            epochs=max(1, self.head_epochs),  # the config's own floor; head_epochs may be 0
+            seed=self.seed,
+            members=1,
+        )
+        return config, PRETRAINED_INPUT
 
 
 @dataclass(frozen=True)
@@ -224,12 +264,23 @@ def register_trained(
     encoder: EncoderConfig,
     validation: dict[str, Any],
     crop: CropSpec | None = None,
+    *,
+    architecture: str | None = None,
     **extra_metrics: Any,
 ) -> TrainedModel:
     """Register a finished training as a ``model_version`` row (with its crop mode)."""
+    pretrained = architecture == "dlib-resnet"
+    if pretrained:
+        from siamese.dlib_resnet import EMBEDDING_DIM
+
+        dim = EMBEDDING_DIM
+    else:
+        dim = (
+            0 if config.arch == "two-channel" else encoder.embedding_dim * config.effective_members
+        )
     row = NewModelVersion(
         name=name,
-        architecture=config.arch,
+        architecture=architecture or config.arch,
         config={
             "train": config.to_dict(),
             "encoder": encoder.to_dict(),
@@ -237,9 +288,7 @@ def register_trained(
         },
         checkpoint_path=str(checkpoint),
         checkpoint_sha256=sha256_file(checkpoint),
-        embedding_dim=0
-        if config.arch == "two-channel"
-        else encoder.embedding_dim * config.effective_members,
+        embedding_dim=dim,
         distance=config.distance,
         margin=float(config.margin),
         metrics={"validation": validation, **extra_metrics},
@@ -249,20 +298,46 @@ def register_trained(
         return TrainedModel(mv.id, mv.name, str(checkpoint), validation)
 
 
-def train_and_register(
+def train_model(
     rt: Runtime,
     ts: TrainingSet,
-    config: TrainConfig,
-    encoder: EncoderConfig,
+    options: TrainOptions,
     *,
-    crop: CropSpec | None = None,
+    hold_out: bool = True,
     name_prefix: str = "",
     **extra_metrics: Any,
 ) -> TrainedModel:
-    """Train on ``ts`` into a new checkpoint and register the model version."""
-    name = model_name(config, datetime.now(UTC), name_prefix)
-    checkpoint = rt.settings.checkpoint_file(name)
-    validation = run_training(ts, config, encoder, checkpoint, crop)
+    """Train on ``ts`` into a new checkpoint and register the model version.
+
+    ``hold_out``: validate on identity-disjoint people and stop early on them; without it every
+    person trains for the full epochs (the evaluation's folds, whose test is held out anyway).
+    """
+    config, encoder = options.configs()
+    if not hold_out:
+        config = replace(config, val_fraction=0.0, patience=0)
+    crop = options.crop()
+    if options.pretrained:
+        from pipelines.services import pretrained
+
+        name = pretrained.model_name(config.seed, options.head_epochs, name_prefix)
+        checkpoint = rt.settings.checkpoint_file(name)
+        validation = pretrained.train_pretrained(
+            rt, ts, config, crop, checkpoint, epochs=options.head_epochs
+        )
+        architecture = "dlib-resnet"
+    else:
+        name = model_name(config, datetime.now(UTC), name_prefix)
+        checkpoint = rt.settings.checkpoint_file(name)
+        validation = run_training(ts, config, encoder, checkpoint, crop)
+        architecture = None
     return register_trained(
-        rt, name, checkpoint, config, encoder, validation, crop, **extra_metrics
+        rt,
+        name,
+        checkpoint,
+        config,
+        encoder,
+        validation,
+        crop,
+        architecture=architecture,
+        **extra_metrics,
     )

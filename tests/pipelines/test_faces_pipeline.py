@@ -118,3 +118,32 @@ def test_detect_mode_model_end_to_end(rt: Runtime, photo_gallery: Path) -> None:
 
     with pytest.raises(CropModeError, match="--faces detect"):
         Identifier(rt, faces="whole")
+
+
+@pytest.mark.slow
+def test_dlib_resnet_zero_shot_and_head_recognise_pasted_people(
+    rt: Runtime, photo_gallery: Path
+) -> None:
+    from pipelines.services.training import train_model
+
+    import_items(scan_image_folder(photo_gallery), sessions=rt.sessions)
+    zero = TrainOptions(backbone="dlib-resnet", epochs=0)
+    assert zero.crop() == CropSpec.dlib_chips()
+    ts = training_set(rt, None, zero.crop())
+    trained = train_model(rt, ts, zero)
+    assert trained.validation["mode"] == "zero-shot"
+    run = embed_all(rt, trained.name, workers=0)
+    assert run.model.architecture == "dlib-resnet" and run.index.vectors == 25
+
+    ident = Identifier(rt, top_k=2)  # the default threshold: dlib's 0.6 (margin 1.2 / 2)
+    assert ident.threshold == pytest.approx(0.6)
+    probe = photo_gallery.parent / "probe.jpg"  # unseen photos of p3 (left) and p4 (right)
+    _scene([(_att(3, 10), 5, 40), (_att(4, 10), 190, 60)], seed=5).save(probe)
+    both = sorted(ident.identify([probe]), key=lambda d: d.box[0] if d.box else 0.0)
+    assert [(d.decision, d.identity) for d in both] == [("match", "p3"), ("match", "p4")]
+
+    head = train_model(rt, ts, TrainOptions(backbone="dlib-resnet", epochs=3, seed=1))
+    v = head.validation
+    assert v["mode"] == "head" and v["zero_shot_eer"] is not None and v["eer"] is not None
+    with pytest.raises(ValueError, match="--distance"):
+        TrainOptions(backbone="dlib-resnet", distance="cosine").configs()

@@ -58,7 +58,7 @@ def test_train_options_are_the_one_declaration_of_the_choices() -> None:
         2,
     )
     assert TrainOptions(arch="two-channel").configs()[0].loss == "bce"
-    assert TrainOptions(preset="chopra2005").configs()[1] != encoder
+    assert TrainOptions(backbone="chopra2005").configs()[1] != encoder
     with pytest.raises(ValueError, match="--arch"):
         TrainOptions(arch="triplet").configs()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 
@@ -13,7 +13,7 @@ from pipelines.api.schemas import MAX_TOP_K, Answer, FaceAnswer, IdentifyRespons
 
 router = APIRouter(prefix="/v1", tags=["identification"], dependencies=[Depends(require_read)])
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no key, or an unknown or revoked one"},
     503: {"description": "no index loaded yet"},
 }

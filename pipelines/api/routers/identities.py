@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Response, UploadFile
 
@@ -14,7 +14,7 @@ from pipelines.api.schemas import MAX_PAGE, Enrolment, Identity, IdentityPage, J
 
 router = APIRouter(prefix="/v1/identities", tags=["gallery"])
 
-NOT_FOUND = {404: {"description": "no identity of that name"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no identity of that name"}}
 
 
 @router.get("", response_model=IdentityPage, dependencies=[Depends(require_read)])

@@ -1,0 +1,162 @@
+"""dlib's face ResNet as a model version: zero-shot, or with a head trained on the user's people.
+
+``siamid train --backbone dlib-resnet`` computes the frozen network's descriptors of the
+training faces (dlib-style chips) once, then trains the head with the contrastive loss
+(:func:`siamese.pretrained.train_head`); ``--epochs 0`` registers the pretrained network as it
+is. Either way the validation people (identity-disjoint) are scored zero-shot and with the head,
+so the figures say whether training helped.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.errors import ModelError, TrainingDataError
+from pipelines.runtime import Runtime
+from pipelines.services.crops import CropSpec
+from pipelines.services.encoding import encode_files
+from pipelines.services.model_files import FACE_RESNET, model_file
+from pipelines.services.models import LoadedEncoder, sha256_file
+from siamese.config import EncoderConfig, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+#: The input the pretrained encoder takes: 150x150 RGB in [0, 1] (it subtracts dlib's mean).
+PRETRAINED_INPUT = EncoderConfig(
+    in_channels=3, input_size=(150, 150), pixel_mean=0.0, pixel_std=1.0, normalize=False
+)
+
+
+def backbone_file() -> Path:
+    return model_file(FACE_RESNET)
+
+
+def load_pretrained(checkpoint: Path) -> LoadedEncoder:
+    """The encoder of a ``dlib-resnet`` model version, its body checked against the checkpoint."""
+    from siamese.pretrained import load_encoder, read_checkpoint
+
+    body = backbone_file()
+    expected = read_checkpoint(checkpoint)["backbone_sha256"]
+    if sha256_file(body) != expected:
+        raise ModelError(
+            f"{body} differs from the face ResNet this model was registered with; reinstall "
+            "face-recognition-models 0.3.0 or register the model again"
+        )
+    return LoadedEncoder(load_encoder(checkpoint, body), PRETRAINED_INPUT)
+
+
+def _descriptors(rt: Runtime, paths: list[str], faces: list[Any] | None, crop: CropSpec) -> Any:
+    """The frozen network's descriptors of every training image (their chips)."""
+    from siamese.dlib_resnet import fold_for_inference, load_dlib_resnet
+    from siamese.pretrained import DlibFaceEncoder
+
+    body = fold_for_inference(load_dlib_resnet(backbone_file()))
+    encoder = LoadedEncoder(DlibFaceEncoder(body).eval(), PRETRAINED_INPUT)
+    items = [(i, p, None) for i, p in enumerate(paths)]
+    by_key = {i: f for i, f in enumerate(faces or []) if f is not None}
+    enc = encode_files(encoder, items, rt.limits, spec=crop, faces=by_key, batch_size=32, workers=0)
+    if enc.errors:
+        key, error = next(iter(enc.errors.items()))
+        raise TrainingDataError(
+            f"{len(enc.errors)} images cannot train, e.g. {paths[key]}: {error}"
+        )
+    return enc.dense(len(paths))
+
+
+def _validation(vectors: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    from pipelines.services.scoring import verification_pairs
+    from siamese.metrics import verification_report
+
+    genuine, impostor = verification_pairs(vectors, labels, "l2")
+    report = verification_report(genuine, impostor)
+    return {
+        "eer": report.eer,
+        "threshold": report.threshold,
+        "genuine_quantiles": report.genuine_quantiles,
+        "impostor_quantiles": report.impostor_quantiles,
+    }
+
+
+def train_pretrained(
+    rt: Runtime,
+    ts: Any,  # pipelines.services.training.TrainingSet
+    config: TrainConfig,
+    crop: CropSpec,
+    checkpoint: Path,
+    *,
+    epochs: int,
+) -> dict[str, Any]:
+    """Train the head (``epochs`` > 0) or keep the network as it is; write the checkpoint.
+
+    Uses ``config``'s seed, validation share, margin and loss; returns the validation
+    figures in the keys :func:`pipelines.services.training.run_training` gives, plus the
+    zero-shot EER of the same validation people.
+    """
+    import time
+
+    import torch
+
+    from siamese.data import encode_labels
+    from siamese.pretrained import HeadConfig, save_checkpoint, train_head
+    from siamese.training import split_identities
+
+    t0 = time.perf_counter()
+    names = np.asarray(ts.names)
+    labels, classes = encode_labels(ts.names)
+    labels = np.asarray(labels)
+    d = _descriptors(rt, ts.paths, ts.faces, crop)
+    train_ids, val_ids = split_identities(labels, config.val_fraction, config.seed)
+    train_rows = np.isin(labels, train_ids)
+    val_rows = np.isin(labels, val_ids)
+    head_config = HeadConfig(
+        epochs=epochs, loss=config.loss, margin=config.margin, seed=config.seed
+    )
+    head = None
+    if epochs > 0:
+
+        def progress(epoch: int, loss: float) -> None:
+            level = logging.INFO if epoch % 5 == 0 or epoch == epochs else logging.DEBUG
+            logger.log(level, "head epoch %3d/%d  loss %.4f", epoch, epochs, loss)
+
+        head = train_head(d[train_rows], labels[train_rows], head_config, progress).head
+    validation: dict[str, Any] = {"eer": None, "threshold": None}
+    if val_rows.any():
+        zero = _validation(d[val_rows], names[val_rows])
+        validation = dict(zero)
+        if head is not None:
+            with torch.no_grad():
+                adapted = head(torch.as_tensor(d[val_rows])).numpy()
+            validation = _validation(adapted, names[val_rows])
+        validation["zero_shot_eer"] = zero["eer"]
+    save_checkpoint(
+        checkpoint,
+        backbone_sha256=sha256_file(backbone_file()),
+        head=head,
+        meta={"head": head_config.to_dict(), "crop": crop.to_dict()},
+    )
+    return {
+        **validation,
+        "best_epoch": epochs,
+        "epochs_run": epochs,
+        "stopped_early": False,
+        "train_identities": [classes[i] for i in train_ids],
+        "val_identities": [classes[i] for i in val_ids],
+        "images": len(ts.paths),
+        "members": 1,
+        "member_eers": None,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "torch_threads": torch.get_num_threads(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "backbone": "dlib-resnet",
+        "mode": "head" if head is not None else "zero-shot",
+    }
+
+
+def model_name(seed: int, epochs: int, prefix: str = "") -> str:
+    mode = "head" if epochs > 0 else "zeroshot"
+    return f"{prefix}dlib-resnet-{mode}-s{seed}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
