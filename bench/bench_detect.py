@@ -280,6 +280,11 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--progress", action="store_true", help="print progress to stderr")
     ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="8 photos and 2 chips, in seconds (CI); overrides --limit/--chip-parity",
+    )
+    ap.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -290,6 +295,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
+    if args.smoke:
+        args.limit, args.chip_parity = 8, 2
     if args.limit is not None and args.limit < 1:
         raise SystemExit("error: --limit must be >= 1")
     record = run(args)

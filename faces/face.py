@@ -47,9 +47,9 @@ RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_OUTER, LEFT_EYE_INNER, NOSE_BASE = ra
 #:   (AT&T's 92x112 photos: 46.5 px on average, so ~24 px at 48 px wide): such a face fills the
 #:   crop without being enlarged. In a 150x150 dlib chip (padding 0.25) the corners are 74 px
 #:   apart, so dlib's ResNet sees it enlarged 3x at most.
-#: - On celeba_wild (``bench/bench_detect.py``, 5,226 faces) the eye span's median is 58 px and
-#:   its 5th percentile 25 px: 25 px sets aside 251 faces (4.8%), 40 px would set aside 1,145
-#:   (21.9%).
+#: - On celeba_wild (``bench/bench_detect.py``, 5,222 faces) the eye span's median is 58 px and
+#:   its 5th percentile 25.5 px: 25 px sets aside 237 faces (4.5%), 40 px would set aside 1,137
+#:   (21.8%), 30 px 465 (8.9%).
 #: - The landmarks stay good that small: AT&T faces pasted at a 25 px eye span are all found,
 #:   their landmarks within 2.1% of the eye span of where they are at full size (median; 1.3%
 #:   at 40 px, 2.7% at 20 px).

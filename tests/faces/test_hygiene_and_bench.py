@@ -56,7 +56,7 @@ def test_bench_detect_smoke(tmp_path: Path) -> None:
     from bench import bench_detect
 
     out = tmp_path / "result.json"
-    record = bench_detect.main(["--data", str(data), "--out", str(out), "--chip-parity", "2"])
+    record = bench_detect.main(["--data", str(data), "--out", str(out), "--smoke"])
     saved = json.loads(out.read_text())
     assert saved["benchmark"] == "bench_detect" and saved["photos"] == 6
     assert saved["photos_by_faces"] == {"none": 3, "one": 3, "several": 0}
