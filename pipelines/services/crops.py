@@ -6,7 +6,9 @@ embedding, calibration, identification and evaluation all build their inputs thr
 
 - ``whole``: the image is already a face crop (AT&T, the synthetic demo); it is resized as is.
 - ``detect``: the face's five landmarks are mapped by a similarity transform onto a canonical
-  template (:func:`faces.align.align`), in a ``size`` crop with ``padding`` around the template.
+  template, in a ``size`` crop with ``padding`` around it: AT&T's framing
+  (:data:`faces.align.ATT_TEMPLATE`, forehead to chin) for the from-scratch encoders, whose
+  defaults were tuned on AT&T, and dlib's chips (:func:`faces.align.dlib_chip`) for its ResNet.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class CropSpec:
 
     faces: str = "whole"
     size: tuple[int, int] = (92, 112)  # (width, height) of the aligned crop, AT&T's shape
-    padding: float = 0.3  # around dlib's mean-face template, as a share of its side
+    padding: float = 0.0  # around the template, as a share of its side
     style: str = "align"
 
     def __post_init__(self) -> None:
@@ -84,9 +86,10 @@ def crop(image: Image.Image, face: Face | None, spec: CropSpec) -> Image.Image:
         return image
     if face is None:
         raise ValueError("a detect-mode crop needs a face")
-    from faces.align import align, dlib_chip
+    from faces.align import ATT_TEMPLATE, align, dlib_chip
 
     if spec.style == "dlib-chip":
         arr = np.asarray(image.convert("RGB"))
         return Image.fromarray(dlib_chip(arr, face, spec.size[0], spec.padding))
-    return Image.fromarray(align(np.asarray(image), face, spec.size, spec.padding))
+    aligned = align(np.asarray(image), face, spec.size, spec.padding, template=ATT_TEMPLATE)
+    return Image.fromarray(aligned)
