@@ -147,3 +147,54 @@ def test_dlib_resnet_zero_shot_and_head_recognise_pasted_people(
     assert v["mode"] == "head" and v["zero_shot_eer"] is not None and v["eer"] is not None
     with pytest.raises(ValueError, match="--distance"):
         TrainOptions(backbone="dlib-resnet", distance="cosine").configs()
+
+
+@pytest.mark.slow
+def test_awkward_photos_end_with_a_face_or_a_reason(rt: Runtime, tmp_path: Path) -> None:
+    """CMYK, 16-bit, EXIF-rotated, a 30000 px panorama, a face cut by the border, no face and a
+    corrupt file: every photo is kept with a detection outcome; nothing is lost."""
+    import io
+
+    root = tmp_path / "awkward" / "p1"
+    root.mkdir(parents=True)
+    face = _att(1, 1)
+    _scene([(face, 100, 40)], seed=1).convert("CMYK").save(root / "cmyk.jpg")
+    grey16 = np.asarray(_scene([(face, 60, 30)], seed=2).convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(grey16).save(root / "sixteen.png")
+    upright = _scene([(face, 80, 50)], seed=3)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: the viewer rotates 90 degrees clockwise
+    upright.rotate(90, expand=True).save(root / "phone.jpg", exif=exif.tobytes())
+    wide = Image.new("RGB", (30000, 600), (120, 120, 120))
+    wide.paste(face.resize((184, 224)), (21000, 200))
+    wide.save(root / "panorama.png")
+    _scene([(face, 280, 120)], seed=4).save(root / "cut.jpg")  # half the face off the edge
+    _scene([], seed=5).save(root / "nobody.jpg")
+    buf = io.BytesIO()
+    _scene([(face, 100, 40)], seed=6).save(buf, format="JPEG")
+    (root / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+
+    summary = import_items(scan_image_folder(tmp_path / "awkward"), sessions=rt.sessions)
+    assert (summary.new, summary.rejected) == (6, 1)  # the truncated JPEG: rejected at import
+    found = detect_gallery(rt)
+    assert found.detected == 6 and sum(found.outcomes.values()) == 6
+    from pipelines.services.detection import chosen_gallery_faces
+    from storage.faces import detections_of
+    from storage.images import labelled_images
+
+    with rt.sessions() as s:
+        sources = {i: Path(src).name for i, src, _ in labelled_images(session=s)}
+        found_by_id = detections_of(
+            session=s,
+            face_image_ids=list(sources),
+            detector=found.detector,
+            detector_version=found.version,
+        )
+    outcomes = {sources[i]: d.outcome for i, d in found_by_id.items()}
+    assert outcomes["nobody.jpg"] == "no_face"
+    for name in ("cmyk.jpg", "sixteen.png", "phone.jpg", "panorama.png"):
+        assert outcomes[name] == "ok", outcomes
+    assert outcomes["cut.jpg"] in ("ok", "no_face")
+    faces = chosen_gallery_faces(rt)
+    panorama = next(f for i, f in faces.items() if sources[i] == "panorama.png")
+    assert 20900 < panorama.box[0] < 21100  # found on a reduced copy, mapped back
