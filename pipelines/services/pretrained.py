@@ -109,8 +109,17 @@ def train_pretrained(
     names = np.asarray(ts.names)
     labels, classes = encode_labels(ts.names)
     labels = np.asarray(labels)
-    d = _descriptors(rt, ts.paths, ts.faces, crop)
-    train_ids, val_ids = split_identities(labels, config.val_fraction, config.seed)
+    if epochs == 0 and not ts.paths:  # zero-shot needs no data: no validation figures
+        labels = np.zeros(0, dtype=np.int64)
+    d = _descriptors(rt, ts.paths, ts.faces, crop) if ts.paths else np.zeros((0, 128), np.float32)
+    # Zero-shot on fewer than 4 people: nothing to hold out, the network is registered as it is.
+    val_fraction = config.val_fraction if np.unique(labels).size >= 4 else 0.0
+    if epochs > 0 and val_fraction == 0.0 and config.val_fraction > 0:
+        raise TrainingDataError(
+            f"training a head needs at least 4 people with 2 or more images (got "
+            f"{np.unique(labels).size}); use --epochs 0 for the pretrained network as it is"
+        )
+    train_ids, val_ids = split_identities(labels, val_fraction, config.seed)
     train_rows = np.isin(labels, train_ids)
     val_rows = np.isin(labels, val_ids)
     head_config = HeadConfig(

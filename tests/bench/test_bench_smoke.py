@@ -86,3 +86,19 @@ def test_bench_incremental(tmp_path: Path) -> None:
     (run,) = result["runs"]
     assert run["unchanged"]["embedded"] == 0 and not run["unchanged"]["rebuilt"]
     assert run["new_person"]["embedded"] == 4
+
+
+def _celeba() -> Path:
+    data = ROOT.parent / "shared" / "datasets" / "celeba_wild"
+    if not data.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but celeba_wild is not at {data}")
+        pytest.skip(f"celeba_wild not found at {data}")
+    return data
+
+
+def test_bench_embed_pretrained(tmp_path: Path) -> None:
+    saved = run_smoke("bench_embed_pretrained", tmp_path, "--data", str(_celeba()))
+    result = saved["result"]
+    assert result["embedded"] >= 12 and result["raw_images_per_s"] > 0
+    assert result["pipeline"]["0"]["pipeline_over_raw"] > 0
