@@ -302,3 +302,60 @@ class DetectedFace(Base):
     chosen: Mapped[bool] = mapped_column(Boolean, default=False)
 
     detection: Mapped[FaceDetection] = relationship(back_populates="detected_faces")
+
+
+API_KEY_SCOPES = ("read", "write")
+API_JOB_KINDS = ("enrol", "remove")
+API_JOB_STATUSES = ("queued", "running", "done", "failed")
+
+
+class ApiKey(Base):
+    """A key of the HTTP API: only the sha256 of the token is kept, never the token itself.
+
+    ``prefix`` is the token's public head (shown in lists, used to find the row); the secret
+    rest is checked by comparing digests in constant time. A revoked key stays for the record.
+    """
+
+    __tablename__ = "api_key"
+    __table_args__ = (
+        CheckConstraint(
+            "scope IN ({})".format(", ".join(f"'{s}'" for s in API_KEY_SCOPES)), name="scope"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiJob(Base):
+    """Background work the HTTP API started (index a new enrolment, drop a removed identity).
+
+    Kept in SQL, not in a worker's memory, so any worker process of the API can answer a poll.
+    ``owner`` is ``host:pid`` of the process that runs it.
+    """
+
+    __tablename__ = "api_job"
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ({})".format(", ".join(f"'{k}'" for k in API_JOB_KINDS)), name="kind"
+        ),
+        CheckConstraint(
+            "status IN ({})".format(", ".join(f"'{s}'" for s in API_JOB_STATUSES)),
+            name="status",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    identity: Mapped[str | None] = mapped_column(String(512))
+    owner: Mapped[str] = mapped_column(String(255))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

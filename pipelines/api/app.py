@@ -8,6 +8,7 @@ worker process builds its own). At start-up the published index is loaded in the
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -64,6 +65,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(api.switch_interval)
         _ = rt.engine  # the schema is at head before the first request
         state.live.start()
         state.jobs.start()
@@ -72,6 +75,7 @@ def create_app(
         finally:
             state.jobs.stop()
             state.live.stop()
+            sys.setswitchinterval(switch_interval)
 
     app = FastAPI(
         title="siamid",

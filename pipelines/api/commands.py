@@ -6,9 +6,10 @@ are imported inside the commands, so ``siamid --help`` stays quick.
 
 from __future__ import annotations
 
+import copy
 import logging
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -64,8 +65,22 @@ def api_cmd(
         port=port,
         workers=workers,
         access_log=api.access_log,
+        log_config=log_config(),
         timeout_graceful_shutdown=30,
     )
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging plus siamid's progress loggers at INFO on its handler, so that every
+    worker process (each configures logging anew) reports index swaps and jobs."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    from pipelines.cli import PROGRESS_LOGGERS
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for name in PROGRESS_LOGGERS:
+        config["loggers"][name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 @apikey_app.command("create")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 
 from pipelines.api.state import ApiState
@@ -27,22 +28,31 @@ async def get_state(request: Request) -> ApiState:
 State = Annotated[ApiState, Depends(get_state)]
 
 
-def caller(state: State, token: Annotated[str | None, Security(api_key_header)]) -> ApiKeyInfo:
-    """The key the request carries: 401 when it is missing, unknown or revoked."""
+async def caller(
+    state: State, token: Annotated[str | None, Security(api_key_header)]
+) -> ApiKeyInfo:
+    """The key the request carries: 401 when it is missing, unknown or revoked.
+
+    A key checked in the last ``key_cache_seconds`` is taken from memory, on the event loop;
+    otherwise SQL is asked from a worker thread.
+    """
     if not token:
         raise HTTPException(
             401, "missing X-API-Key header; create a key with `siamid apikey create --scope read`"
         )
-    key = authenticate(state.lookups, token)
+    key = state.keys.get(token)
     if key is None:
-        raise HTTPException(401, "unknown API key; `siamid apikey list` shows the valid ones")
+        key = await run_in_threadpool(authenticate, state.lookups, token)
+        if key is None:
+            raise HTTPException(401, "unknown API key; `siamid apikey list` shows the valid ones")
+        state.keys.put(token, key)
     if not key.active:
         raise HTTPException(401, f"API key {key.prefix} was revoked; create a new one")
     return key
 
 
-def require(scope: str) -> Callable[[ApiKeyInfo], ApiKeyInfo]:
-    def check(key: Annotated[ApiKeyInfo, Depends(caller)]) -> ApiKeyInfo:
+def require(scope: str) -> Callable[[ApiKeyInfo], Awaitable[ApiKeyInfo]]:
+    async def check(key: Annotated[ApiKeyInfo, Depends(caller)]) -> ApiKeyInfo:
         if not allows(key.scope, scope):
             raise HTTPException(
                 403, f"API key {key.prefix} has scope {key.scope}; this needs a {scope} key"

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from pipelines.runtime import Runtime
 from pipelines.services.enrolment import remove_identity
 from pipelines.services.gallery import ImportItem, import_items
@@ -155,9 +157,13 @@ def enrol(rt: Runtime, name: str, uploads: list[Upload]) -> Enrolment:
         except ImageRejected as rej:
             raise ImageRejected(rej.reason, f"image {i + 1} ({up.label}): {rej.detail}") from None
     stored = [store_upload(rt, up.data) for up in uploads]
-    summary = import_items(
-        [ImportItem(path, name) for _, path in stored], sessions=rt.sessions, limits=rt.limits
-    )
+    items = [ImportItem(path, name) for _, path in stored]
+    try:
+        summary = import_items(items, sessions=rt.sessions, limits=rt.limits)
+    except IntegrityError:
+        # Another request created the same identity (or the same bytes) between our look-up
+        # and our insert; nothing of ours was committed, and the second try finds theirs.
+        summary = import_items(items, sessions=rt.sessions, limits=rt.limits)
     logger.info(
         "enrolled %d image(s) for %r: %d new, %d duplicates, %d conflicts",
         len(uploads),

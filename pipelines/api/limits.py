@@ -52,7 +52,15 @@ class BodyLimitMiddleware:
 
 def read_upload(upload: UploadFile, max_bytes: int, label: str) -> bytes:
     """The file's bytes, at most ``max_bytes`` of them: 413 naming the file beyond that."""
-    data = upload.file.read(max_bytes + 1)
+    return _within(upload.file.read(max_bytes + 1), max_bytes, label)
+
+
+async def read_upload_async(upload: UploadFile, max_bytes: int, label: str) -> bytes:
+    """:func:`read_upload` for ``async`` routes."""
+    return _within(await upload.read(max_bytes + 1), max_bytes, label)
+
+
+def _within(data: bytes, max_bytes: int, label: str) -> bytes:
     if len(data) > max_bytes:
         raise HTTPException(
             413, f"{label} is larger than {max_bytes} bytes (SIAMID_API_MAX_UPLOAD_BYTES)"

@@ -27,14 +27,24 @@ logger = logging.getLogger(__name__)
 _threads = threading.local()
 
 
-def pin_search_threads(threads: int) -> None:
-    """Set faiss' OpenMP threads for the calling thread (OpenMP keeps the count per thread,
-    so a count set in the main thread does not reach the server's worker threads)."""
-    if getattr(_threads, "faiss", None) != threads:
-        import faiss
+def pin_threads(search_threads: int, torch_threads: int) -> None:
+    """Set faiss' and torch's OpenMP thread counts for the calling (worker) thread.
 
-        faiss.omp_set_num_threads(threads)
-        _threads.faiss = threads
+    OpenMP keeps the count per thread, and faiss and torch each bring their own OpenMP
+    runtime: a count set in the main thread at start-up reaches neither runtime in the
+    server's worker threads, which would then use every core for one request.
+    ``torch_threads`` 0 leaves torch's default.
+    """
+    wanted = (search_threads, torch_threads)
+    if getattr(_threads, "pinned", None) == wanted:
+        return
+    import faiss
+    import torch
+
+    faiss.omp_set_num_threads(search_threads)
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)
+    _threads.pinned = wanted
 
 
 def with_top_k(ident: Identifier, top_k: int) -> Identifier:

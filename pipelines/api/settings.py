@@ -6,6 +6,8 @@ The image limits that the whole tool shares (minimum side, maximum pixels) stay 
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,10 +26,29 @@ class ApiSettings(BaseSettings):
         default=1.0, gt=0, description="how often SQL is asked for a newer published index"
     )
     top_k: int = Field(default=5, ge=1, description="candidate identities when not asked")
+    compute_slots: int = Field(
+        default_factory=lambda: len(os.sched_getaffinity(0)),
+        ge=1,
+        description="requests that embed or search at the same time (default: the usable "
+        "CPUs); the others wait their turn without holding a thread",
+    )
+    switch_interval: float = Field(
+        default=0.0005,
+        gt=0,
+        description="seconds a thread may hold the GIL while another waits (Python's default "
+        "is 0.005): the event loop and the compute threads take turns sooner, which keeps a "
+        "request's many short waits for the GIL short",
+    )
     search_threads: int = Field(
         default=1,
         ge=1,
         description="faiss threads per request: requests run side by side, each on one thread",
+    )
+    key_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="how long a checked key is trusted without asking SQL again: a revoked "
+        "key is refused within this time (0: ask SQL on every request)",
     )
     access_log: bool = Field(default=True, description="uvicorn's line per request")
 

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipelines.api.jobs import JobRunner
 from pipelines.api.live import LiveIdentifier, NotReadyError
 from pipelines.api.metrics import ApiMetrics
+from pipelines.api.probes import pin_threads
 from pipelines.api.settings import ApiSettings
 from pipelines.runtime import Runtime, safe_url
+from pipelines.services.apikeys import ApiKeyCache
 from pipelines.services.identification import Identifier
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -25,9 +33,31 @@ class ApiState:
     metrics: ApiMetrics
 
     @cached_property
+    def keys(self) -> ApiKeyCache:
+        return ApiKeyCache(self.settings.key_cache_seconds)
+
+    @cached_property
     def lookups(self) -> sessionmaker[Session]:
         """Read-only sessions for the per-request key check: autocommit, one round trip."""
         return sessionmaker(self.rt.engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+    @cached_property
+    def limiter(self) -> anyio.CapacityLimiter:
+        return anyio.CapacityLimiter(self.settings.compute_slots)
+
+    async def compute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` on a worker thread, at most ``compute_slots`` at a time.
+
+        Embedding and searching are CPU work: running more of them at once than there are
+        cores only adds thread switches and GIL hand-offs, and every request gets slower.
+        Requests beyond the slots wait on the event loop, in order, holding no thread.
+        """
+
+        def run() -> T:
+            pin_threads(self.settings.search_threads, self.rt.settings.torch_threads)
+            return fn(*args, **kwargs)
+
+        return await anyio.to_thread.run_sync(run, limiter=self.limiter)
 
     def readiness(self) -> Identifier:
         """The identifier in service when an index is loaded and SQL answers; else

@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -138,3 +140,39 @@ def authenticate(sessions: sessionmaker[Session], token: str) -> ApiKeyInfo | No
         if not hmac.compare_digest(row.hash, digest(token)):
             return None
         return ApiKeyInfo.of(row)
+
+
+class ApiKeyCache:
+    """Keys that authenticated recently, by token digest, for ``ttl`` seconds.
+
+    A server checks the key of every request; the cache spares it the SQL round trip (and a
+    worker-thread hop) for a key seen less than ``ttl`` ago, so a revocation takes effect
+    within ``ttl`` seconds. Only keys that authenticated are kept (unknown tokens always go to
+    SQL), at most ``capacity`` of them. ``ttl = 0`` turns the cache off.
+    """
+
+    def __init__(self, ttl: float, capacity: int = 4096) -> None:
+        if ttl < 0 or capacity < 1:
+            raise ValueError(f"ttl must be >= 0 and capacity >= 1, got {ttl}, {capacity}")
+        self.ttl, self.capacity = ttl, capacity
+        self._keys: dict[str, tuple[float, ApiKeyInfo]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> ApiKeyInfo | None:
+        if self.ttl == 0:
+            return None
+        hit = self._keys.get(digest(token))
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, token: str, key: ApiKeyInfo) -> None:
+        if self.ttl == 0 or not key.active:
+            return
+        with self._lock:
+            if len(self._keys) >= self.capacity:
+                now = time.monotonic()
+                self._keys = {d: v for d, v in self._keys.items() if v[0] >= now}
+                if len(self._keys) >= self.capacity:
+                    self._keys.clear()
+            self._keys[digest(token)] = (time.monotonic() + self.ttl, key)

@@ -22,6 +22,8 @@ TABLES = {
     "calibration",
     "face_detection",
     "face",
+    "api_key",
+    "api_job",
 }
 
 

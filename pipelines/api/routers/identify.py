@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 
 from pipelines.api import probes
 from pipelines.api.deps import Served, State, require_read
-from pipelines.api.limits import read_upload
+from pipelines.api.limits import read_upload_async
 from pipelines.api.schemas import MAX_TOP_K, Answer, FaceAnswer, IdentifyResponse, SearchRequest
 
 router = APIRouter(prefix="/v1", tags=["identification"], dependencies=[Depends(require_read)])
@@ -28,7 +28,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         422: {"description": "not a usable image (the reason says why)"},
     },
 )
-def identify(
+async def identify(
     state: State,
     ident: Served,
     image: Annotated[UploadFile, File(description="the photo (JPEG, PNG, PGM, BMP, WebP, TIFF)")],
@@ -36,13 +36,14 @@ def identify(
 ) -> IdentifyResponse:
     """The answer of `siamid identify --json` for the photo, one entry per face.
 
-    Until faces are detected, a photo is one probe: one entry with `box` null.
+    For a model of whole images a photo is one probe: one entry with `box` null; for a model
+    of detected faces, one entry per face with its `box`.
     """
     label = image.filename or "image"
-    data = read_upload(image, state.settings.max_upload_bytes, label)
-    probes.pin_search_threads(state.settings.search_threads)
-    decisions = probes.identify_photo(
-        probes.with_top_k(ident, top_k or ident.top_k), data, limits=state.rt.limits, label=label
+    data = await read_upload_async(image, state.settings.max_upload_bytes, label)
+    view = probes.with_top_k(ident, top_k or ident.top_k)
+    decisions = await state.compute(
+        probes.identify_photo, view, data, limits=state.rt.limits, label=label
     )
     return IdentifyResponse(faces=[FaceAnswer.model_validate(d.as_dict()) for d in decisions])
 
@@ -52,10 +53,8 @@ def identify(
     response_model=Answer,
     responses={**ERRORS, 422: {"description": "not a finite vector of the model's dimension"}},
 )
-def search(state: State, ident: Served, body: SearchRequest) -> Answer:
+async def search(state: State, ident: Served, body: SearchRequest) -> Answer:
     """The same answer for an embedding computed elsewhere with the served model."""
-    probes.pin_search_threads(state.settings.search_threads)
-    decision = probes.search_embedding(
-        probes.with_top_k(ident, body.top_k or ident.top_k), body.embedding
-    )
+    view = probes.with_top_k(ident, body.top_k or ident.top_k)
+    decision = await state.compute(probes.search_embedding, view, body.embedding)
     return Answer.model_validate(decision.as_dict())
