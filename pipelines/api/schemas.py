@@ -148,6 +148,7 @@ class Ready(Out):
     status: Literal["ready"]
     index_version: int
     model_version: str
+    embedding_dim: int = Field(description="the length /v1/search expects")
     vectors: int
     threshold: float
     threshold_source: str

@@ -122,7 +122,7 @@ def test_search_an_embedding_answers_like_its_photo(
 def test_search_refuses_bad_embeddings_with_a_reason(
     client: TestClient, keys: Keys, body: dict[str, object], reason: str
 ) -> None:
-    assert state_of(client).live.current().model.dim == 64
+    assert client.get("/readyz").json()["embedding_dim"] == 64
     r = client.post("/v1/search", headers=keys.read, json=body)
     assert r.status_code == 422, r.text
     assert isinstance(r.json()["detail"], str) and reason in r.json()["detail"]

@@ -29,6 +29,7 @@ def readyz(state: State) -> Ready:
         status="ready",
         index_version=ident.index_version_id,
         model_version=ident.model.name,
+        embedding_dim=ident.model.dim,
         vectors=ident.index.ntotal,
         threshold=ident.threshold,
         threshold_source=ident.threshold_source,
