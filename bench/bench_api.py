@@ -583,6 +583,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     record = start_record(NAME, args)
+    # Other work on the machine shares its cores with the server and the client.
+    record["hardware"]["loadavg_1min_start"] = os.getloadavg()[0]
     print_header(record)
     from pipelines.services.apikeys import create_api_key
 
@@ -630,6 +632,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         g.rt.engine.dispose()
 
     record["load"] = rows
+    record["hardware"]["loadavg_1min_end"] = os.getloadavg()[0]
     ref = record["in_process"]["identify"]["p50"]
     # The 1.3x goal compares one request at a time: the lowest concurrency measured.
     first = min(args.concurrencies)
@@ -655,6 +658,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"  version {p['version']}: {p['removed']} removed by {p['how']}, served after "
             f"{p['seconds_to_served']:.1f} s"
         )
+    hw = record["hardware"]
+    print(
+        f"load average (1 min): {hw['loadavg_1min_start']:.1f} at start, "
+        f"{hw['loadavg_1min_end']:.1f} at end"
+    )
     path = write_result(NAME, record, args.out)
     print(f"wrote {path}")
     return record

@@ -91,11 +91,17 @@ def serving_model(rt: Runtime) -> ModelRef:
 
 
 def index_pending(rt: Runtime) -> dict[str, Any]:
-    """Embed the images that lack a vector, drop removed ones, publish if anything changed."""
+    """Detect faces (detect-mode models), embed the images that lack a vector, drop removed
+    ones, publish if anything changed: the embed flow's steps, in this process."""
     from pipelines.services import embedding, publishing
 
     with index_lock(rt):
         model = serving_model(rt)
+        detected = 0
+        if model.crop.detect:  # as the embed flow: the new photos' faces first
+            from pipelines.services.detection import detect_gallery
+
+            detected = detect_gallery(rt).detected
         pending = embedding.pending_images(rt, model)
         embedded, failed = 0, []
         for items in embedding.chunks(pending.todo, embedding.DEFAULT_CHUNK):
@@ -106,6 +112,7 @@ def index_pending(rt: Runtime) -> dict[str, Any]:
         result = publishing.build_and_publish(rt, model)
     return {
         "model_version": model.name,
+        "detected": detected,
         "embedded": embedded,
         "failed": failed,
         "index_version": result.index_version_id,
