@@ -23,7 +23,8 @@ def test_bench_api_smoke(tmp_path: Path) -> None:
     phases = {(r["endpoint"], r["concurrency"]) for r in saved["load"]}
     assert phases == {(e, c) for e in ("/healthz", "/v1/search", "/v1/identify") for c in (1, 4)}
     assert all(r["failed"] == 0 and r["requests"] > 0 for r in saved["load"])
-    assert saved["in_process"]["identify"]["p50"] > 0
+    assert saved["paired"]["identify"]["in_process"]["p50"] > 0
+    assert saved["paired"]["search"]["ratio_p50"] > 0
     swap = saved["swap"]
     assert swap["failed"] == 0 and swap["removed_identity_answers"] == 0
     assert swap["victim_answers_before_removal"] > 0  # the probes did aim at the victims
