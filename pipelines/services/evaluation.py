@@ -422,9 +422,10 @@ def write_outputs(folds: list[FoldScores], metrics: dict[str, Any], report_dir: 
 def fold_options(protocol: Protocol, fold: int, crop: CropSpec) -> TrainOptions:
     """The training choices of a fold's encoder: the defaults, the protocol's backbone, and
     ``FOLD_EPOCHS`` without an identity hold-out (:func:`train_fold_model`)."""
+    default_epochs = None if protocol.backbone == "dlib-resnet" else FOLD_EPOCHS  # zero-shot
     return TrainOptions(
         seed=protocol.seed + fold,
-        epochs=FOLD_EPOCHS if protocol.epochs is None else protocol.epochs,
+        epochs=default_epochs if protocol.epochs is None else protocol.epochs,
         members=protocol.members,
         backbone=protocol.backbone,
         faces=crop.faces,

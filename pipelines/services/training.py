@@ -59,10 +59,13 @@ class TrainOptions(BaseModel):
 
     @property
     def head_epochs(self) -> int:
-        """Epochs of the pretrained backbone's head (0: zero-shot)."""
-        from siamese.pretrained import HeadConfig
+        """Epochs of the pretrained backbone's head; by default 0: the network as it is.
 
-        return HeadConfig().epochs if self.epochs is None else self.epochs
+        Zero-shot is the default because no head trained here beat it on unseen people
+        (BENCHMARKS.md, "dlib-resnet on celeba_wild": every variant of ``bench/head_search.py``
+        raised the EER of the other half of celeba_wild's people, the more it trained).
+        """
+        return 0 if self.epochs is None else self.epochs
 
     def configs(self) -> tuple[TrainConfig, EncoderConfig]:
         """The defaults with these choices on top; ValueError names a bad value."""
