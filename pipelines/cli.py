@@ -233,6 +233,34 @@ def db_current() -> None:
 # ---------------------------------------------------------------- gallery
 
 
+DaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        metavar="ADDRESS",
+        help="Run the chunks on the workers of this Dask scheduler (tcp://HOST:8786).",
+    ),
+]
+DaskWorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--dask-workers",
+        min=1,
+        metavar="N",
+        help="Run the chunks on a local Dask cluster of N worker processes, 1 thread each.",
+    ),
+]
+WaitOpt = Annotated[
+    float,
+    typer.Option(
+        "--wait",
+        min=0,
+        metavar="SECONDS",
+        help="Wait this long for another run on the same database to finish (0: exit at once).",
+    ),
+]
+
+
 @gallery_app.command("import")
 def gallery_import(
     path: Annotated[
@@ -263,14 +291,19 @@ def gallery_import(
             "or refuse the photo."
         ),
     ] = MultipleChoice["largest"],
+    dask: DaskOpt = None,
+    dask_workers: DaskWorkersOpt = None,
+    wait: WaitOpt = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Import a gallery; bad files are recorded as rejected with a reason and the import goes on."""
+    from pipelines.cluster import ClusterSpec
     from pipelines.services.gallery import import_items, read_manifest, scan_image_folder
     from siamese.images import DecodeLimits
 
     if (path is None) == (manifest is None):
         raise CliError("give either an ImageFolder PATH or --manifest FILE.csv (one of them)")
+    cluster = ClusterSpec.from_options(dask, dask_workers)
     items = (
         read_manifest(manifest, allow_outside=allow_outside)
         if manifest
@@ -290,20 +323,41 @@ def gallery_import(
         f"rejected {d['rejected']}  conflicts {d['conflicts']}  "
         f"new identities {d['new_identities']}"
     )
-    if detect:
+    failed_chunks: list[dict[str, object]] = []
+    if detect and cluster is None:
         from pipelines.services.detection import detect_gallery
 
         with progress_bar("detecting faces", enabled=summary.new >= 50) as update:
             found = detect_gallery(rt, multiple=multiple_faces.value, progress=update)
-        d["faces"] = found.as_dict()
-        counts = found.outcomes
+        d["faces"], detected, counts = found.as_dict(), found.detected, found.outcomes
+    elif detect:
+        from collections import Counter
+
+        from pipelines.cluster import flow_on
+        from pipelines.flows.detect import detect_flow
+
+        quiet_flow_failures()
+        with flow_on(detect_flow, cluster) as on_cluster:
+            run = on_cluster(multiple=multiple_faces.value, wait_seconds=wait)
+        d["faces"] = {**run.faces, "failed_chunks": run.failed_chunks}
+        detected, counts, failed_chunks = run.detected, Counter(run.outcomes), run.failed_chunks
+    if detect:
         typer.echo(
-            f"faces ({found.detected} photos detected now): with one face {counts['ok']}  "
+            f"faces ({detected} photos detected now): with one face {counts['ok']}  "
             f"no_face {counts['no_face']}  multiple_faces {counts['multiple_faces']}  "
             f"too_small {counts['too_small']}  unreadable {counts['error']}"
         )
+    for c in failed_chunks:
+        typer.echo(f"chunk {c['chunk']} ({c['images']} photos) failed: {c['reason']}", err=True)
     if as_json:
         emit_json(d)
+    if failed_chunks:
+        typer.echo(
+            f"{len(failed_chunks)} chunk(s) failed: run the import again once the workers can "
+            "reach the photos; it adds nothing twice and detects the rest",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @gallery_app.command("list")
@@ -575,26 +629,43 @@ def embed_cmd(
         typer.Option("--full", help="Re-embed every image and rebuild the index from scratch."),
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 256,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader decode processes.")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0, help="DataLoader decode processes (0 on Dask workers: they decode themselves)."
+        ),
+    ] = 1,
+    chunk_size: Annotated[
+        int, typer.Option(min=1, help="Images per task (what a retry or another worker redoes).")
+    ] = 2048,
+    dask: DaskOpt = None,
+    dask_workers: DaskWorkersOpt = None,
+    wait: WaitOpt = 0.0,
     faces: FacesCheck = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed images lacking a vector, drop removed ones, publish a new index version."""
+    from pipelines.cluster import ClusterSpec, flow_on
     from pipelines.flows.embed import embed_flow
 
     quiet_flow_failures()
-
+    cluster = ClusterSpec.from_options(dask, dask_workers)
     runtime()
-    out = embed_flow(
-        model=model,
-        factory=factory,
-        full=full,
-        batch_size=batch_size,
-        workers=workers,
-        faces=faces.value if faces else None,
-    )
+    with flow_on(embed_flow, cluster) as run:
+        out = run(
+            model=model,
+            factory=factory,
+            full=full,
+            batch_size=batch_size,
+            workers=workers,
+            chunk_size=chunk_size,
+            faces=faces.value if faces else None,
+            wait_seconds=wait,
+        )
     for f in out.failed_images[:20]:
         typer.echo(f"could not embed {f['source']}: {f['reason']}", err=True)
+    for c in out.failed_chunks:
+        typer.echo(f"chunk {c['chunk']} ({c['images']} images) failed: {c['reason']}", err=True)
     state = "published" if out.published else "unchanged"
     typer.echo(
         f"model {out.model_version}: embedded {out.embedded}, skipped {out.skipped}, "
@@ -603,6 +674,13 @@ def embed_cmd(
     )
     if as_json:
         emit_json(out.model_dump(exclude={"failed_images"}))
+    if out.failed_chunks:
+        typer.echo(
+            f"{len(out.failed_chunks)} chunk(s) failed: their images stay pending; run "
+            "`siamid embed` again once the workers can reach them",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @app.command("doctor")

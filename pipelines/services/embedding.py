@@ -11,6 +11,7 @@ Publishing the index from those rows is :mod:`pipelines.services.publishing`.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,8 @@ def embed_chunk(
     from storage.embeddings import add_embeddings
 
     t0 = time.perf_counter()
+    if workers and multiprocessing.current_process().daemon:
+        workers = 0  # a Dask worker process is daemonic: it cannot start DataLoader processes
     faces = None
     if model.crop.detect:
         from pipelines.services.detection import chosen_gallery_faces
