@@ -59,17 +59,34 @@ NAME = "bench_embedding"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = base_parser(__doc__ or NAME)
-    p.add_argument("--members", type=int, default=None,
-                   help="ensemble members of the model (default: TrainConfig's, 3)")
+    p.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="ensemble members of the model (default: TrainConfig's, 3)",
+    )
     p.add_argument("--identities", type=int, default=250, help="synthetic people (default: 250)")
-    p.add_argument("--per-identity", type=int, default=20,
-                   help="images per person (default: 20; 250 x 20 = 5,000 images)")
-    p.add_argument("--batch-size", type=int, default=256,
-                   help="images per forward pass, pipeline and raw alike (default: 256)")
-    p.add_argument("--workers", default="0,1,2",
-                   help="DataLoader worker counts to try (default: 0,1,2)")
-    p.add_argument("--workdir", type=Path, default=None,
-                   help="gallery and SIAMID_HOME folder (default: a temporary folder)")
+    p.add_argument(
+        "--per-identity",
+        type=int,
+        default=20,
+        help="images per person (default: 20; 250 x 20 = 5,000 images)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="images per forward pass, pipeline and raw alike (default: 256)",
+    )
+    p.add_argument(
+        "--workers", default="0,1,2", help="DataLoader worker counts to try (default: 0,1,2)"
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="gallery and SIAMID_HOME folder (default: a temporary folder)",
+    )
     args = p.parse_args(argv)
     if args.smoke:
         args.identities, args.per_identity, args.batch_size = 6, 4, 8
@@ -80,12 +97,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # ------------------------------------------------------------------ the three measurements
 
 
-def time_pipeline(rt: Any, model_name: str, *, workers: int, batch_size: int
-                  ) -> tuple[Elapsed, int]:
+def time_pipeline(
+    rt: Any, model_name: str, *, workers: int, batch_size: int
+) -> tuple[Elapsed, int]:
     """Time one ``embed_all(full=True)``; returns (elapsed, images embedded)."""
     with stopwatch() as elapsed:
-        _, embedded, _, failed, _ = embed_all(rt, model_name, full=True, workers=workers,
-                                              batch_size=batch_size)
+        _, embedded, _, failed, _ = embed_all(
+            rt, model_name, full=True, workers=workers, batch_size=batch_size
+        )
     if failed:
         raise RuntimeError(f"{len(failed)} images failed to embed, e.g. {failed[0]}")
     return elapsed, embedded
@@ -98,13 +117,19 @@ def time_forward(encoder: Any, images: Any, batch_size: int, *, channels_last: b
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     with stopwatch() as elapsed, torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            x = images[start: start + batch_size].contiguous(memory_format=fmt)
+            x = images[start : start + batch_size].contiguous(memory_format=fmt)
             encoder(x).float().cpu().numpy()
     return elapsed
 
 
-def time_decode(items: list[tuple[int, str, str]], encoder_config: Any, limits: Any, *,
-                workers: int, batch_size: int) -> Elapsed:
+def time_decode(
+    items: list[tuple[int, str, str]],
+    encoder_config: Any,
+    limits: Any,
+    *,
+    workers: int,
+    batch_size: int,
+) -> Elapsed:
     """Time the pipeline's DataLoader (read, check, decode, resize) with no model."""
     from torch.utils.data import DataLoader
 
@@ -112,8 +137,7 @@ def time_decode(items: list[tuple[int, str, str]], encoder_config: Any, limits: 
 
     dataset: Any = FaceFiles(items, encoder_config, limits)  # a map-style dataset, untyped
     with stopwatch() as elapsed:
-        loader: DataLoader[Any] = DataLoader(dataset, batch_size=batch_size,
-                                             num_workers=workers)
+        loader: DataLoader[Any] = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
         for _ in loader:
             pass
     return elapsed
@@ -138,8 +162,12 @@ class Samples:
         return [1e3 * r.cpu / self.images for r in self.runs]
 
     def summary(self) -> dict[str, Any]:
-        return {"images_per_s": median(self.per_s), "cpu_ms_per_image": median(self.cpu_ms),
-                "samples_per_s": self.per_s, "samples_cpu_ms": self.cpu_ms}
+        return {
+            "images_per_s": median(self.per_s),
+            "cpu_ms_per_image": median(self.cpu_ms),
+            "samples_per_s": self.per_s,
+            "samples_cpu_ms": self.cpu_ms,
+        }
 
 
 def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -149,9 +177,13 @@ def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.services.models import resolve_model
     from siamese.data import load_faces
 
-    env = prepare_gallery(workdir, identities=args.identities, per_identity=args.per_identity,
-                          seed=args.seed,
-                          members=args.members)
+    env = prepare_gallery(
+        workdir,
+        identities=args.identities,
+        per_identity=args.per_identity,
+        seed=args.seed,
+        members=args.members,
+    )
     model = resolve_model(env.rt.sessions, env.model_name)
     loaded = env.rt.encoders.get(model)
     encoder, cfg = loaded.module, loaded.config
@@ -171,13 +203,15 @@ def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         raw_cl.runs.append(time_forward(encoder, images, args.batch_size, channels_last=True))
         raw_nchw.runs.append(time_forward(nchw, images, args.batch_size, channels_last=False))
         for w in workers:
-            elapsed, embedded = time_pipeline(env.rt, env.model_name, workers=w,
-                                              batch_size=args.batch_size)
+            elapsed, embedded = time_pipeline(
+                env.rt, env.model_name, workers=w, batch_size=args.batch_size
+            )
             if embedded != n:
                 raise RuntimeError(f"embedded {embedded} of {n} images")
             pipeline[w].runs.append(elapsed)
-            decode[w].runs.append(time_decode(items, cfg, env.rt.limits, workers=w,
-                                              batch_size=args.batch_size))
+            decode[w].runs.append(
+                time_decode(items, cfg, env.rt.limits, workers=w, batch_size=args.batch_size)
+            )
 
     def ratio(pipe: list[float], raw: list[float], *, inverse: bool = False) -> float:
         """Median over repeats of pipeline/raw, each pair measured back to back (robust to
@@ -192,12 +226,16 @@ def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "raw": {"channels_last": raw_cl.summary(), "nchw": raw_nchw.summary()},
         "pipeline": [
-            {"workers": w, **pipeline[w].summary(),
-             "decode_only": decode[w].summary(),
-             "ratio_vs_raw": ratio(pipeline[w].per_s, raw_cl.per_s),
-             "ratio_vs_best_raw": ratio(pipeline[w].per_s, best_raw),
-             "cpu_ratio_vs_raw": ratio(pipeline[w].cpu_ms, raw_cl.cpu_ms, inverse=True)}
-            for w in workers],
+            {
+                "workers": w,
+                **pipeline[w].summary(),
+                "decode_only": decode[w].summary(),
+                "ratio_vs_raw": ratio(pipeline[w].per_s, raw_cl.per_s),
+                "ratio_vs_best_raw": ratio(pipeline[w].per_s, best_raw),
+                "cpu_ratio_vs_raw": ratio(pipeline[w].cpu_ms, raw_cl.cpu_ms, inverse=True),
+            }
+            for w in workers
+        ],
     }
 
 
@@ -214,10 +252,18 @@ COLUMNS = (
 
 def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     raw = result["raw"]
-    rows = [{"what": "raw forward, channels_last (as encode_files)", **raw["channels_last"]},
-            {"what": "raw forward, NCHW", **raw["nchw"]}]
-    rows += [{"what": f"embed_all, workers={p['workers']}", **p,
-              "decode": f"{p['decode_only']['images_per_s']:,.0f}"} for p in result["pipeline"]]
+    rows = [
+        {"what": "raw forward, channels_last (as encode_files)", **raw["channels_last"]},
+        {"what": "raw forward, NCHW", **raw["nchw"]},
+    ]
+    rows += [
+        {
+            "what": f"embed_all, workers={p['workers']}",
+            **p,
+            "decode": f"{p['decode_only']['images_per_s']:,.0f}",
+        }
+        for p in result["pipeline"]
+    ]
     for row in rows:
         row["range"] = f"{min(row['samples_per_s']):,.0f}-{max(row['samples_per_s']):,.0f}"
     return rows
@@ -229,12 +275,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     record = start_record(NAME, args)
     print_header(record)
     with contextlib.ExitStack() as stack:
-        workdir = args.workdir or Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="bench-embedding-")))
+        workdir = args.workdir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-embedding-"))
+        )
         record["result"] = measure(workdir, args)
     result = record["result"]
-    print(f"{result['images']:,} images, batch {result['batch_size']}, "
-          f"median of {args.repeats} repeat(s)")
+    print(
+        f"{result['images']:,} images, batch {result['batch_size']}, "
+        f"median of {args.repeats} repeat(s)"
+    )
     print(format_table(table_rows(result), COLUMNS))
     path = write_result(NAME, record, args.out)
     print(f"wrote {path}")

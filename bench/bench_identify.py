@@ -81,23 +81,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=128, help="embedding dimension (default: 128)")
     p.add_argument("--per-identity", type=int, default=10, help="images per identity")
     p.add_argument("--spread", type=float, default=0.6, help="within-identity noise")
-    p.add_argument("--kind", default="auto",
-                   help="index kind for choose_factory (default: auto, i.e. what embed picks)")
-    p.add_argument("--nprobe", type=int, default=None,
-                   help="IVF nprobe stored in the index (default: the factory's default)")
+    p.add_argument(
+        "--kind",
+        default="auto",
+        help="index kind for choose_factory (default: auto, i.e. what embed picks)",
+    )
+    p.add_argument(
+        "--nprobe",
+        type=int,
+        default=None,
+        help="IVF nprobe stored in the index (default: the factory's default)",
+    )
     p.add_argument("--probes", type=int, default=1000, help="timed probes per backend")
-    p.add_argument("--search-threads", type=int, default=1,
-                   help="faiss threads while probes are timed (default: 1; --threads is used "
-                        "to build the index)")
+    p.add_argument(
+        "--search-threads",
+        type=int,
+        default=1,
+        help="faiss threads while probes are timed (default: 1; --threads is used "
+        "to build the index)",
+    )
     p.add_argument("--top-k", type=int, default=5, help="Identifier top_k (default: 5)")
-    p.add_argument("--backends", default="sqlite,postgres",
-                   help="comma-separated: sqlite, postgres (default: both)")
-    p.add_argument("--postgres-url", default=None,
-                   help="admin URL of a PostgreSQL server (a database is created and dropped)")
-    p.add_argument("--baseline-queries", type=int, default=10,
-                   help="probes timed for the brute-force baseline per repeat (default: 10)")
-    p.add_argument("--workdir", type=Path, default=None,
-                   help="where the index and SQLite files go (default: a temporary folder)")
+    p.add_argument(
+        "--backends",
+        default="sqlite,postgres",
+        help="comma-separated: sqlite, postgres (default: both)",
+    )
+    p.add_argument(
+        "--postgres-url",
+        default=None,
+        help="admin URL of a PostgreSQL server (a database is created and dropped)",
+    )
+    p.add_argument(
+        "--baseline-queries",
+        type=int,
+        default=10,
+        help="probes timed for the brute-force baseline per repeat (default: 10)",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the index and SQLite files go (default: a temporary folder)",
+    )
     args = p.parse_args(argv)
     if args.smoke:
         args.n, args.probes, args.baseline_queries, args.repeats = 5000, 50, 5, 1
@@ -107,12 +132,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # ------------------------------------------------------------------ set-up
 
 
-def build_index(data: FaceEmbeddings, ids: np.ndarray, kind: str, nprobe: int | None,
-                path: Path) -> tuple[VectorIndex, str, float]:
+def build_index(
+    data: FaceEmbeddings, ids: np.ndarray, kind: str, nprobe: int | None, path: Path
+) -> tuple[VectorIndex, str, float]:
     """Build the gallery's index from the synthetic vectors and save it: (index, sha, seconds)."""
     t0 = time.perf_counter()
-    index = VectorIndex.create(choose_factory(data.n, data.dim, kind), data.dim, "l2",
-                               nprobe=nprobe)
+    index = VectorIndex.create(
+        choose_factory(data.n, data.dim, kind), data.dim, "l2", nprobe=nprobe
+    )
     index.train(data.vectors)
     index.add(data.vectors, ids)
     seconds = time.perf_counter() - t0
@@ -124,8 +151,9 @@ def _chunks(n: int, size: int) -> Iterator[range]:
         yield range(start, min(n, start + size))
 
 
-def populate(rt: Any, n: int, per_identity: int, index: VectorIndex, index_path: Path,
-             sha: str) -> float:
+def populate(
+    rt: Any, n: int, per_identity: int, index: VectorIndex, index_path: Path, sha: str
+) -> float:
     """Bulk-fill SQL for a gallery of ``n`` images, ``per_identity`` per person: identities,
     face images (id = vector id: row r is image r + 1 of identity r // per_identity + 1), the
     model and a published index version. Returns the seconds it took."""
@@ -140,26 +168,61 @@ def populate(rt: Any, n: int, per_identity: int, index: VectorIndex, index_path:
     identities = -(-n // per_identity)
     with rt.engine.begin() as conn:
         for rows in _chunks(identities, INSERT_CHUNK):
-            conn.execute(insert(Identity), [
-                {"id": i + 1, "name": f"person_{i:07d}", "attributes": {},
-                 "created_at": now, "updated_at": now} for i in rows])
+            conn.execute(
+                insert(Identity),
+                [
+                    {
+                        "id": i + 1,
+                        "name": f"person_{i:07d}",
+                        "attributes": {},
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i in rows
+                ],
+            )
         for rows in _chunks(n, INSERT_CHUNK):
-            conn.execute(insert(FaceImage), [
-                {"id": r + 1, "identity_id": r // per_identity + 1,
-                 "source_uri": f"/gallery/person_{r // per_identity:07d}/"
-                               f"{r % per_identity:03d}.png",
-                 "sha256": f"{r + 1:064x}", "width": 92, "height": 112, "mode": "L",
-                 "status": "accepted", "reject_reason": None, "reject_detail": None,
-                 "imported_at": now} for r in rows])
+            conn.execute(
+                insert(FaceImage),
+                [
+                    {
+                        "id": r + 1,
+                        "identity_id": r // per_identity + 1,
+                        "source_uri": f"/gallery/person_{r // per_identity:07d}/"
+                        f"{r % per_identity:03d}.png",
+                        "sha256": f"{r + 1:064x}",
+                        "width": 92,
+                        "height": 112,
+                        "mode": "L",
+                        "status": "accepted",
+                        "reject_reason": None,
+                        "reject_detail": None,
+                        "imported_at": now,
+                    }
+                    for r in rows
+                ],
+            )
     with rt.sessions.begin() as s:
-        model = register_model_version(session=s, model=NewModelVersion(
-            name="bench-identify", architecture="siamese", config={},
-            checkpoint_path="/nonexistent/bench.pt", checkpoint_sha256="0" * 64,
-            embedding_dim=index.dim, distance="l2", margin=MARGIN, metrics={}))
-        row = create_index_version(session=s, model_version_id=model.id,
-                                   factory=index.factory, path=str(index_path))
-        publish_index_version(session=s, index_version_id=row.id, sha256=sha,
-                              vector_count=index.ntotal)
+        model = register_model_version(
+            session=s,
+            model=NewModelVersion(
+                name="bench-identify",
+                architecture="siamese",
+                config={},
+                checkpoint_path="/nonexistent/bench.pt",
+                checkpoint_sha256="0" * 64,
+                embedding_dim=index.dim,
+                distance="l2",
+                margin=MARGIN,
+                metrics={},
+            ),
+        )
+        row = create_index_version(
+            session=s, model_version_id=model.id, factory=index.factory, path=str(index_path)
+        )
+        publish_index_version(
+            session=s, index_version_id=row.id, sha256=sha, vector_count=index.ntotal
+        )
     with rt.engine.begin() as conn:
         conn.execute(text("ANALYZE"))
     return time.perf_counter() - t0
@@ -219,14 +282,21 @@ class BackendBench:
     def summary(self, expected: list[str]) -> dict[str, Any]:
         """Latency percentiles (ms), the split index / rest, rank-1 accuracy and match rate."""
         got = [self.decisions[i] for i in range(len(self.probes))]
-        rank1 = np.mean([d.candidates[0].identity == expected[i]
-                         for i, d in enumerate(got) if d.candidates])
-        out = {**percentiles(self.full), "index_only": percentiles(self.bare),
-               "samples": len(self.full), "rank1": float(rank1),
-               "match_rate": float(np.mean([d.decision == "match" for d in got])),
-               "threshold": self.ident.threshold, "threshold_source": self.ident.threshold_source,
-               "search_k": self.ident.search_k, "factory": self.ident.index.factory,
-               "index_info": self.ident.index.info()}
+        rank1 = np.mean(
+            [d.candidates[0].identity == expected[i] for i, d in enumerate(got) if d.candidates]
+        )
+        out = {
+            **percentiles(self.full),
+            "index_only": percentiles(self.bare),
+            "samples": len(self.full),
+            "rank1": float(rank1),
+            "match_rate": float(np.mean([d.decision == "match" for d in got])),
+            "threshold": self.ident.threshold,
+            "threshold_source": self.ident.threshold_source,
+            "search_k": self.ident.search_k,
+            "factory": self.ident.index.factory,
+            "index_info": self.ident.index.info(),
+        }
         out["sql_and_decide_p50"] = out["p50"] - out["index_only"]["p50"]
         return out
 
@@ -240,29 +310,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     admin_url = postgres_admin_url(args.postgres_url) if "postgres" in backends else None
     if "postgres" in backends and admin_url is None:
-        print("no PostgreSQL URL (--postgres-url / SIAMID_BENCH_POSTGRES_URL): postgres skipped",
-              file=sys.stderr)
+        print(
+            "no PostgreSQL URL (--postgres-url / SIAMID_BENCH_POSTGRES_URL): postgres skipped",
+            file=sys.stderr,
+        )
         backends.remove("postgres")
 
-    data = face_embeddings(args.n, dim=args.dim, per_identity=args.per_identity,
-                           spread=args.spread, seed=args.seed)
+    data = face_embeddings(
+        args.n, dim=args.dim, per_identity=args.per_identity, spread=args.spread, seed=args.seed
+    )
     ids = np.arange(1, args.n + 1, dtype=np.int64)
     probes, who = data.probes(args.probes, seed=args.seed)
     expected = [f"person_{i:07d}" for i in who]
 
     with contextlib.ExitStack() as stack:
-        workdir = args.workdir or Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="bench-identify-")))
+        workdir = args.workdir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-identify-"))
+        )
         workdir.mkdir(parents=True, exist_ok=True)
         index_path = workdir / "index.faiss"
         index, sha, build_s = build_index(data, ids, args.kind, args.nprobe, index_path)
         _, found = index.search(probes, 50)
         truth = ids[exact_neighbours(data.vectors, probes)[:, 0]]
-        record["index"] = {"factory": index.factory, "info": index.info(),
-                           "build_seconds": build_s,
-                           "recall_at_1": float(np.mean(found[:, 0] == truth))}
-        print(f"index {index.factory} built in {build_s:.1f} s, recall@1 "
-              f"{record['index']['recall_at_1']:.4f}", flush=True)
+        record["index"] = {
+            "factory": index.factory,
+            "info": index.info(),
+            "build_seconds": build_s,
+            "recall_at_1": float(np.mean(found[:, 0] == truth)),
+        }
+        print(
+            f"index {index.factory} built in {build_s:.1f} s, recall@1 "
+            f"{record['index']['recall_at_1']:.4f}",
+            flush=True,
+        )
 
         benches: list[BackendBench] = []
         record["populate_seconds"] = {}
@@ -274,7 +354,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             benches.append(BackendBench(backend, rt, probes, args.top_k))
         del index, found
         baseline = DeepFaceStyleBaseline(
-            data.vectors, [f"person_{i:07d}" for i in data.identity_of(np.arange(args.n))])
+            data.vectors, [f"person_{i:07d}" for i in data.identity_of(np.arange(args.n))]
+        )
         del data
         gc.collect()
 
@@ -285,20 +366,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for _ in range(args.repeats):
                 for bench in benches:
                     bench.run_once()
-                base_lat += baseline.latencies(probes, count=args.baseline_queries,
-                                               max_seconds=60)
+                base_lat += baseline.latencies(probes, count=args.baseline_queries, max_seconds=60)
         baseline.close()
         record["baseline"] = {**percentiles(base_lat), "samples": len(base_lat)}
         record["backends"] = {b.name: b.summary(expected) for b in benches}
 
-    rows = [{"backend": "brute force", "factory": "pandas+numpy scan",
-             "recall": 1.0, **record["baseline"], "speedup": 1.0}]
+    rows = [
+        {
+            "backend": "brute force",
+            "factory": "pandas+numpy scan",
+            "recall": 1.0,
+            **record["baseline"],
+            "speedup": 1.0,
+        }
+    ]
     for backend, r in record["backends"].items():
-        rows.append({"backend": backend, "factory": r["factory"],
-                     "recall": record["index"]["recall_at_1"], "p50": r["p50"], "p95": r["p95"],
-                     "p99": r["p99"], "index_p50": r["index_only"]["p50"],
-                     "sql_p50": r["sql_and_decide_p50"], "rank1": r["rank1"],
-                     "speedup": record["baseline"]["p50"] / r["p50"]})
+        rows.append(
+            {
+                "backend": backend,
+                "factory": r["factory"],
+                "recall": record["index"]["recall_at_1"],
+                "p50": r["p50"],
+                "p95": r["p95"],
+                "p99": r["p99"],
+                "index_p50": r["index_only"]["p50"],
+                "sql_p50": r["sql_and_decide_p50"],
+                "rank1": r["rank1"],
+                "speedup": record["baseline"]["p50"] / r["p50"],
+            }
+        )
     record["n"] = args.n
     print(format_table(rows, COLUMNS))
     path = write_result(NAME, record, args.out)

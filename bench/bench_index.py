@@ -125,35 +125,75 @@ class KindResult:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = base_parser(__doc__ or NAME)
-    p.add_argument("--sizes", default="100000,1000000",
-                   help="comma-separated gallery sizes N (default: 100000,1000000)")
-    p.add_argument("--kinds", default=",".join(DEFAULT_KINDS),
-                   help=f"comma-separated index kinds (default: {','.join(DEFAULT_KINDS)})")
+    p.add_argument(
+        "--sizes",
+        default="100000,1000000",
+        help="comma-separated gallery sizes N (default: 100000,1000000)",
+    )
+    p.add_argument(
+        "--kinds",
+        default=",".join(DEFAULT_KINDS),
+        help=f"comma-separated index kinds (default: {','.join(DEFAULT_KINDS)})",
+    )
     p.add_argument("--dim", type=int, default=128, help="embedding dimension (default: 128)")
     p.add_argument("--per-identity", type=int, default=10, help="images per identity")
-    p.add_argument("--spread", type=float, default=0.6,
-                   help="within-identity noise (0.6: same-person images ~0.72 apart, "
-                        "different people ~1.41)")
-    p.add_argument("--queries", type=int, default=1000,
-                   help="probes for recall and the batch QPS (default: 1000)")
+    p.add_argument(
+        "--spread",
+        type=float,
+        default=0.6,
+        help="within-identity noise (0.6: same-person images ~0.72 apart, different people ~1.41)",
+    )
+    p.add_argument(
+        "--queries",
+        type=int,
+        default=1000,
+        help="probes for recall and the batch QPS (default: 1000)",
+    )
     p.add_argument("--k", type=int, default=50, help="neighbours per search (default: 50)")
-    p.add_argument("--target-recall", type=float, default=0.99,
-                   help="recall@1 the nprobe/efSearch sweep stops at (default: 0.99)")
-    p.add_argument("--b1-queries", type=int, default=300,
-                   help="single-probe searches timed per index (default: 300)")
-    p.add_argument("--b1-threads", type=int, default=1,
-                   help="faiss threads for the batch-1 searches (default: 1; the brute-force "
-                        "baseline is single-threaded numpy)")
-    p.add_argument("--b1-max-seconds", type=float, default=15.0,
-                   help="time cap of the batch-1 loop per index (default: 15)")
-    p.add_argument("--baseline-queries", type=int, default=10,
-                   help="probes timed for the brute-force baseline right before each index's "
-                        "batch-1 loop (default: 10)")
-    p.add_argument("--hnsw-max-n", type=int, default=None,
-                   help="build HNSW on at most this many vectors (default: all)")
-    p.add_argument("--hnsw-max-seconds", type=float, default=900.0,
-                   help="stop adding to HNSW after this long, measure what was built "
-                        "(default: 900)")
+    p.add_argument(
+        "--target-recall",
+        type=float,
+        default=0.99,
+        help="recall@1 the nprobe/efSearch sweep stops at (default: 0.99)",
+    )
+    p.add_argument(
+        "--b1-queries",
+        type=int,
+        default=300,
+        help="single-probe searches timed per index (default: 300)",
+    )
+    p.add_argument(
+        "--b1-threads",
+        type=int,
+        default=1,
+        help="faiss threads for the batch-1 searches (default: 1; the brute-force "
+        "baseline is single-threaded numpy)",
+    )
+    p.add_argument(
+        "--b1-max-seconds",
+        type=float,
+        default=15.0,
+        help="time cap of the batch-1 loop per index (default: 15)",
+    )
+    p.add_argument(
+        "--baseline-queries",
+        type=int,
+        default=10,
+        help="probes timed for the brute-force baseline right before each index's "
+        "batch-1 loop (default: 10)",
+    )
+    p.add_argument(
+        "--hnsw-max-n",
+        type=int,
+        default=None,
+        help="build HNSW on at most this many vectors (default: all)",
+    )
+    p.add_argument(
+        "--hnsw-max-seconds",
+        type=float,
+        default=900.0,
+        help="stop adding to HNSW after this long, measure what was built (default: 900)",
+    )
     args = p.parse_args(argv)
     if args.smoke:
         args.sizes, args.queries, args.b1_queries, args.baseline_queries = "3000", 50, 20, 5
@@ -164,8 +204,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # ------------------------------------------------------------------ measuring one kind
 
 
-def build_index(kind: str, data: FaceEmbeddings, ids: np.ndarray, *, max_n: int | None = None,
-                max_seconds: float | None = None) -> tuple[VectorIndex, float, int]:
+def build_index(
+    kind: str,
+    data: FaceEmbeddings,
+    ids: np.ndarray,
+    *,
+    max_n: int | None = None,
+    max_seconds: float | None = None,
+) -> tuple[VectorIndex, float, int]:
     """Create, train and add; returns (index, seconds, RSS growth in bytes).
 
     With ``max_n``/``max_seconds`` vectors are added in chunks of :data:`HNSW_CHUNK` (whole
@@ -211,22 +257,25 @@ def search_param(index: VectorIndex, k: int) -> tuple[str, int, tuple[int, ...]]
     return None
 
 
-def search(index: VectorIndex, queries: np.ndarray, k: int, param: str | None,
-           value: int | None) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    index: VectorIndex, queries: np.ndarray, k: int, param: str | None, value: int | None
+) -> tuple[np.ndarray, np.ndarray]:
     kwargs = {param: value} if param and value is not None else {}
     return index.search(queries, k, **kwargs)
 
 
-def recall_at_1(index: VectorIndex, probes: ProbeSet, k: int, param: str | None,
-                value: int | None) -> SweepPoint:
+def recall_at_1(
+    index: VectorIndex, probes: ProbeSet, k: int, param: str | None, value: int | None
+) -> SweepPoint:
     t0 = time.perf_counter()
     _, found = search(index, probes.queries, k, param, value)
     seconds = time.perf_counter() - t0
     return SweepPoint(value, *probes.score(found), seconds)
 
 
-def sweep(index: VectorIndex, probes: ProbeSet, k: int, target: float
-          ) -> tuple[str | None, int | None, list[SweepPoint]]:
+def sweep(
+    index: VectorIndex, probes: ProbeSet, k: int, target: float
+) -> tuple[str | None, int | None, list[SweepPoint]]:
     """The smallest nprobe/efSearch with recall@1 >= target: (param, chosen value, points).
 
     Values are tried in ascending order until one reaches the target; the index's default is
@@ -252,9 +301,14 @@ def sweep(index: VectorIndex, probes: ProbeSet, k: int, target: float
     return param, chosen, points
 
 
-def measure_kind(kind: str, data: FaceEmbeddings, ids: np.ndarray, probes: np.ndarray,
-                 baseline: DeepFaceStyleBaseline, args: argparse.Namespace
-                 ) -> tuple[KindResult, list[float]]:
+def measure_kind(
+    kind: str,
+    data: FaceEmbeddings,
+    ids: np.ndarray,
+    probes: np.ndarray,
+    baseline: DeepFaceStyleBaseline,
+    args: argparse.Namespace,
+) -> tuple[KindResult, list[float]]:
     """Build one kind and measure it; HNSW may stop early (see ``--hnsw-max-*``).
 
     The brute-force baseline is timed on the same vectors right before the batch-1 loop, so
@@ -263,8 +317,12 @@ def measure_kind(kind: str, data: FaceEmbeddings, ids: np.ndarray, probes: np.nd
     """
     capped = kind == "hnsw"
     index, build_s, rss = build_index(
-        kind, data, ids, max_n=args.hnsw_max_n if capped else None,
-        max_seconds=args.hnsw_max_seconds if capped else None)
+        kind,
+        data,
+        ids,
+        max_n=args.hnsw_max_n if capped else None,
+        max_seconds=args.hnsw_max_seconds if capped else None,
+    )
     built = index.ntotal
     note = ""
     if built < data.n:
@@ -283,23 +341,40 @@ def measure_kind(kind: str, data: FaceEmbeddings, ids: np.ndarray, probes: np.nd
 
     base = baseline.latencies(probes, count=args.baseline_queries, max_seconds=30.0, rows=built)
     batch = probes[: min(1000, len(probes))]
-    b1000 = [_timed(lambda: search(index, batch, args.k, param, value))
-             for _ in range(args.repeats)]
+    b1000 = [
+        _timed(lambda: search(index, batch, args.k, param, value)) for _ in range(args.repeats)
+    ]
     with faiss_threads(args.b1_threads):
         b1 = time_calls(
             lambda i: search(index, probes[i % len(probes)][None], args.k, param, value),
-            args.b1_queries, max_seconds=args.b1_max_seconds)
+            args.b1_queries,
+            max_seconds=args.b1_max_seconds,
+        )
     pct = percentiles(b1)
     base_p50 = percentiles(base)["p50"]
     return KindResult(
-        n=data.n, kind=kind, factory=index.factory, vectors=built, build_s=build_s,
-        file_bytes_per_vector=file_size(index) / built, rss_bytes_per_vector=rss / built,
-        param=param, value=value, default_value=default_point.value,
-        recall_default=default_point.recall, recall=chosen_point.recall,
-        identity_recall=chosen_point.identity_recall, qps_b1=len(b1) / sum(b1),
-        p50_b1_ms=pct["p50"], p99_b1_ms=pct["p99"],
-        qps_b1000=len(batch) / median(b1000), baseline_p50_ms=base_p50,
-        speedup_b1=base_p50 / pct["p50"], note=note, sweep=points), base
+        n=data.n,
+        kind=kind,
+        factory=index.factory,
+        vectors=built,
+        build_s=build_s,
+        file_bytes_per_vector=file_size(index) / built,
+        rss_bytes_per_vector=rss / built,
+        param=param,
+        value=value,
+        default_value=default_point.value,
+        recall_default=default_point.recall,
+        recall=chosen_point.recall,
+        identity_recall=chosen_point.identity_recall,
+        qps_b1=len(b1) / sum(b1),
+        p50_b1_ms=pct["p50"],
+        p99_b1_ms=pct["p99"],
+        qps_b1000=len(batch) / median(b1000),
+        baseline_p50_ms=base_p50,
+        speedup_b1=base_p50 / pct["p50"],
+        note=note,
+        sweep=points,
+    ), base
 
 
 def _timed(fn: Any) -> float:
@@ -313,8 +388,9 @@ def _timed(fn: Any) -> float:
 
 def run_size(n: int, kinds: list[str], args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
-    data = face_embeddings(n, dim=args.dim, per_identity=args.per_identity, spread=args.spread,
-                           seed=args.seed)
+    data = face_embeddings(
+        n, dim=args.dim, per_identity=args.per_identity, spread=args.spread, seed=args.seed
+    )
     ids = np.arange(1, n + 1, dtype=np.int64)  # like face_image primary keys
     probes, _ = data.probes(args.queries, seed=args.seed)
     print(f"N={n:,}: data in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -328,13 +404,20 @@ def run_size(n: int, kinds: list[str], args: argparse.Namespace) -> dict[str, An
         rows.append(row)
         if row.vectors == n:
             base_lat += lat
-        print(f"N={n:,}: {kind} ({row.factory}) done: recall {row.recall:.4f} "
-              f"p50 {row.p50_b1_ms:.2f} ms, brute force {row.baseline_p50_ms:.1f} ms", flush=True)
+        print(
+            f"N={n:,}: {kind} ({row.factory}) done: recall {row.recall:.4f} "
+            f"p50 {row.p50_b1_ms:.2f} ms, brute force {row.baseline_p50_ms:.1f} ms",
+            flush=True,
+        )
     base_pct = percentiles(base_lat)
-    base = {"n": n, "queries": len(base_lat), "p50_ms": base_pct["p50"],
-            "p99_ms": base_pct["p99"],
-            "qps_b1": len(base_lat) / sum(base_lat) if base_lat else None,
-            "stack_seconds": baseline.stack_seconds}
+    base = {
+        "n": n,
+        "queries": len(base_lat),
+        "p50_ms": base_pct["p50"],
+        "p99_ms": base_pct["p99"],
+        "qps_b1": len(base_lat) / sum(base_lat) if base_lat else None,
+        "stack_seconds": baseline.stack_seconds,
+    }
     baseline.close()
     return {"n": n, "baseline": base, "indexes": [asdict(r) for r in rows]}
 
@@ -362,10 +445,19 @@ def table_rows(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for size in sizes:
         base = size["baseline"]
-        rows.append({"n": size["n"], "kind": "brute force", "factory": "pandas+numpy scan",
-                     "recall": 1.0, "identity_recall": 1.0, "qps_b1": base["qps_b1"],
-                     "p50_b1_ms": base["p50_ms"],
-                     "speedup_b1": 1.0, "note": f"{base['queries']} probes"})
+        rows.append(
+            {
+                "n": size["n"],
+                "kind": "brute force",
+                "factory": "pandas+numpy scan",
+                "recall": 1.0,
+                "identity_recall": 1.0,
+                "qps_b1": base["qps_b1"],
+                "p50_b1_ms": base["p50_ms"],
+                "speedup_b1": 1.0,
+                "note": f"{base['queries']} probes",
+            }
+        )
         for r in size["indexes"]:
             setting = None
             if r["param"] is not None:
@@ -381,8 +473,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING)
     record = start_record(NAME, args)
     print_header(record)
-    print(f"batch-1 searches with {args.b1_threads} faiss thread(s), batch-1000 with "
-          f"{record['threads']['faiss_omp']}; k={args.k}", flush=True)
+    print(
+        f"batch-1 searches with {args.b1_threads} faiss thread(s), batch-1000 with "
+        f"{record['threads']['faiss_omp']}; k={args.k}",
+        flush=True,
+    )
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     record["k"], record["spread"] = args.k, args.spread

@@ -513,8 +513,8 @@ def train_cmd(
         int | None,
         typer.Option(
             min=0,
-            help="Maximum epochs (dlib-resnet: of its head; 0 registers the pretrained network "
-            "as it is).",
+            help="Maximum epochs (dlib-resnet: of its head; the default, 0, registers the "
+            "pretrained network as it is).",
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seeds split, weights, sampling, augmentation.")] = 0,
@@ -858,7 +858,9 @@ def evaluate_cmd(
     ] = None,
     epochs: Annotated[
         int | None,
-        typer.Option(min=0, help="Training epochs per fold (dlib-resnet: 0 = zero-shot)."),
+        typer.Option(
+            min=0, help="Training epochs per fold (dlib-resnet: of its head; default 0, zero-shot)."
+        ),
     ] = None,
     backbone: Annotated[
         BackboneChoice, typer.Option(help="The fold encoders' network.")
@@ -948,7 +950,10 @@ def demo_cmd(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seeds data, splits and training.")] = 0,
     epochs: Annotated[
-        int | None, typer.Option(min=0, help="Training epochs (dlib-resnet: 0 = zero-shot).")
+        int | None,
+        typer.Option(
+            min=0, help="Training epochs (dlib-resnet: of its head; default 0, zero-shot)."
+        ),
     ] = None,
     backbone: Annotated[
         BackboneChoice, typer.Option(help="The encoders' network.")
