@@ -473,14 +473,11 @@ def embed_all(
         detect_gallery(rt)
     if full:
         embedding.forget_vectors(rt, ref)
-    pending = embedding.pending_images(rt, ref)
-    embedded, failed = 0, []
-    for items in embedding.chunks(pending.todo, chunk_size):
-        result = embedding.embed_chunk(rt, ref, items, batch_size=batch_size, workers=workers)
-        embedded += result.embedded
-        failed.extend(result.failed)
+    run = embedding.embed_pending(
+        rt, ref, chunk_size=chunk_size, batch_size=batch_size, workers=workers
+    )
     index = publishing.build_and_publish(rt, ref, factory=factory, full=full)
-    return EmbedRun(ref, embedded, pending.already_embedded, failed, index)
+    return EmbedRun(ref, run.embedded, run.already_embedded, run.failed, index)
 
 
 # ------------------------------------------------------------------ synthetic embeddings

@@ -11,8 +11,11 @@ from storage.images import live_image_ids
 from storage.models import Embedding, FaceImage, Identity
 
 
-def images_to_embed(*, session: Session, model_version_id: int) -> list[tuple[int, str, str]]:
-    """(face_image_id, source_uri, sha256) of live images with no vector under this model."""
+def images_to_embed(
+    *, session: Session, model_version_id: int, among: Sequence[int] | None = None
+) -> list[tuple[int, str, str]]:
+    """(face_image_id, source_uri, sha256) of live images with no vector under this model;
+    ``among``: only these ids (a chunk's re-check reads its own rows, not the gallery's)."""
     has_vector = select(Embedding.face_image_id).where(
         Embedding.model_version_id == model_version_id
     )
@@ -21,6 +24,8 @@ def images_to_embed(*, session: Session, model_version_id: int) -> list[tuple[in
         .where(FaceImage.id.in_(live_image_ids()), FaceImage.id.not_in(has_vector))
         .order_by(FaceImage.id)
     )
+    if among is not None:
+        stmt = stmt.where(FaceImage.id.in_(list(among)))
     return [(int(i), str(u), str(h)) for i, u, h in session.execute(stmt)]
 
 

@@ -102,13 +102,10 @@ def index_pending(rt: Runtime) -> dict[str, Any]:
             from pipelines.services.detection import detect_gallery
 
             detected = detect_gallery(rt).detected
-        pending = embedding.pending_images(rt, model)
-        embedded, failed = 0, []
-        for items in embedding.chunks(pending.todo, embedding.DEFAULT_CHUNK):
-            # workers=0: no DataLoader processes forked from a threaded server.
-            chunk = embedding.embed_chunk(rt, model, items, workers=0)
-            embedded += chunk.embedded
-            failed += [{"image_id": f.face_image_id, "reason": f.reason} for f in chunk.failed]
+        # workers=0: no DataLoader processes forked from a threaded server.
+        run = embedding.embed_pending(rt, model, workers=0)
+        embedded = run.embedded
+        failed = [{"image_id": f.face_image_id, "reason": f.reason} for f in run.failed]
         result = publishing.build_and_publish(rt, model)
     return {
         "model_version": model.name,

@@ -151,7 +151,7 @@ def detect_paths(
     return out
 
 
-def _stored(faces: Sequence[Face], chosen: int | None) -> list[StoredFace]:
+def stored_faces(faces: Sequence[Face], chosen: int | None) -> list[StoredFace]:
     return [
         StoredFace(
             rank=i,
@@ -219,7 +219,7 @@ def detect_gallery(
                 detector=det.name,
                 detector_version=det.version,
                 outcome=found.outcome,
-                faces=_stored(found.faces, found.chosen),
+                faces=stored_faces(found.faces, found.chosen),
                 detail=found.detail,
             )
             summary.detected += 1

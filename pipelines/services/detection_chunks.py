@@ -16,10 +16,10 @@ from pipelines.runtime import Runtime
 from pipelines.services.detection import (
     DetectionSummary,
     PhotoFaces,
-    _stored,
     detect_photo,
     detector,
     read_photo,
+    stored_faces,
 )
 from pipelines.services.encoding import FileItem
 from siamese.images import ImageRejected
@@ -76,7 +76,7 @@ def detect_chunk(
                 detector=det.name,
                 detector_version=det.version,
                 outcome=faces.outcome,
-                faces=_stored(faces.faces, faces.chosen),
+                faces=stored_faces(faces.faces, faces.chosen),
                 detail=faces.detail,
             )
     out.detected = len(found)

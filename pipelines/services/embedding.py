@@ -62,8 +62,10 @@ def still_pending(rt: Runtime, model: ModelRef, items: Sequence[FileItem]) -> li
     """The items that still lack a vector (a retried chunk skips what its first try committed)."""
     from storage.embeddings import images_to_embed
 
+    ids = [it[0] for it in items]
     with rt.sessions() as s:
-        todo = {fid for fid, _, _ in images_to_embed(session=s, model_version_id=model.id)}
+        rows = images_to_embed(session=s, model_version_id=model.id, among=ids)
+    todo = {fid for fid, _, _ in rows}
     return [it for it in items if it[0] in todo]
 
 
@@ -116,6 +118,34 @@ def embed_chunk(
     for f in failed:
         logger.warning("could not embed image %d (%s): %s", f.face_image_id, f.source, f.reason)
     return ChunkResult(int(encoded.keys.size), failed, time.perf_counter() - t0)
+
+
+@dataclass
+class EmbedRun:
+    """What embedding every pending image did (the embed flow's chunk loop, in this process)."""
+
+    embedded: int
+    already_embedded: int
+    failed: list[FailedImage] = field(default_factory=list)
+
+
+def embed_pending(
+    rt: Runtime,
+    model: ModelRef,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
+) -> EmbedRun:
+    """Embed every image that lacks a vector, chunk after chunk, without Prefect (scripts, the
+    HTTP service's jobs); the ``embed`` flow runs the same chunks as tasks."""
+    pending = pending_images(rt, model)
+    run = EmbedRun(0, pending.already_embedded)
+    for items in chunks(pending.todo, chunk_size):
+        result = embed_chunk(rt, model, items, batch_size=batch_size, workers=workers)
+        run.embedded += result.embedded
+        run.failed.extend(result.failed)
+    return run
 
 
 def forget_vectors(rt: Runtime, model: ModelRef) -> int:
