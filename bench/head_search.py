@@ -1,12 +1,15 @@
-"""Search tool for the dlib-resnet head (issue 12): does training on some people help others?
+"""Search tool for adapting dlib-resnet (issue 12): does training on some people help others?
 
-The frozen network's descriptors of a data set's aligned faces are computed once (cached in
-``bench/results/head-cache-*.npz``); then, per seed, the people are split in two halves
-(identity-disjoint), a head is trained on one half with each ``--set`` variant, and the other
-half is scored: verification EER, TAR at FAR 0.1%, and the EER of the untouched descriptors.
+The frozen network's descriptors of a data set's aligned faces (and, for ``mode=last-stages``
+variants, the frozen trunk's activations) are computed once and cached in
+``bench/results/head-cache-*.npz`` / ``trunk-cache-*.npy``; then, per seed, the people are split
+in two halves (identity-disjoint), each ``--variant`` (fields of ``siamese.pretrained.TuneConfig``)
+is trained on one half, and the other half is scored: verification EER and TAR at FAR 0.1%,
+next to the untouched network's (zero-shot).
 
     python bench/head_search.py --data ../shared/datasets/celeba_wild --seeds 3 \\
-        --variant lr=1e-4 --variant epochs=5 --variant margin=0.8,hard_pool_factor=1e9
+        --variant lr=1e-4 --variant epochs=5 --variant margin=0.8,hard_pool_factor=1e9 \\
+        --variant mode=last-stages,epochs=5
 """
 
 from __future__ import annotations
@@ -49,6 +52,26 @@ def descriptors(data: Path, home: Path) -> tuple[np.ndarray, np.ndarray]:
     return d, np.asarray(found.names)
 
 
+def trunk_activations(data: Path, home: Path, names: np.ndarray) -> np.ndarray:
+    """The frozen trunk's activations of the same faces as :func:`descriptors`, float16."""
+    from pipelines.services import evaluation
+    from pipelines.services.crops import CropSpec
+    from pipelines.services.pretrained import trunk_activations as activations
+
+    key = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
+    cache = RESULTS / f"trunk-cache-{key}.npy"
+    if cache.is_file():
+        return np.load(cache)
+    rt = open_bench_runtime(home)
+    paths, all_names = evaluation.load_dataset(data)
+    found = evaluation.detect_dataset(rt, paths, all_names)
+    if list(found.names) != list(names):
+        raise SystemExit(f"{cache}: the faces differ from the descriptor cache; delete both")
+    h = activations(rt, found.paths, found.faces, CropSpec.dlib_chips()).astype(np.float16)
+    np.save(cache, h)
+    return h
+
+
 def score(x: np.ndarray, names: np.ndarray) -> dict[str, float]:
     from pipelines.services.scoring import verification_pairs
     from siamese.metrics import eer
@@ -62,26 +85,38 @@ def parse_variant(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for part in filter(None, text.split(",")):
         k, v = part.split("=", 1)
-        out[k] = json.loads(v) if v[0] in "[{" else float(v) if "." in v or "e" in v else int(v)
+        for parse in (int, float, json.loads):
+            try:
+                out[k] = parse(v)
+                break
+            except ValueError:
+                continue
+        else:
+            out[k] = v  # a word: mode=last-stages
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    from siamese.pretrained import HeadConfig, train_head
+    from pipelines.services.model_files import FACE_RESNET, model_file
+    from pipelines.services.pretrained import top_descriptors
+    from siamese.dlib_resnet import load_dlib_resnet
+    from siamese.pretrained import TuneConfig, train_head, train_stages
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--home", type=Path, default=None, help="SIAMID_HOME with a detection cache")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--variant", action="append", default=[], help="k=v,k=v of HeadConfig")
+    p.add_argument("--variant", action="append", default=[], help="k=v,k=v of TuneConfig")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     set_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        d, names = descriptors(args.data, args.home or Path(tmp))
-    people = np.unique(names)
     variants = [("zero-shot", None), ("default", {})]
     variants += [(v, parse_variant(v)) for v in args.variant]
+    with tempfile.TemporaryDirectory() as tmp:
+        d, names = descriptors(args.data, args.home or Path(tmp))
+        stages = any((c or {}).get("mode") == "last-stages" for _, c in variants)
+        h = trunk_activations(args.data, args.home or Path(tmp), names) if stages else None
+    people = np.unique(names)
     rows: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
     for seed in range(args.seeds):
         order = np.random.default_rng(seed).permutation(people)
@@ -90,11 +125,17 @@ def main(argv: list[str] | None = None) -> None:
         for name, changes in variants:
             x = d[~tr]
             if changes is not None:
-                config = replace(HeadConfig(seed=seed), **changes)
+                config = replace(TuneConfig(seed=seed), **changes)
                 labels = np.unique(names[tr], return_inverse=True)[1]
-                head = train_head(d[tr], labels, config).head
-                with torch.no_grad():
-                    x = head(torch.as_tensor(d[~tr])).numpy()
+                if config.mode == "last-stages":
+                    assert h is not None
+                    body = load_dlib_resnet(model_file(FACE_RESNET))
+                    top = train_stages(body, h[tr].astype(np.float32), labels, config).module
+                    x = top_descriptors(top, h[~tr].astype(np.float32))
+                else:
+                    head = train_head(d[tr], labels, config).module
+                    with torch.no_grad():
+                        x = head(torch.as_tensor(d[~tr])).numpy()
             rows[name].append(score(x, names[~tr]))
     print(f"{len(names)} faces of {len(people)} people; {args.seeds} seeds; test = other half")
     print("| variant | EER | TAR @ FAR 0.1% |")

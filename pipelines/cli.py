@@ -17,7 +17,7 @@ from pipelines.services.crops import FACE_MODES
 from pipelines.services.detection import MULTIPLE_FACES
 from pipelines.services.scoring import CALIBRATE_ON, TEMPLATES
 from pipelines.settings import Settings
-from siamese.config import ARCHS, BACKBONES, DISTANCES, LOSSES
+from siamese.config import ARCHS, BACKBONES, DISTANCES, LOSSES, TUNE_MODES
 
 if TYPE_CHECKING:
     from pipelines.runtime import Runtime
@@ -485,6 +485,14 @@ ArchChoice = StrEnum("ArchChoice", {a: a for a in ARCHS})  # type: ignore[misc]
 LossChoice = StrEnum("LossChoice", {a: a for a in LOSSES})  # type: ignore[misc]
 DistanceChoice = StrEnum("DistanceChoice", {a: a for a in DISTANCES})  # type: ignore[misc]
 BackboneChoice = StrEnum("BackboneChoice", {b: b for b in BACKBONES})  # type: ignore[misc]
+TuneChoice = StrEnum("TuneChoice", {m: m for m in TUNE_MODES})  # type: ignore[misc]
+TuneOpt = Annotated[
+    TuneChoice | None,
+    typer.Option(
+        help="dlib-resnet with --epochs: train a head on its descriptors (default) or fine-tune "
+        "its last stages at a low learning rate (last-stages)."
+    ),
+]
 
 
 @app.command("train")
@@ -513,8 +521,8 @@ def train_cmd(
         int | None,
         typer.Option(
             min=0,
-            help="Maximum epochs (dlib-resnet: of its head; the default, 0, registers the "
-            "pretrained network as it is).",
+            help="Maximum epochs (dlib-resnet: of its --tune mode; the default, 0, "
+            "registers the pretrained network as it is).",
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seeds split, weights, sampling, augmentation.")] = 0,
@@ -537,6 +545,7 @@ def train_cmd(
             "else whole."
         ),
     ] = None,
+    tune: TuneOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a Siamese encoder with the contrastive loss and register a model version."""
@@ -555,6 +564,7 @@ def train_cmd(
         backbone=backbone.value,
         members=members,
         faces=faces.value if faces else None,
+        tune=tune.value if tune else None,
     )
     try:
         options.configs()  # refuse bad combinations before Prefect starts
@@ -889,6 +899,7 @@ def evaluate_cmd(
             "default: the --model's mode, else whole."
         ),
     ] = None,
+    tune: TuneOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Identity-disjoint open-set evaluation: DIR/FPIR, FNIR, rank-1/CMC, DET; HTML report."""
@@ -914,6 +925,7 @@ def evaluate_cmd(
         calibrate_on=calibrate_on.value,
         faces=faces.value if faces else None,
         backbone=backbone.value,
+        tune=tune.value if tune else None,
     )
     rt = runtime()
     if model is not None:
@@ -969,6 +981,7 @@ def demo_cmd(
             "backbone's: detect for dlib-resnet, else whole)."
         ),
     ] = None,
+    tune: TuneOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the whole chain: data, import, train, embed, calibrate, identify, evaluate."""
@@ -987,6 +1000,7 @@ def demo_cmd(
         members=members,
         faces=faces.value if faces else None,
         backbone=backbone.value,
+        tune=tune.value if tune else None,
     )
     typer.echo(summary_table(result))
     if as_json:

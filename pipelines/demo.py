@@ -84,6 +84,7 @@ def run_demo(
     members: int | None = None,
     faces: str | None = None,
     backbone: str = "small-cnn",
+    tune: str | None = None,
 ) -> DemoResult:
     """Run every step on the embedded default; each step logs one line as it ends."""
     root = rt.settings.home_dir / "demo"
@@ -100,7 +101,12 @@ def run_demo(
 
     trained = train_flow(
         options=TrainOptions(
-            seed=seed, epochs=epochs, members=members, faces=faces, backbone=backbone
+            seed=seed,
+            epochs=epochs,
+            members=members,
+            faces=faces,
+            backbone=backbone,
+            tune=tune,
         )
     )
     eer = trained.validation.get("eer")
@@ -138,6 +144,7 @@ def run_demo(
         members=members,
         faces=faces,
         backbone=backbone,
+        tune=tune,
         enroll=4 if not data else 5,
     )
     evaluated = evaluate_flow(protocol, str(rt.settings.reports_dir / "demo"))

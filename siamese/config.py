@@ -29,8 +29,11 @@ OptimizerName = Literal["adamw", "sgd"]
 
 PRESETS: tuple[str, ...] = ("default", "chopra2005")
 #: Encoders a model can be built on: the small CNN (preset "default") and Chopra 2005's net,
-#: trained from scratch, or dlib's pretrained face ResNet with a trained head.
+#: trained from scratch, or dlib's pretrained face ResNet (zero-shot or adapted, TUNE_MODES).
 BACKBONES: tuple[str, ...] = ("small-cnn", "chopra2005", "dlib-resnet")
+#: How training adapts the pretrained backbone: a head over its descriptors, or its last
+#: stages fine-tuned (siamese.pretrained).
+TUNE_MODES: tuple[str, ...] = ("head", "last-stages")
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh")
 POOLINGS: tuple[str, ...] = ("avg", "flatten")
 ARCHS: tuple[str, ...] = ("siamese", "pseudo", "two-channel")

@@ -75,6 +75,10 @@ BLOCKS: tuple[tuple[int, int, bool], ...] = (
     (256, 256, True),
 )
 
+#: The first block of ``alevel1``: fine-tuning "the last stages" trains blocks from here on
+#: (alevel1's 3 x 256 channels at 3x3, alevel0) and the fc; their input is 128 x 8 x 8.
+LAST_STAGES_FROM = 10
+
 _STEM_POOL = PoolLayer(kind="max", window=(3, 3), stride=(2, 2), padding=(0, 0))
 _SKIP_POOL = PoolLayer(kind="avg", window=(2, 2), stride=(2, 2), padding=(0, 0))
 _GLOBAL_POOL = PoolLayer(kind="avg", window=(0, 0), stride=(1, 1), padding=(0, 0))
@@ -210,9 +214,19 @@ class DlibFaceResNet(nn.Module):
                 f"expected input of shape (N, 3, {INPUT_SIZE}, {INPUT_SIZE}), got "
                 f"{tuple(x.shape)}; use preprocess() on (N, 150, 150, 3) uint8 RGB chips"
             )
+        return self.top(self.trunk(x, len(self.blocks)), len(self.blocks))
+
+    def trunk(self, x: Tensor, until: int) -> Tensor:
+        """The stem and blocks ``[0, until)``: normalised input -> (N, C, H, W) activations."""
         x = F.relu(self.affine(self.conv(x)))
         x = F.max_pool2d(x, 3, 2)
-        for block in self.blocks:
+        for block in self.blocks[:until]:
+            x = block(x)
+        return x
+
+    def top(self, x: Tensor, start: int) -> Tensor:
+        """Blocks ``[start, end)``, the average over space and the fc -> (N, 128)."""
+        for block in self.blocks[start:]:
             x = block(x)
         return self.fc(x.mean(dim=(2, 3)))
 

@@ -70,6 +70,7 @@ class Protocol:
     # Crop mode: "whole" or "detect"; None: the given model's, else the backbone's default.
     faces: str | None = None
     backbone: str = "small-cnn"  # of the fold encoders
+    tune: str | None = None  # dlib-resnet with epochs: how folds adapt it (TrainOptions.tune)
 
     def __post_init__(self) -> None:
         if self.folds < 1:
@@ -429,6 +430,7 @@ def fold_options(protocol: Protocol, fold: int, crop: CropSpec) -> TrainOptions:
         members=protocol.members,
         backbone=protocol.backbone,
         faces=crop.faces,
+        tune=protocol.tune,
     )
 
 

@@ -1,10 +1,12 @@
-"""dlib's face ResNet as a model version: zero-shot, or with a head trained on the user's people.
+"""dlib's face ResNet as a model version: zero-shot, or adapted to the user's people.
 
-``siamid train --backbone dlib-resnet`` computes the frozen network's descriptors of the
-training faces (dlib-style chips) once, then trains the head with the contrastive loss
-(:func:`siamese.pretrained.train_head`); ``--epochs 0`` registers the pretrained network as it
-is. Either way the validation people (identity-disjoint) are scored zero-shot and with the head,
-so the figures say whether training helped.
+``siamid train --backbone dlib-resnet --epochs N`` runs the frozen part of the network over the
+training faces (dlib-style chips) once, then trains with the contrastive loss either a head on
+the descriptors (``--tune head``, :func:`siamese.pretrained.train_head`) or the network's last
+stages on the trunk's activations (``--tune last-stages``,
+:func:`siamese.pretrained.train_stages`); ``--epochs 0`` registers the pretrained network as it
+is. Either way the validation people (identity-disjoint) are scored zero-shot and after
+training, so the figures say whether training helped.
 """
 
 from __future__ import annotations
@@ -50,13 +52,11 @@ def load_pretrained(checkpoint: Path) -> LoadedEncoder:
     return LoadedEncoder(load_encoder(checkpoint, body), PRETRAINED_INPUT)
 
 
-def _descriptors(rt: Runtime, paths: list[str], faces: list[Any] | None, crop: CropSpec) -> Any:
-    """The frozen network's descriptors of every training image (their chips)."""
-    from siamese.dlib_resnet import fold_for_inference, load_dlib_resnet
-    from siamese.pretrained import DlibFaceEncoder
-
-    body = fold_for_inference(load_dlib_resnet(backbone_file()))
-    encoder = LoadedEncoder(DlibFaceEncoder(body).eval(), PRETRAINED_INPUT)
+def _encode(
+    rt: Runtime, module: Any, paths: list[str], faces: list[Any] | None, crop: CropSpec
+) -> Any:
+    """``module`` over every training image's chip, in order; a bad image stops training."""
+    encoder = LoadedEncoder(module.eval(), PRETRAINED_INPUT)
     items = [(i, p, None) for i, p in enumerate(paths)]
     by_key = {i: f for i, f in enumerate(faces or []) if f is not None}
     enc = encode_files(encoder, items, rt.limits, spec=crop, faces=by_key, batch_size=32, workers=0)
@@ -66,6 +66,36 @@ def _descriptors(rt: Runtime, paths: list[str], faces: list[Any] | None, crop: C
             f"{len(enc.errors)} images cannot train, e.g. {paths[key]}: {error}"
         )
     return enc.dense(len(paths))
+
+
+def _descriptors(rt: Runtime, paths: list[str], faces: list[Any] | None, crop: CropSpec) -> Any:
+    """The frozen network's descriptors of every training image (their chips)."""
+    from siamese.dlib_resnet import fold_for_inference, load_dlib_resnet
+    from siamese.pretrained import DlibFaceEncoder
+
+    body = fold_for_inference(load_dlib_resnet(backbone_file()))
+    return _encode(rt, DlibFaceEncoder(body), paths, faces, crop)
+
+
+def trunk_activations(
+    rt: Runtime, paths: list[str], faces: list[Any] | None, crop: CropSpec
+) -> Any:
+    """The frozen trunk's activations of every training image, flat (what the last stages see)."""
+    from siamese.dlib_resnet import fold_for_inference, load_dlib_resnet
+    from siamese.pretrained import DlibTrunk
+
+    body = fold_for_inference(load_dlib_resnet(backbone_file()))
+    return _encode(rt, DlibTrunk(body), paths, faces, crop)
+
+
+def top_descriptors(top: Any, h: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Descriptors from trunk activations through a (fine-tuned) top, in batches, on the CPU."""
+    import torch
+
+    top.eval()
+    with torch.no_grad():
+        out = [top(torch.as_tensor(h[i : i + batch])).numpy() for i in range(0, len(h), batch)]
+    return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
 
 
 def _validation(vectors: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -90,8 +120,9 @@ def train_pretrained(
     checkpoint: Path,
     *,
     epochs: int,
+    mode: str,
 ) -> dict[str, Any]:
-    """Train the head (``epochs`` > 0) or keep the network as it is; write the checkpoint.
+    """Adapt the network in ``mode`` (``epochs`` > 0) or keep it as it is; write the checkpoint.
 
     Uses ``config``'s seed, validation share, margin and loss; returns the validation
     figures in the keys :func:`pipelines.services.training.run_training` gives, plus the
@@ -102,7 +133,15 @@ def train_pretrained(
     import torch
 
     from siamese.data import encode_labels
-    from siamese.pretrained import HeadConfig, save_checkpoint, train_head
+    from siamese.device import resolve_device
+    from siamese.dlib_resnet import load_dlib_resnet
+    from siamese.pretrained import (
+        StagesTop,
+        TuneConfig,
+        save_checkpoint,
+        train_head,
+        train_stages,
+    )
     from siamese.training import split_identities
 
     t0 = time.perf_counter()
@@ -111,42 +150,57 @@ def train_pretrained(
     labels = np.asarray(labels)
     if epochs == 0 and not ts.paths:  # zero-shot needs no data: no validation figures
         labels = np.zeros(0, dtype=np.int64)
-    d = _descriptors(rt, ts.paths, ts.faces, crop) if ts.paths else np.zeros((0, 128), np.float32)
     # Zero-shot on fewer than 4 people: nothing to hold out, the network is registered as it is.
     val_fraction = config.val_fraction if np.unique(labels).size >= 4 else 0.0
     if epochs > 0 and val_fraction == 0.0 and config.val_fraction > 0:
         raise TrainingDataError(
-            f"training a head needs at least 4 people with 2 or more images (got "
-            f"{np.unique(labels).size}); use --epochs 0 for the pretrained network as it is"
+            f"training on the pretrained network needs at least 4 people with 2 or more images "
+            f"(got {np.unique(labels).size}); use --epochs 0 for the network as it is"
         )
     train_ids, val_ids = split_identities(labels, val_fraction, config.seed)
     train_rows = np.isin(labels, train_ids)
     val_rows = np.isin(labels, val_ids)
-    head_config = HeadConfig(
-        epochs=epochs, loss=config.loss, margin=config.margin, seed=config.seed
+    tune = TuneConfig(
+        mode=mode, epochs=epochs, loss=config.loss, margin=config.margin, seed=config.seed
     )
-    head = None
-    if epochs > 0:
 
-        def progress(epoch: int, loss: float) -> None:
-            level = logging.INFO if epoch % 5 == 0 or epoch == epochs else logging.DEBUG
-            logger.log(level, "head epoch %3d/%d  loss %.4f", epoch, epochs, loss)
+    def progress(epoch: int, loss: float) -> None:
+        level = logging.INFO if epoch % 5 == 0 or epoch == epochs else logging.DEBUG
+        logger.log(level, "%s epoch %3d/%d  loss %.4f", mode, epoch, epochs, loss)
 
-        head = train_head(d[train_rows], labels[train_rows], head_config, progress).head
+    head: Any = None
+    stages: StagesTop | None = None
+    device = resolve_device("auto")
+    if epochs > 0 and mode == "last-stages":
+        h = trunk_activations(rt, ts.paths, ts.faces, crop)
+        body = load_dlib_resnet(backbone_file())
+        zero_val = top_descriptors(StagesTop(body), h[val_rows])
+        trained = train_stages(body, h[train_rows], labels[train_rows], tune, progress, device)
+        assert isinstance(trained.module, StagesTop)
+        stages = trained.module
+        after_val = top_descriptors(stages, h[val_rows])
+    else:
+        d = (
+            _descriptors(rt, ts.paths, ts.faces, crop)
+            if ts.paths
+            else np.zeros((0, 128), np.float32)
+        )
+        zero_val = after_val = d[val_rows]
+        if epochs > 0:
+            head = train_head(d[train_rows], labels[train_rows], tune, progress).module
+            with torch.no_grad():
+                after_val = head(torch.as_tensor(d[val_rows])).numpy()
     validation: dict[str, Any] = {"eer": None, "threshold": None}
     if val_rows.any():
-        zero = _validation(d[val_rows], names[val_rows])
-        validation = dict(zero)
-        if head is not None:
-            with torch.no_grad():
-                adapted = head(torch.as_tensor(d[val_rows])).numpy()
-            validation = _validation(adapted, names[val_rows])
+        zero = _validation(zero_val, names[val_rows])
+        validation = _validation(after_val, names[val_rows]) if epochs > 0 else dict(zero)
         validation["zero_shot_eer"] = zero["eer"]
     save_checkpoint(
         checkpoint,
         backbone_sha256=sha256_file(backbone_file()),
         head=head,
-        meta={"head": head_config.to_dict(), "crop": crop.to_dict()},
+        stages=stages,
+        meta={"tune": tune.to_dict(), "crop": crop.to_dict()},
     )
     return {
         **validation,
@@ -160,12 +214,12 @@ def train_pretrained(
         "member_eers": None,
         "seconds": round(time.perf_counter() - t0, 2),
         "torch_threads": torch.get_num_threads(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": device.type,
         "backbone": "dlib-resnet",
-        "mode": "head" if head is not None else "zero-shot",
+        "mode": mode if epochs > 0 else "zero-shot",
     }
 
 
-def model_name(seed: int, epochs: int, prefix: str = "") -> str:
-    mode = "head" if epochs > 0 else "zeroshot"
+def model_name(seed: int, epochs: int, mode: str, prefix: str = "") -> str:
+    mode = mode if epochs > 0 else "zeroshot"
     return f"{prefix}dlib-resnet-{mode}-s{seed}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"

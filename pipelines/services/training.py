@@ -46,6 +46,7 @@ class TrainOptions(BaseModel):
     backbone: str = "small-cnn"
     members: int | None = None
     faces: str | None = None  # crop mode; None: "detect" for dlib-resnet, else "whole"
+    tune: str | None = None  # dlib-resnet with epochs: "head" (the default) or "last-stages"
 
     @property
     def pretrained(self) -> bool:
@@ -67,6 +68,11 @@ class TrainOptions(BaseModel):
         """
         return 0 if self.epochs is None else self.epochs
 
+    @property
+    def tune_mode(self) -> str:
+        """How training adapts the pretrained backbone (:data:`siamese.pretrained.MODES`)."""
+        return self.tune or "head"
+
     def configs(self) -> tuple[TrainConfig, EncoderConfig]:
         """The defaults with these choices on top; ValueError names a bad value."""
         if self.backbone not in BACKBONES:
@@ -77,6 +83,8 @@ class TrainOptions(BaseModel):
             raise ValueError(f"--arch must be one of {', '.join(ARCHS)}; got {self.arch!r}")
         if self.pretrained:
             return self._pretrained_configs()
+        if self.tune is not None:
+            raise ValueError("--tune applies to --backbone dlib-resnet only")
         loss = self.loss or ("bce" if self.arch == "two-channel" else "hadsell")
         changes: dict[str, Any] = {
             "arch": self.arch,
@@ -93,7 +101,7 @@ class TrainOptions(BaseModel):
 
     def _pretrained_configs(self) -> tuple[TrainConfig, EncoderConfig]:
         from pipelines.services.pretrained import PRETRAINED_INPUT
-        from siamese.pretrained import HeadConfig
+        from siamese.pretrained import MODES, TuneConfig
 
         if self.arch != "siamese" or self.distance != "l2" or (self.members or 1) != 1:
             raise ValueError(
@@ -102,10 +110,12 @@ class TrainOptions(BaseModel):
             )
         if self.head_epochs < 0:
             raise ValueError(f"--epochs must be >= 0, got {self.head_epochs}")
+        if self.tune_mode not in MODES:
+            raise ValueError(f"--tune must be one of {', '.join(MODES)}; got {self.tune!r}")
         config = replace(
             TrainConfig(),
             loss=self.loss or "hadsell",
-            margin=HeadConfig().margin if self.margin is None else self.margin,
+            margin=TuneConfig().margin if self.margin is None else self.margin,
             epochs=max(1, self.head_epochs),  # the config's own floor; head_epochs may be 0
             seed=self.seed,
             members=1,
@@ -322,10 +332,12 @@ def train_model(
     if options.pretrained:
         from pipelines.services import pretrained
 
-        name = pretrained.model_name(config.seed, options.head_epochs, name_prefix)
+        name = pretrained.model_name(
+            config.seed, options.head_epochs, options.tune_mode, name_prefix
+        )
         checkpoint = rt.settings.checkpoint_file(name)
         validation = pretrained.train_pretrained(
-            rt, ts, config, crop, checkpoint, epochs=options.head_epochs
+            rt, ts, config, crop, checkpoint, epochs=options.head_epochs, mode=options.tune_mode
         )
         architecture = "dlib-resnet"
     else:

@@ -102,3 +102,54 @@ def test_bench_embed_pretrained(tmp_path: Path) -> None:
     result = saved["result"]
     assert result["embedded"] >= 12 and result["raw_images_per_s"] > 0
     assert result["pipeline"]["0"]["pipeline_over_raw"] > 0
+
+
+def test_bench_embed_gpu_prepares_and_runs_on_the_cpu(tmp_path: Path) -> None:
+    """The GPU check's two steps at toy sizes: ``prepare`` on AT&T, ``run`` on this CPU."""
+    att = ROOT.parent / "shared" / "datasets" / "att_faces"
+    if not att.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {att} is missing")
+        pytest.skip(f"{att} is missing")
+    module = bench_module("bench_embed_gpu")
+    carry, out = tmp_path / "carry", tmp_path / "gpu.json"
+    module.main(
+        [
+            "prepare",
+            "--data",
+            str(att),
+            "--home",
+            str(tmp_path / "home"),
+            "--photos",
+            "25",
+            "--out",
+            str(carry),
+        ]
+    )
+    rows = json.loads((carry / "faces.json").read_text())
+    assert len(rows) >= 25 and len({r["name"] for r in rows}) == 3
+    assert "sqlalchemy==" in (carry / "wheels.txt").read_text()
+    module.main(
+        [
+            "run",
+            "--carry",
+            str(carry),
+            "--repeat",
+            "1",
+            "--workers",
+            "0",
+            "--runs",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--out",
+            str(out),
+        ]
+    )
+    saved = json.loads(out.read_text())
+    assert "errors" not in saved, saved["errors"]
+    assert saved["pipeline"][0]["images_per_s"] > 0 and saved["stages"]["losses"]
+    assert saved["agreement"]["max_l2_gpu_vs_cpu_fp32"] == 0.0  # both on the CPU here
+    assert saved["full_network_train_images_per_s"] > 0

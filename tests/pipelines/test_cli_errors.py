@@ -40,6 +40,10 @@ CASES = {
     "import of a missing folder": (["gallery", "import", "{ws}/nowhere"], "does not exist"),
     "unknown identity": (["gallery", "show", "nobody"], "siamid gallery list"),
     "database that cannot connect": (["models"], "SIAMID_DATABASE_URL"),
+    "--tune without the pretrained backbone": (
+        ["train", "--data", "{people}", "--tune", "last-stages"],
+        "--backbone dlib-resnet",
+    ),
 }
 
 

@@ -53,3 +53,15 @@ def test_protocol_refuses_unknown_calibration_choice_and_no_members() -> None:
         Protocol(data="x", calibrate_on="everyone")
     with pytest.raises(EvaluationError, match="--members"):
         Protocol(data="x", members=0)
+
+
+def test_fold_encoders_take_the_protocols_backbone_epochs_and_tune_mode() -> None:
+    from pipelines.services.crops import CropSpec
+    from pipelines.services.evaluation import fold_options
+
+    zs = fold_options(Protocol(data="x", backbone="dlib-resnet"), 0, CropSpec.dlib_chips())
+    assert (zs.backbone, zs.head_epochs, zs.tune_mode) == ("dlib-resnet", 0, "head")
+    tuned = Protocol(data="x", backbone="dlib-resnet", epochs=3, tune="last-stages", seed=4)
+    options = fold_options(tuned, 1, CropSpec.dlib_chips())
+    assert (options.head_epochs, options.tune_mode, options.seed) == (3, "last-stages", 5)
+    options.configs()  # a valid combination

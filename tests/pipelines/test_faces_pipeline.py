@@ -145,6 +145,17 @@ def test_dlib_resnet_zero_shot_and_head_recognise_pasted_people(
     head = train_model(rt, ts, TrainOptions(backbone="dlib-resnet", epochs=3, seed=1))
     v = head.validation
     assert v["mode"] == "head" and v["zero_shot_eer"] is not None and v["eer"] is not None
+
+    # The other training mode: the last stages fine-tuned; the model embeds like any other.
+    tuned = train_model(
+        rt, ts, TrainOptions(backbone="dlib-resnet", epochs=2, seed=1, tune="last-stages")
+    )
+    assert tuned.validation["mode"] == "last-stages" and "last-stages" in tuned.name
+    assert tuned.validation["zero_shot_eer"] == v["zero_shot_eer"]  # same people held out
+    again = embed_all(rt, tuned.name, workers=0)
+    assert again.index.vectors == 25
+    with pytest.raises(ValueError, match="--tune applies to --backbone dlib-resnet"):
+        TrainOptions(tune="last-stages").configs()
     with pytest.raises(ValueError, match="--distance"):
         TrainOptions(backbone="dlib-resnet", distance="cosine").configs()
 
