@@ -8,11 +8,11 @@
    the flow's chunk phase (``EmbedSummary.embed_seconds``: from the first chunk submitted to the
    last result), medians of ``--repeats``; efficiency = rate(N) / (N x rate(1 worker)).
 2. **Central SQL costs** at ``--sql-rows`` gallery images (SQLite, and PostgreSQL with
-   ``--postgres-url``): listing the pending images (what the flow does once per run and what a
-   chunk re-checks), inserting ``embedding`` rows in transactions of 2,048 rows as a chunk
-   does (``storage.embeddings.add_embeddings``, ORM objects; and, for comparison, one Core
-   ``executemany`` per transaction), reading the live (id, vector ref) pairs the index is
-   built from.
+   ``--postgres-url``): listing the pending images at once and as the flow reads them (a count,
+   then keyset pages of 2,048), inserting ``embedding`` rows in transactions of 2,048 rows as
+   a chunk does (``storage.embeddings.add_embeddings``; and, for comparison, one Core
+   ``executemany`` per transaction on a plain connection), the re-check with nothing left,
+   reading the live (id, vector ref) pairs the index is built from.
 3. **Index build** (train + add) at ``--index-size`` synthetic 128-d face embeddings for the
    auto factory and IVF-PQ (``choose_factory(n, 128, kind)``), faiss at ``--threads``.
 
@@ -188,14 +188,20 @@ def synthetic_gallery_rows(rt: Any, n: int) -> int:
                     for i in range(start, min(n, start + step))
                 ],
             )
-        # fresh planner statistics, as autovacuum / a nightly ANALYZE would leave them: right
-        # after a bulk insert PostgreSQL may plan NOT IN (...) as a nested scan (quadratic)
+        # fresh planner statistics, as autovacuum / a nightly ANALYZE would leave them (right
+        # after a bulk insert the planner knows nothing of the tables' sizes)
         conn.exec_driver_sql("ANALYZE")
     return model_id
 
 
 def sql_costs(rt: Any, backend: str, n: int) -> dict[str, Any]:
-    from storage.embeddings import add_embeddings, images_to_embed, live_embeddings
+    from pipelines.services.paging import keyset_pages
+    from storage.embeddings import (
+        add_embeddings,
+        count_images_to_embed,
+        images_to_embed,
+        live_embeddings,
+    )
 
     model_id = synthetic_gallery_rows(rt, n)
     t0 = time.perf_counter()
@@ -203,6 +209,21 @@ def sql_costs(rt: Any, backend: str, n: int) -> dict[str, Any]:
         todo = images_to_embed(session=s, model_version_id=model_id)
     list_s = time.perf_counter() - t0
     assert len(todo) == n, (len(todo), n)
+
+    def read(after_id: int | None, limit: int) -> list[tuple[int, str, str]]:
+        with rt.sessions() as s:
+            return images_to_embed(
+                session=s, model_version_id=model_id, after_id=after_id, limit=limit
+            )
+
+    t0 = time.perf_counter()
+    with rt.sessions() as s:
+        count, last_id = count_images_to_embed(session=s, model_version_id=model_id)
+    count_s = time.perf_counter() - t0
+    pages = list(keyset_pages(read, ROW_CHUNK, last_id=last_id))
+    paged_s = time.perf_counter() - t0
+    assert count == n and [row for page in pages for row in page] == todo
+    del pages
     rows = [(fid, f"shard-{k // ROW_CHUNK:09d}.npy:{k}") for k, (fid, _, _) in enumerate(todo)]
     t0 = time.perf_counter()
     for start in range(0, n, ROW_CHUNK):
@@ -245,6 +266,8 @@ def sql_costs(rt: Any, backend: str, n: int) -> dict[str, Any]:
         "insert_rows_per_s": n / insert_s,
         "core_insert_rows_per_s": n / core_s,
         "list_pending_s": list_s,
+        "count_pending_s": count_s,
+        "paged_pending_s": paged_s,
         "recheck_s": recheck_s,
         "live_read_s": live_s,
     }
@@ -338,6 +361,8 @@ def main() -> None:
                 Column("insert_rows_per_s", "embedding rows/s (add_embeddings)", ",.0f"),
                 Column("core_insert_rows_per_s", "rows/s (Core executemany)", ",.0f"),
                 Column("list_pending_s", "list pending s", ".2f"),
+                Column("count_pending_s", "count pending s", ".2f"),
+                Column("paged_pending_s", "count + pages of 2,048 s", ".2f"),
                 Column("recheck_s", "re-check (0 left) s", ".2f"),
                 Column("live_read_s", "read live refs s", ".2f"),
             ],

@@ -19,8 +19,8 @@ import ipaddress
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from prefect import Flow, Task
@@ -193,6 +193,7 @@ class Completed(Generic[R]):
     n: int  # position of its arguments, from 1
     result: R | None
     error: str | None
+    arguments: Mapping[str, Any] = field(default_factory=dict)  # what it was submitted with
 
 
 def failure_report(
@@ -206,44 +207,49 @@ def failure_report(
 
 
 def submit_all(
-    task: Task[..., R], arguments: Sequence[Mapping[str, Any]]
+    task: Task[..., R], arguments: Iterable[Mapping[str, Any]]
 ) -> Iterator[Completed[R]]:
     """``task(**args)`` for each, on the flow's Dask cluster, yielded as they complete.
 
     At most twice as many tasks as the cluster has threads are submitted at a time (counted
     again as tasks complete, so workers that join later get work): the scheduler then holds a
-    window of the arguments, not all of them. A failed task does not stop the others.
+    window of the arguments, not all of them. ``arguments`` is read as the window frees up, so
+    a generator (chunks read page by page) is never listed whole. A failed task does not stop
+    the others.
     """
     import distributed
 
     ctx = FlowRunContext.get()
     assert ctx is not None and on_dask()
     client = ctx.task_runner.client  # type: ignore[attr-defined]
-    pending = list(enumerate(arguments, start=1))
-    pending.reverse()
-    running: dict[str, tuple[int, Any]] = {}
+    pending = enumerate(arguments, start=1)
+    running: dict[str, tuple[int, Any, Mapping[str, Any]]] = {}
     done = distributed.as_completed(loop=client.loop)
 
     def refill() -> None:
         window = max(4, 2 * sum(client.nthreads().values()))
-        while pending and len(running) < window:
-            n, args = pending.pop()
+        while len(running) < window:
+            nxt = next(pending, None)
+            if nxt is None:
+                return
+            n, args = nxt
             future = task.submit(**args)
-            running[future.wrapped_future.key] = (n, future)
+            running[future.wrapped_future.key] = (n, future, args)
             done.add(future.wrapped_future)
 
     refill()
     for finished in done:
-        n, future = running.pop(finished.key)
+        n, future, args = running.pop(finished.key)
         try:
             value = future.result(raise_on_failure=False)
         except Exception as exc:  # noqa: BLE001 - the Dask task itself failed (KilledWorker)
             value = exc
         del future, finished  # a result held on a worker that dies would be computed again
         if isinstance(value, BaseException):
-            yield Completed(n, None, _reason(value))
+            yield Completed(n, None, _reason(value), args)
         else:
-            yield Completed(n, value, None)
+            yield Completed(n, value, None, args)
+        del args
         refill()
 
 

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from storage.models import DETECTION_OUTCOMES, DetectedFace, FaceDetection, FaceImage
@@ -77,24 +77,56 @@ class Detection:
         return next((f for f in self.faces if f.chosen), None)
 
 
+def _to_detect(
+    detector: str, detector_version: str, *, after_id: int | None = None
+) -> Select[int, str, str | None]:
+    """Accepted images with no detection by this detector version, by id (``after_id``: only
+    larger ids): a correlated ``NOT EXISTS`` (an anti-join; PostgreSQL cannot make one of
+    ``NOT IN (SELECT ...)``). The subquery repeats the ``> after_id`` bound of a keyset page
+    (redundant), else a merge anti-join reads every detection below it again for each page."""
+    seen = select(FaceDetection.id).where(
+        FaceDetection.face_image_id == FaceImage.id,
+        FaceDetection.detector == detector,
+        FaceDetection.detector_version == detector_version,
+    )
+    stmt = select(FaceImage.id, FaceImage.source_uri, FaceImage.sha256)
+    if after_id is not None:
+        seen = seen.where(FaceDetection.face_image_id > after_id)
+        stmt = stmt.where(FaceImage.id > after_id)
+    return stmt.where(FaceImage.status == "accepted", ~seen.exists()).order_by(FaceImage.id)
+
+
 def images_to_detect(
-    *, session: Session, detector: str, detector_version: str
+    *,
+    session: Session,
+    detector: str,
+    detector_version: str,
+    after_id: int | None = None,
+    limit: int | None = None,
 ) -> list[tuple[int, str, str | None]]:
-    """(face_image_id, source_uri, sha256) of accepted images this detector version has not seen.
+    """(face_image_id, source_uri, sha256) of accepted images this detector version has not seen,
+    by id; ``after_id`` and ``limit``: one keyset page (the first ``limit`` with a larger id).
 
     Every accepted image, not only the live gallery (identity set, no conflict): what a detector
     finds depends on the bytes alone, so an image whose conflict is resolved later needs no
     second pass.
     """
-    seen = select(FaceDetection.face_image_id).where(
-        FaceDetection.detector == detector, FaceDetection.detector_version == detector_version
-    )
-    stmt = (
-        select(FaceImage.id, FaceImage.source_uri, FaceImage.sha256)
-        .where(FaceImage.status == "accepted", FaceImage.id.not_in(seen))
-        .order_by(FaceImage.id)
-    )
+    if limit is not None and limit < 1:
+        raise ValueError(f"a page holds at least 1 row, got limit={limit}")
+    stmt = _to_detect(detector, detector_version, after_id=after_id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
     return [(int(i), str(u), None if h is None else str(h)) for i, u, h in session.execute(stmt)]
+
+
+def count_images_to_detect(
+    *, session: Session, detector: str, detector_version: str
+) -> tuple[int, int | None]:
+    """How many images :func:`images_to_detect` would list, and the largest of their ids (None
+    when there is none): a run pages up to that id, so images imported meanwhile wait."""
+    pending = _to_detect(detector, detector_version).order_by(None).subquery()
+    row = session.execute(select(func.count(), func.max(pending.c.id))).one()
+    return int(row[0] or 0), None if row[1] is None else int(row[1])
 
 
 def add_detection(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, func, select
 from sqlalchemy.orm import Session
 
 from storage.models import FaceImage, Identity, ImageConflict
@@ -86,14 +86,45 @@ def conflicted_image_ids(*, session: Session) -> set[int]:
     return set(session.scalars(select(ImageConflict.face_image_id).distinct()))
 
 
-def live_image_ids() -> Select[tuple[int]]:
-    """Accepted gallery images with one identity; conflicted bytes are left out (they would
-    vote for two people)."""
-    return select(FaceImage.id).where(
+def is_live(*, after_id: int | None = None, through_id: int | None = None) -> ColumnElement[bool]:
+    """The condition on ``face_image`` rows of the live gallery: accepted, one identity, and no
+    conflict (conflicted bytes would vote for two people).
+
+    The conflict test is a correlated ``NOT EXISTS``, never ``NOT IN (SELECT ...)``: PostgreSQL
+    cannot turn a NOT IN over a subquery into an anti-join (NULL semantics), and once the
+    subquery's hash outgrows work_mem it rescans it for every row (quadratic). The subquery
+    correlates to the ``face_image`` of the SELECT this condition is used in.
+
+    ``after_id`` / ``through_id``: the query reads only images with ids in that range (a keyset
+    page, a chunk's re-check); the conflicts are then read in that range too (redundant, but
+    PostgreSQL would otherwise scan every conflict for each page).
+    """
+    conflicted = select(ImageConflict.id).where(
+        ImageConflict.face_image_id == FaceImage.id,
+        *id_range(ImageConflict.face_image_id, after_id, through_id),
+    )
+    return and_(
         FaceImage.status == "accepted",
         FaceImage.identity_id.is_not(None),
-        FaceImage.id.not_in(select(ImageConflict.face_image_id)),
+        ~conflicted.exists(),
     )
+
+
+def id_range(
+    column: SQLColumnExpression[int], after_id: int | None, through_id: int | None
+) -> list[ColumnElement[bool]]:
+    """``after_id < column <= through_id``, either bound left out when None."""
+    bounds = []
+    if after_id is not None:
+        bounds.append(column > after_id)
+    if through_id is not None:
+        bounds.append(column <= through_id)
+    return bounds
+
+
+def live_image_ids() -> Select[int]:
+    """Ids of the live gallery images (:func:`is_live`), for ``x.in_(live_image_ids())``."""
+    return select(FaceImage.id).where(is_live())
 
 
 def labelled_images(*, session: Session) -> list[tuple[int, str, str]]:

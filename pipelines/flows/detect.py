@@ -2,6 +2,8 @@
 
 ``siamid gallery import --dask ...`` runs it: chunks of photos are tasks, on a Dask task runner
 (:func:`pipelines.cluster.flow_on`) spread over the cluster's workers, in-process otherwise.
+The photos to detect are counted first and read a chunk at a time (keyset pages), never listed
+whole.
 A chunk skips the photos a detection already exists for, so one that is run again (its worker
 died, or a retry) stores nothing twice. One run at a time per database (the ``detect`` lock).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -19,8 +22,8 @@ from pipelines.cluster import Completed, failure_report, on_dask, submit_all
 from pipelines.runtime import process_runtime
 from pipelines.services import detection_chunks, runlock
 from pipelines.services.detection_chunks import DetectedChunk
-from pipelines.services.embedding import chunks
 from pipelines.services.encoding import FileItem
+from pipelines.services.paging import WorkPlan
 from pipelines.services.worker import RunTarget, worker_runtime
 
 logger = logging.getLogger(__name__)
@@ -34,8 +37,9 @@ class DetectSummary(BaseModel):
 
 
 @task(cache_policy=NO_CACHE)
-def list_undetected() -> list[FileItem]:
-    return detection_chunks.pending_detection(process_runtime())
+def count_undetected() -> WorkPlan:
+    """How many photos to detect, and the largest id among them: a count, no list."""
+    return detection_chunks.plan_detection(process_runtime())
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -63,18 +67,29 @@ def detect_flow(
     """Detect and store the faces of every accepted photo the current detector has not seen."""
     rt = process_runtime()
     with runlock.run_lock(rt, "detect", wait_seconds=wait_seconds):
-        batches = chunks(list_undetected(), chunk_size)
+        plan = count_undetected()
+        batches = detection_chunks.undetected_chunks(rt, plan, chunk_size)
+        planned = plan.chunk_count(chunk_size)
         target = RunTarget.of(rt.settings)
         done, failures = list[DetectedChunk](), list[Completed[DetectedChunk]]()
+        sizes: list[int] = []  # by chunk number, for the failure report
         if on_dask():
-            args = [{"items": b, "multiple": multiple, "target": target} for b in batches]
-            for c in submit_all(detect_chunk, args):
+
+            def arguments() -> Iterator[dict[str, object]]:
+                for b in batches:  # the next page is read when the window has room for it
+                    sizes.append(len(b))
+                    yield {"items": b, "multiple": multiple, "target": target}
+
+            for c in submit_all(detect_chunk, arguments()):
+                total = max(planned, len(sizes))
                 if c.result is None:
-                    failures.append(c)
-                    logger.error("chunk %d/%d failed: %s", c.n, len(batches), c.error)
+                    failures.append(Completed(c.n, None, c.error))
+                    logger.error("chunk %d/%d failed: %s", c.n, total, c.error)
                 else:
                     done.append(c.result)
-                    logger.info("detected chunk %d/%d", c.n, len(batches))
+                    logger.info("detected chunk %d/%d", c.n, total)
         else:
-            done = [detect_chunk(b, multiple, target) for b in batches]
-        return summarise(done, failure_report(failures, [len(b) for b in batches]))
+            for b in batches:
+                sizes.append(len(b))
+                done.append(detect_chunk(b, multiple, target))
+        return summarise(done, failure_report(failures, sizes))

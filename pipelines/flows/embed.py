@@ -1,8 +1,11 @@
 """The ``embed`` flow: embed what lacks a vector, drop what was removed, publish an index.
 
 Chunks of images are tasks (a retry redoes one chunk); the index is built and published once,
-by the last task. See :mod:`pipelines.services.embedding` for what makes a re-run after a crash
-finish the job with no duplicate and no missing vector. One run at a time per database: the
+by the last task. The flow counts the pending images first and reads them a chunk at a time
+(keyset pages, :func:`pipelines.services.embedding.pending_chunks`) as chunks are run or
+submitted: a gallery of any size is never listed in memory at once. See
+:mod:`pipelines.services.embedding` for what makes a re-run after a crash finish the job with
+no duplicate and no missing vector. One run at a time per database: the
 flow holds the ``embed`` run lock (:mod:`pipelines.services.runlock`) from start to end.
 
 In-process (the default) the chunks run one after the other. On a Dask task runner
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -76,8 +79,9 @@ def detect_faces() -> dict[str, object]:
 
 
 @task(cache_policy=NO_CACHE)
-def list_pending(model: ModelRef) -> embedding.Pending:
-    return embedding.pending_images(process_runtime(), model)
+def count_pending(model: ModelRef) -> embedding.PendingPlan:
+    """How many images to embed (and the largest id among them), how many are done: no list."""
+    return embedding.plan_pending(process_runtime(), model)
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -121,14 +125,15 @@ def embed_flow(
         ref = prepare(model, full, faces)
         if ref.crop.detect:
             detect_faces()
-        pending = list_pending(ref)
-        batches = embedding.chunks(pending.todo, chunk_size)
+        pending = count_pending(ref)
+        batches = embedding.pending_chunks(rt, ref, pending, chunk_size)
+        of = Planned(pending.chunk_count(chunk_size), pending.todo)
         target = RunTarget.of(rt.settings)
         t0 = time.perf_counter()
         if on_dask():
-            run = _embed_on_cluster(ref, batches, batch_size, workers, target)
+            run = _embed_on_cluster(ref, batches, of, batch_size, workers, target)
         else:
-            run = _embed_in_process(ref, batches, batch_size, workers, target)
+            run = _embed_in_process(ref, batches, of, batch_size, workers, target)
         seconds = time.perf_counter() - t0
         index = publish_index(ref, factory, full)
         gc = collect_garbage(grace_seconds)
@@ -162,15 +167,23 @@ class ChunksDone:
     failed_chunks: list[dict[str, object]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Planned:
+    """What the count said at the start, for progress logs (chunks are read as they run)."""
+
+    chunks: int
+    images: int
+
+
 def _embed_in_process(
     ref: ModelRef,
-    batches: Sequence[list[FileItem]],
+    batches: Iterable[list[FileItem]],
+    of: Planned,
     batch_size: int,
     workers: int,
     target: RunTarget,
 ) -> ChunksDone:
     """The chunks one after the other in this process (a chunk that fails fails the run)."""
-    todo = sum(len(b) for b in batches)
     embedded, failed = 0, list[FailedImage]()
     for n, items in enumerate(batches, start=1):
         result = embed_chunk(ref, items, batch_size, workers, target)
@@ -179,9 +192,9 @@ def _embed_in_process(
         logger.info(
             "embedded chunk %d/%d: %d/%d images (%.0f img/s)",
             n,
-            len(batches),
+            max(of.chunks, n),
             embedded,
-            todo,
+            of.images,
             result.embedded / max(result.seconds, 1e-9),
         )
     return ChunksDone(embedded, failed)
@@ -189,37 +202,49 @@ def _embed_in_process(
 
 def _embed_on_cluster(
     ref: ModelRef,
-    batches: Sequence[list[FileItem]],
+    batches: Iterable[list[FileItem]],
+    of: Planned,
     batch_size: int,
     workers: int,
     target: RunTarget,
 ) -> ChunksDone:
     """The chunks on the Dask workers, gathered as they complete.
 
-    What was embedded is counted from SQL afterwards: a chunk run twice (its worker died after
-    committing) reports nothing the second time, and its first report may have died with it.
+    What was embedded is counted from SQL as each chunk completes (its task is then over, its
+    rows committed or not for good): a chunk run twice (its worker died after committing)
+    reports nothing the second time, and its first report may have died with it.
     """
-    args = [
-        {"model": ref, "items": b, "batch_size": batch_size, "workers": workers, "target": target}
-        for b in batches
-    ]
-    failed, failures = list[FailedImage](), list[Completed[ChunkResult]]()
-    for done, c in enumerate(submit_all(embed_chunk, args), start=1):
+    rt = process_runtime()
+    sizes: list[int] = []  # by chunk number, for the failure report
+
+    def arguments() -> Iterator[dict[str, object]]:
+        for b in batches:  # the next page is read when the window has room for it
+            sizes.append(len(b))
+            yield {
+                "model": ref,
+                "items": b,
+                "batch_size": batch_size,
+                "workers": workers,
+                "target": target,
+            }
+
+    embedded, failed, failures = 0, list[FailedImage](), list[Completed[ChunkResult]]()
+    for done, c in enumerate(submit_all(embed_chunk, arguments()), start=1):
+        items: list[FileItem] = list(c.arguments["items"])
+        embedded += len(items) - len(embedding.still_pending(rt, ref, items))
+        total = max(of.chunks, len(sizes))
         if c.result is None:
-            failures.append(c)
-            logger.error("chunk %d/%d failed: %s", c.n, len(batches), c.error)
+            failures.append(Completed(c.n, None, c.error))  # not its items: they may be many
+            logger.error("chunk %d/%d failed: %s", c.n, total, c.error)
             continue
         failed.extend(c.result.failed)
         logger.info(
             "embedded chunk %d/%d (%d of %d done): %d images (%.0f img/s on its worker)",
             c.n,
-            len(batches),
+            total,
             done,
-            len(batches),
+            total,
             c.result.embedded,
             c.result.embedded / max(c.result.seconds, 1e-9),
         )
-    submitted = {it[0] for b in batches for it in b}
-    left = {it[0] for it in list_pending(ref).todo} & submitted
-    sizes = [len(b) for b in batches]
-    return ChunksDone(len(submitted - left), failed, failure_report(failures, sizes))
+    return ChunksDone(embedded, failed, failure_report(failures, sizes))

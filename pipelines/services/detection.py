@@ -27,6 +27,7 @@ from PIL import Image
 from faces.face import Face, is_too_small
 from pipelines.runtime import Runtime
 from pipelines.services.model_files import SHAPE_PREDICTOR_5, model_file
+from pipelines.services.paging import keyset_pages
 from siamese.images import DecodeLimits, ImageRejected, decode_bytes
 from storage.faces import StoredFace
 
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 MULTIPLE_FACES: tuple[str, ...] = ("largest", "refuse")
 
 Progress = Callable[[int, int], None]
+
+_DETECT_PAGE = 2048  # images listed at a time by detect_gallery
 
 _local = threading.local()
 
@@ -200,12 +203,32 @@ def detect_gallery(
     """Detect faces in every accepted image the current detector has not seen; store them."""
     import time
 
-    from storage.faces import add_detection, detection_counts, images_to_detect
+    from storage.faces import (
+        add_detection,
+        count_images_to_detect,
+        detection_counts,
+        images_to_detect,
+    )
 
     det = detector()
     summary = DetectionSummary(det.name, det.version)
     with rt.sessions() as s:
-        todo = images_to_detect(session=s, detector=det.name, detector_version=det.version)
+        total, last_id = count_images_to_detect(
+            session=s, detector=det.name, detector_version=det.version
+        )
+
+        def read(after_id: int | None, limit: int) -> list[tuple[int, str, str | None]]:
+            return images_to_detect(
+                session=s,
+                detector=det.name,
+                detector_version=det.version,
+                after_id=after_id,
+                limit=limit,
+            )
+
+        # a page at a time (keyset, by id), not the whole gallery in memory
+        pages = keyset_pages(read, _DETECT_PAGE, last_id=last_id)
+        todo = (row for page in pages for row in page)
         for n, (image_id, source, _sha) in enumerate(todo, start=1):
             t0 = time.perf_counter()
             try:
@@ -226,7 +249,7 @@ def detect_gallery(
             if n % commit_every == 0:
                 s.commit()
             if progress is not None:
-                progress(n, len(todo))
+                progress(n, max(total, n))
         s.commit()
         summary.outcomes = detection_counts(
             session=s, detector=det.name, detector_version=det.version

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pipelines.runtime import Runtime
 from pipelines.services.encoding import DEFAULT_BATCH_SIZE, FileItem, encode_files
 from pipelines.services.models import ModelRef
+from pipelines.services.paging import WorkPlan, keyset_pages
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,49 @@ class Pending:
     already_embedded: int
 
 
+@dataclass(frozen=True)
+class PendingPlan(WorkPlan):
+    """What a run embeds: ``todo`` live images lacking a vector (ids up to ``last_id``, read a
+    chunk at a time by :func:`pending_chunks`); ``already_embedded`` live images have one."""
+
+    already_embedded: int
+
+
+def plan_pending(rt: Runtime, model: ModelRef) -> PendingPlan:
+    """How many live images lack a vector under this model (and the largest such id), and how
+    many already have one: two counts, no list."""
+    from storage.embeddings import count_images_to_embed, count_live_images
+
+    with rt.sessions() as s:
+        todo, last_id = count_images_to_embed(session=s, model_version_id=model.id)
+        live = count_live_images(session=s)
+    return PendingPlan(todo, last_id, live - todo)
+
+
+def pending_chunks(
+    rt: Runtime, model: ModelRef, plan: PendingPlan, size: int
+) -> Iterator[list[FileItem]]:
+    """The pending images of ``plan`` in chunks of ``size``, by id, each chunk one keyset page
+    read when the one before has been taken: the chunks ``chunks(pending_images(...).todo,
+    size)`` makes, with one chunk in memory instead of the whole list."""
+    from storage.embeddings import images_to_embed
+
+    def read(after_id: int | None, limit: int) -> list[FileItem]:
+        with rt.sessions() as s:
+            rows = images_to_embed(
+                session=s, model_version_id=model.id, after_id=after_id, limit=limit
+            )
+        return list[FileItem](rows)
+
+    return keyset_pages(read, size, last_id=plan.last_id)
+
+
 def pending_images(rt: Runtime, model: ModelRef) -> Pending:
-    """Live images that lack a vector under this model, and how many already have one."""
+    """Live images that lack a vector under this model, and how many already have one.
+
+    The whole list at once: for tests and small galleries. Runs count with
+    :func:`plan_pending` and read chunk by chunk with :func:`pending_chunks`.
+    """
     from storage.embeddings import count_live_images, images_to_embed
 
     with rt.sessions() as s:
@@ -139,9 +181,9 @@ def embed_pending(
 ) -> EmbedRun:
     """Embed every image that lacks a vector, chunk after chunk, without Prefect (scripts, the
     HTTP service's jobs); the ``embed`` flow runs the same chunks as tasks."""
-    pending = pending_images(rt, model)
-    run = EmbedRun(0, pending.already_embedded)
-    for items in chunks(pending.todo, chunk_size):
+    plan = plan_pending(rt, model)
+    run = EmbedRun(0, plan.already_embedded)
+    for items in pending_chunks(rt, model, plan, chunk_size):
         result = embed_chunk(rt, model, items, batch_size=batch_size, workers=workers)
         run.embedded += result.embedded
         run.failed.extend(result.failed)

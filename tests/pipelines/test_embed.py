@@ -295,3 +295,35 @@ def test_embed_remove_doctor_on_postgres(
     assert all(c.identity != "person_0001" for c in gone.candidates)
     assert found.decision == "match" and "person_0002" in {c.identity for c in found.candidates}
     rt.engine.dispose()
+
+
+def test_pending_chunks_are_the_chunks_of_the_whole_list(rt: Runtime, model: str) -> None:
+    """Runs read the pending images a keyset page (a chunk) at a time: the same chunks, in the
+    same order, as the one list, while the chunks before are embedded."""
+    from pipelines.services import embedding
+
+    ref = resolve_model(rt.sessions, model)
+    whole = embedding.pending_images(rt, ref).todo
+    plan = embedding.plan_pending(rt, ref)
+    assert (plan.todo, plan.already_embedded, plan.last_id) == (32, 0, whole[-1][0])
+    for size in (1, 5, 32, 100):
+        got = list(embedding.pending_chunks(rt, ref, plan, size))
+        assert got == embedding.chunks(whole, size)
+        assert plan.chunk_count(size) == len(got)
+    with pytest.raises(ValueError, match="at least 1"):
+        embedding.pending_chunks(rt, ref, plan, 0)
+
+    done = []
+    for items in embedding.pending_chunks(rt, ref, plan, 10):
+        done.append(items)
+        if len(done) == 2:
+            break
+        assert embedding.embed_chunk(rt, ref, items, workers=0).embedded == 10
+    assert done == embedding.chunks(whole, 10)[:2]
+    again = embedding.plan_pending(rt, ref)
+    assert (again.todo, again.already_embedded, again.last_id) == (22, 10, whole[-1][0])
+    assert list(embedding.pending_chunks(rt, ref, again, 10)) == embedding.chunks(whole[10:], 10)
+    run = embedding.embed_pending(rt, ref, chunk_size=7, workers=0)
+    assert (run.embedded, run.already_embedded, run.failed) == (22, 10, [])
+    assert embedding.plan_pending(rt, ref) == embedding.PendingPlan(0, None, 32)
+    assert list(embedding.pending_chunks(rt, ref, embedding.plan_pending(rt, ref), 10)) == []
