@@ -99,16 +99,16 @@ def run_demo(
     )
     logger.info("[2/6] import: %d new, %d rejected", imported.new, imported.rejected)
 
-    trained = train_flow(
-        options=TrainOptions(
-            seed=seed,
-            epochs=epochs,
-            members=members,
-            faces=faces,
-            backbone=backbone,
-            tune=tune,
-        )
-    )
+    # The training choices, the same for the demo's model and the evaluation's fold encoders.
+    choices: dict[str, Any] = {
+        "seed": seed,
+        "epochs": epochs,
+        "members": members,
+        "faces": faces,
+        "backbone": backbone,
+        "tune": tune,
+    }
+    trained = train_flow(options=TrainOptions(**choices))
     eer = trained.validation.get("eer")
     logger.info(
         "[3/6] train: model %s, validation EER %s",
@@ -137,15 +137,7 @@ def run_demo(
     )
 
     protocol = Protocol(
-        data=str(plan.evaluation),
-        folds=folds,
-        seed=seed,
-        epochs=epochs,
-        members=members,
-        faces=faces,
-        backbone=backbone,
-        tune=tune,
-        enroll=4 if not data else 5,
+        data=str(plan.evaluation), folds=folds, enroll=4 if not data else 5, **choices
     )
     evaluated = evaluate_flow(protocol, str(rt.settings.reports_dir / "demo"))
     logger.info("[6/6] evaluate: report %s", evaluated["report"])

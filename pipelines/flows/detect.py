@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from pipelines.cluster import Completed, failure_report, on_dask, submit_all
 from pipelines.runtime import process_runtime
-from pipelines.services import detection_chunks, runlock
+from pipelines.services import detection, detection_chunks, runlock
 from pipelines.services.detection_chunks import DetectedChunk
 from pipelines.services.encoding import FileItem
 from pipelines.services.paging import WorkPlan
@@ -39,7 +39,7 @@ class DetectSummary(BaseModel):
 @task(cache_policy=NO_CACHE)
 def count_undetected() -> WorkPlan:
     """How many photos to detect, and the largest id among them: a count, no list."""
-    return detection_chunks.plan_detection(process_runtime())
+    return detection.plan_detection(process_runtime())
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -68,7 +68,7 @@ def detect_flow(
     rt = process_runtime()
     with runlock.run_lock(rt, "detect", wait_seconds=wait_seconds):
         plan = count_undetected()
-        batches = detection_chunks.undetected_chunks(rt, plan, chunk_size)
+        batches = detection.undetected_chunks(rt, plan, chunk_size)
         planned = plan.chunk_count(chunk_size)
         target = RunTarget.of(rt.settings)
         done, failures = list[DetectedChunk](), list[Completed[DetectedChunk]]()

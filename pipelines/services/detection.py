@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +26,9 @@ from PIL import Image
 
 from faces.face import Face, is_too_small
 from pipelines.runtime import Runtime
+from pipelines.services.encoding import FileItem
 from pipelines.services.model_files import SHAPE_PREDICTOR_5, model_file
-from pipelines.services.paging import keyset_pages
+from pipelines.services.paging import WorkPlan, keyset_pages
 from siamese.images import DecodeLimits, ImageRejected, decode_bytes
 from storage.faces import StoredFace
 
@@ -193,6 +194,39 @@ class DetectionSummary:
         }
 
 
+def plan_detection(rt: Runtime) -> WorkPlan:
+    """How many accepted images the current detector version has not seen, and the largest of
+    their ids: a count, no list."""
+    from storage.faces import count_images_to_detect
+
+    det = detector()
+    with rt.sessions() as s:
+        todo, last_id = count_images_to_detect(
+            session=s, detector=det.name, detector_version=det.version
+        )
+    return WorkPlan(todo, last_id)
+
+
+def undetected_chunks(rt: Runtime, plan: WorkPlan, size: int) -> Iterator[list[FileItem]]:
+    """The images of ``plan`` in chunks of ``size``, by id, each one keyset page read when the
+    one before has been taken (what one listing would have made)."""
+    from storage.faces import images_to_detect
+
+    det = detector()
+
+    def read(after_id: int | None, limit: int) -> list[FileItem]:
+        with rt.sessions() as s:
+            return images_to_detect(
+                session=s,
+                detector=det.name,
+                detector_version=det.version,
+                after_id=after_id,
+                limit=limit,
+            )
+
+    return keyset_pages(read, size, last_id=plan.last_id)
+
+
 def detect_gallery(
     rt: Runtime,
     *,
@@ -203,32 +237,14 @@ def detect_gallery(
     """Detect faces in every accepted image the current detector has not seen; store them."""
     import time
 
-    from storage.faces import (
-        add_detection,
-        count_images_to_detect,
-        detection_counts,
-        images_to_detect,
-    )
+    from storage.faces import add_detection, detection_counts
 
     det = detector()
     summary = DetectionSummary(det.name, det.version)
+    plan = plan_detection(rt)
+    # a page at a time (keyset, by id), not the whole gallery in memory
+    todo = (row for page in undetected_chunks(rt, plan, _DETECT_PAGE) for row in page)
     with rt.sessions() as s:
-        total, last_id = count_images_to_detect(
-            session=s, detector=det.name, detector_version=det.version
-        )
-
-        def read(after_id: int | None, limit: int) -> list[tuple[int, str, str | None]]:
-            return images_to_detect(
-                session=s,
-                detector=det.name,
-                detector_version=det.version,
-                after_id=after_id,
-                limit=limit,
-            )
-
-        # a page at a time (keyset, by id), not the whole gallery in memory
-        pages = keyset_pages(read, _DETECT_PAGE, last_id=last_id)
-        todo = (row for page in pages for row in page)
         for n, (image_id, source, _sha) in enumerate(todo, start=1):
             t0 = time.perf_counter()
             try:
@@ -249,7 +265,7 @@ def detect_gallery(
             if n % commit_every == 0:
                 s.commit()
             if progress is not None:
-                progress(n, max(total, n))
+                progress(n, max(plan.todo, n))
         s.commit()
         summary.outcomes = detection_counts(
             session=s, detector=det.name, detector_version=det.version

@@ -9,7 +9,7 @@ transaction; the unique (image, detector version) key forbids a second row.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pipelines.runtime import Runtime
@@ -22,7 +22,6 @@ from pipelines.services.detection import (
     stored_faces,
 )
 from pipelines.services.encoding import FileItem
-from pipelines.services.paging import WorkPlan, keyset_pages
 from siamese.images import ImageRejected
 
 DEFAULT_CHUNK = 256  # photos per task: ~15 s at 61 ms a photo on one core
@@ -32,49 +31,6 @@ DEFAULT_CHUNK = 256  # photos per task: ~15 s at 61 ms a photo on one core
 class DetectedChunk:
     detected: int
     seconds: list[float] = field(default_factory=list)  # per photo
-
-
-def pending_detection(rt: Runtime) -> list[FileItem]:
-    """Accepted images the current detector version has not seen, by id (the whole list: the
-    flow counts with :func:`plan_detection` and reads with :func:`undetected_chunks`)."""
-    from storage.faces import images_to_detect
-
-    det = detector()
-    with rt.sessions() as s:
-        return images_to_detect(session=s, detector=det.name, detector_version=det.version)
-
-
-def plan_detection(rt: Runtime) -> WorkPlan:
-    """How many accepted images the current detector version has not seen, and the largest of
-    their ids: a count, no list."""
-    from storage.faces import count_images_to_detect
-
-    det = detector()
-    with rt.sessions() as s:
-        todo, last_id = count_images_to_detect(
-            session=s, detector=det.name, detector_version=det.version
-        )
-    return WorkPlan(todo, last_id)
-
-
-def undetected_chunks(rt: Runtime, plan: WorkPlan, size: int) -> Iterator[list[FileItem]]:
-    """The images of ``plan`` in chunks of ``size``, by id, each one keyset page read when the
-    one before has been taken (the chunks of :func:`pending_detection`'s list)."""
-    from storage.faces import images_to_detect
-
-    det = detector()
-
-    def read(after_id: int | None, limit: int) -> list[FileItem]:
-        with rt.sessions() as s:
-            return images_to_detect(
-                session=s,
-                detector=det.name,
-                detector_version=det.version,
-                after_id=after_id,
-                limit=limit,
-            )
-
-    return keyset_pages(read, size, last_id=plan.last_id)
 
 
 def detect_chunk(
