@@ -9,9 +9,7 @@ statements they replace.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pipelines import migrations
 from pipelines.services.paging import WorkPlan, keyset_pages
-from storage.db import make_engine
 from storage.embeddings import (
     _to_embed,
     add_embeddings,
@@ -44,20 +40,6 @@ from storage.images import ImageRecord, add_image, labelled_images, live_image_i
 from storage.models import Embedding, FaceDetection, FaceImage, ImageConflict, ModelVersion
 
 HOG = "dlib-hog"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'embeddings.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    migrations.upgrade(url)
-    eng = make_engine(url)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
 
 
 @dataclass

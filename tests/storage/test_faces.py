@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pipelines import migrations
-from storage.db import make_engine
 from storage.faces import (
     Detection,
     StoredFace,
@@ -28,20 +23,6 @@ from storage.images import ImageRecord, add_image
 from storage.models import DetectedFace, FaceDetection, FaceImage
 
 HOG = "dlib-hog"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'faces.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    migrations.upgrade(url)
-    eng = make_engine(url)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
 
 
 @pytest.fixture
