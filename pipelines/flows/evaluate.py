@@ -71,7 +71,12 @@ def write_outputs(
 ) -> dict[str, Any]:
     metrics = evaluation.summarise(folds, protocol)
     if data.faces is not None:
-        metrics["faces"] = {"images": len(data.paths), "left_out": data.dropped}
+        metrics["faces"] = {
+            "images": len(data.paths),
+            "with_face": len(data.with_face()),
+            "without_face": data.no_face,
+            "scored_as": "no face: enrols nothing; as a search, no answer (mated: a miss)",
+        }
     report = evaluation.write_outputs(folds, metrics, Path(report_dir))
     model = protocol.model or (folds[0].model_version if folds else None)
     run_id = evaluation.record_run(process_runtime(), metrics, str(report), model)

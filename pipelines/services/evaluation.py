@@ -131,6 +131,15 @@ class EmbeddedSet:
     vectors: np.ndarray
     distance: str
     normalized: bool  # the model's vectors are unit length (its mean templates are too)
+    # Rows with a vector; None: all. In detect mode a photo without a face to align has none:
+    # it enrols nothing, and as a search it gets no answer (a miss if mated, else a rejection).
+    valid: np.ndarray | None = None
+
+    def has_vector(self) -> np.ndarray:
+        """[N] bool: which rows have a vector."""
+        if self.valid is None:
+            return np.ones(self.vectors.shape[0], dtype=bool)
+        return self.valid
 
 
 # ------------------------------------------------------------------ data and splits
@@ -228,6 +237,8 @@ def score_fold(
     names_arr = np.asarray(names, dtype=object)
     gallery_rows, mated_rows, calib_rows, test_rows = probe_rows_of(names, split, protocol, fold)
 
+    valid = embedded.has_vector()
+    gallery_rows = [r for r in gallery_rows if valid[r]]  # a photo without a face enrols nothing
     index = VectorIndex.create("Flat", vectors.shape[1], distance)
     if protocol.template == "mean":
         # One template per person, filed under the first enrolled row's id.
@@ -243,8 +254,13 @@ def score_fold(
         if not rows:
             return np.zeros((0, k)), np.zeros((0, k), dtype=object)
         dist, ids = index.search(vectors[rows], k)
-        who = np.where(ids >= 0, names_arr[np.clip(ids, 0, None)], None)
-        return dist.astype(np.float64), who
+        who = names_arr[np.clip(ids, 0, None)]  # object array: a copy
+        who[ids < 0] = None  # faiss pads short lists with -1
+        dist = dist.astype(np.float64)
+        # A search without a face finds no one: no candidate, distance inf.
+        none = ~valid[rows]
+        dist[none], who[none] = np.inf, None
+        return dist, who
 
     m_dist, m_ids = candidates(mated_rows)
     mated_dist, mated_rank = ranks_from_candidates(
@@ -256,7 +272,8 @@ def score_fold(
     test_best, test_best_ids = nonmated_best_from_candidates(t_dist, t_ids, pad_id=None)
     threshold = operating_threshold(protocol.target_fpir, calib_best)
 
-    eval_rows = sorted(set(gallery_rows) | set(mated_rows) | set(test_rows))
+    # Verification pairs: the images with a vector (no face, no pair to measure).
+    eval_rows = sorted(r for r in set(gallery_rows) | set(mated_rows) | set(test_rows) if valid[r])
     genuine, impostor = verification_pairs(vectors[eval_rows], names_arr[eval_rows], distance)
 
     data = ReportData(
@@ -438,14 +455,22 @@ def fold_options(protocol: Protocol, fold: int, crop: CropSpec) -> TrainOptions:
 class EvalData:
     """The images of an evaluation data set, with the face to crop from each in detect mode.
 
-    Photos without a usable face are left out in detect mode (``dropped`` counts them by
-    outcome), so every remaining image is scored on its aligned face.
+    In detect mode every photo stays in the protocol; one without a usable face (``faces[i]``
+    None; ``no_face`` counts them by outcome) is answered as siamid would: it enrols nothing,
+    trains nothing, and as a search it finds no one (a miss if its person is enrolled, a
+    correct rejection if not). Verification pairs (EER) are measured between faces only.
     """
 
     paths: list[str]
     names: list[str]
-    faces: list[Face] | None = None
-    dropped: dict[str, int] = field(default_factory=dict)
+    faces: list[Face | None] | None = None
+    no_face: dict[str, int] = field(default_factory=dict)
+
+    def with_face(self) -> list[int]:
+        """Rows that have a face to crop (every row in whole-image mode)."""
+        if self.faces is None:
+            return list(range(len(self.paths)))
+        return [i for i, f in enumerate(self.faces) if f is not None]
 
 
 def crop_of(rt: Runtime, protocol: Protocol) -> CropSpec:
@@ -458,20 +483,20 @@ def crop_of(rt: Runtime, protocol: Protocol) -> CropSpec:
 
 
 def detect_dataset(rt: Runtime, paths: list[str], names: list[str]) -> EvalData:
-    """Detect the faces of every image; keep those with one to align (the largest)."""
+    """Detect the faces of every image (the largest usable one each); all images stay."""
     from pipelines.services.detection import detect_paths
 
     found = detect_paths(paths, rt.limits, cache=rt.settings.detections_cache_dir)
-    keep = [i for i, f in enumerate(found) if f.face is not None]
-    dropped = dict(Counter(f.outcome for f in found if f.face is None))
-    if dropped:
-        logger.info("left out %d photos with no face to align: %s", len(found) - len(keep), dropped)
-    return EvalData(
-        [paths[i] for i in keep],
-        [names[i] for i in keep],
-        [found[i].face for i in keep],  # type: ignore[misc]
-        dropped,
-    )
+    no_face = dict(Counter(f.outcome for f in found if f.face is None))
+    if no_face:
+        logger.info(
+            "%d of %d photos have no face to align (%s): they enrol nothing, and as searches "
+            "they find no one",
+            sum(no_face.values()),
+            len(found),
+            ", ".join(f"{k} {v}" for k, v in sorted(no_face.items())),
+        )
+    return EvalData(list(paths), list(names), [f.face for f in found], no_face)
 
 
 def train_fold_model(
@@ -488,7 +513,10 @@ def train_fold_model(
     itself is the held-out test, and on AT&T (6 folds, ``bench/openset_att.py``) DIR at FPIR 1%
     was 0.72 with a hold-out of a quarter of 20 people and 0.78-0.79 without it at 10-30 epochs.
     """
-    ts = TrainingSet(data.paths, data.names, data.faces).only(set(people))
+    rows = data.with_face()  # a photo without a face trains nothing
+    faces = None if data.faces is None else [data.faces[i] for i in rows]
+    ts = TrainingSet([data.paths[i] for i in rows], [data.names[i] for i in rows], faces)
+    ts = ts.only(set(people))
     return train_model(
         rt,
         ts,
@@ -500,17 +528,26 @@ def train_fold_model(
 
 
 def embed_dataset(rt: Runtime, model_ref: str, data: EvalData) -> EmbeddedSet:
-    """Vectors for every image (in memory: evaluation does not touch the gallery's index)."""
+    """Vectors for every image with a face (in memory: evaluation does not touch the gallery's
+    index); rows without one are marked (``EmbeddedSet.valid``)."""
     model = resolve_model(rt.sessions, model_ref)
     encoder = rt.encoders.get(model)
     paths = data.paths
     enc = encode_paths(
         encoder, paths, rt.limits, spec=model.crop, faces=data.faces, batch_size=128, workers=0
     )
-    if enc.errors:
-        bad = ", ".join(f"{paths[k]} ({e})" for k, e in list(enc.errors.items())[:3])
-        raise EvaluationError(f"{len(enc.errors)} images could not be embedded, e.g. {bad}")
-    return EmbeddedSet(enc.dense(len(paths)), model.distance, bool(encoder.config.normalize))
+    valid = np.zeros(len(paths), dtype=bool)
+    valid[data.with_face()] = True
+    errors = {k: e for k, e in enc.errors.items() if valid[k]}
+    if errors:
+        bad = ", ".join(f"{paths[k]} ({e})" for k, e in list(errors.items())[:3])
+        raise EvaluationError(f"{len(errors)} images could not be embedded, e.g. {bad}")
+    return EmbeddedSet(
+        enc.dense(len(paths)),
+        model.distance,
+        bool(encoder.config.normalize),
+        None if bool(valid.all()) else valid,
+    )
 
 
 def excluded_people(rt: Runtime, model_ref: str) -> set[str]:

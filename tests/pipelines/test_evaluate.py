@@ -65,3 +65,37 @@ def test_fold_encoders_take_the_protocols_backbone_epochs_and_tune_mode() -> Non
     options = fold_options(tuned, 1, CropSpec.dlib_chips())
     assert (options.head_epochs, options.tune_mode, options.seed) == (3, "last-stages", 5)
     options.configs()  # a valid combination
+
+
+def test_photos_without_a_face_enrol_nothing_and_find_no_one() -> None:
+    """Detect mode keeps every photo: one with no face is a miss if its person is enrolled and
+    a correct rejection if not, never left out of the figures."""
+    import numpy as np
+
+    from pipelines.services.evaluation import EmbeddedSet, Split, score_fold
+
+    people = ["a", "b", "c", "d"]  # a, b known; c calibrates; d is the test unknown
+    names = [p for p in people for _ in range(4)]
+    centre = {p: np.eye(4)[i] * 3 for i, p in enumerate(people)}
+    rng = np.random.default_rng(0)
+    vectors = np.stack([centre[n] + rng.normal(0, 0.05, 4) for n in names]).astype(np.float32)
+    split = Split(train=[], known=["a", "b"], calib_unknown=["c"], test_unknown=["d"])
+    protocol = Protocol(data="x", enroll=2, target_fpir=0.25, calibrate_on="unknown")
+    paths = [f"{n}/{i}.jpg" for i, n in enumerate(names)]
+    full = score_fold(EmbeddedSet(vectors, "l2", False), names, paths, split, protocol, 0, None)
+    assert np.isfinite(full.mated_rank).all()  # every mated search finds its person
+
+    valid = np.ones(len(names), dtype=bool)
+    gallery, mated, _, test = probe_rows_of(names, split, protocol, 0)
+    no_face = [mated[0], test[0], gallery[0]]  # a mated search, a non-mated one, an enrolment
+    valid[no_face] = False
+    scores = score_fold(
+        EmbeddedSet(vectors, "l2", False, valid), names, paths, split, protocol, 0, None
+    )
+    assert len(scores.mated_rank) == len(mated) and len(scores.test_nonmated) == len(test)
+    assert np.isinf(scores.mated_rank[0]) and np.isinf(scores.mated_dist[0])  # a miss
+    assert np.isfinite(scores.mated_rank[1:]).all()  # the person still has an enrolled photo
+    assert np.isinf(scores.test_nonmated[0])  # rejected: found no one
+    rows = {r["probe"]: r for r in scores.test_probe_rows}
+    assert rows[paths[mated[0]]]["correct"] is False
+    assert rows[paths[test[0]]]["correct"] is True
