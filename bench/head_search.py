@@ -15,6 +15,7 @@ next to the untouched network's (zero-shot).
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import sys
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         d, names = descriptors(args.data, args.home or Path(tmp))
         stages = any((c or {}).get("mode") == "last-stages" for _, c in variants)
         h = trunk_activations(args.data, args.home or Path(tmp), names) if stages else None
+    pretrained = load_dlib_resnet(model_file(FACE_RESNET)) if stages else None
     people = np.unique(names)
     rows: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
     for seed in range(args.seeds):
@@ -128,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
                 config = replace(TuneConfig(seed=seed), **changes)
                 labels = np.unique(names[tr], return_inverse=True)[1]
                 if config.mode == "last-stages":
-                    assert h is not None
-                    body = load_dlib_resnet(model_file(FACE_RESNET))
+                    assert h is not None and pretrained is not None
+                    body = copy.deepcopy(pretrained)  # train_stages changes it in place
                     top = train_stages(body, h[tr].astype(np.float32), labels, config).module
                     x = top_descriptors(top, h[~tr].astype(np.float32))
                 else:

@@ -68,6 +68,12 @@ def _dlib_mean() -> Tensor:
     return torch.tensor(DLIB_MEAN_RGB, dtype=torch.float32).view(1, 3, 1, 1)
 
 
+def _dlib_input(x: Tensor, mean: Tensor) -> Tensor:
+    """RGB in [0, 1] -> input_rgb_image_sized's ``(pixel - mean) / 256``, shape checked."""
+    _check_input(x)
+    return (x * 255.0 - mean) / 256.0
+
+
 class ResidualHead(nn.Module):
     """``d -> d + W d + b`` with ``W``, ``b`` zero at start: the identity until trained."""
 
@@ -94,9 +100,7 @@ class DlibFaceEncoder(nn.Module):
         self.register_buffer("mean", _dlib_mean(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input(x)
-        # input_rgb_image_sized's (pixel - mean) / 256, from pixels given in [0, 1].
-        d = self.body((x * 255.0 - self.mean) / 256.0)
+        d = self.body(_dlib_input(x, self.mean))
         return d if self.head is None else self.head(d)
 
 
@@ -115,8 +119,7 @@ class DlibTrunk(nn.Module):
         self.register_buffer("mean", _dlib_mean(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input(x)
-        return self.body.trunk((x * 255.0 - self.mean) / 256.0, self.until).flatten(1)
+        return self.body.trunk(_dlib_input(x, self.mean), self.until).flatten(1)
 
 
 def trunk_shape(until: int = LAST_STAGES_FROM) -> tuple[int, int, int]:

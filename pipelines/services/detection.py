@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sqlalchemy.orm import Session
 
 from faces.face import Face, is_too_small
 from pipelines.runtime import Runtime
@@ -103,6 +104,30 @@ def detect_photo(image: Image.Image, multiple: str = "largest") -> PhotoFaces:
     return classify(detector().detect(as_array(image)), multiple)
 
 
+def detect_file(path: str | Path, limits: DecodeLimits, multiple: str = "largest") -> PhotoFaces:
+    """Read, decode and detect one file; a file that cannot be decoded is outcome ``error``."""
+    try:
+        return detect_photo(read_photo(path, limits), multiple)
+    except ImageRejected as rej:
+        return PhotoFaces("error", [], None, f"{rej.reason}: {rej.detail}")
+
+
+def store_detection(session: Session, image_id: int, found: PhotoFaces) -> None:
+    """Record what the current detector found in one gallery image (in ``session``)."""
+    from storage.faces import add_detection
+
+    det = detector()
+    add_detection(
+        session=session,
+        face_image_id=image_id,
+        detector=det.name,
+        detector_version=det.version,
+        outcome=found.outcome,
+        faces=stored_faces(found.faces, found.chosen),
+        detail=found.detail,
+    )
+
+
 def detect_paths(
     paths: Sequence[str | Path],
     limits: DecodeLimits,
@@ -136,10 +161,7 @@ def detect_paths(
                 data["detail"],
             )
         else:
-            try:
-                found = detect_photo(read_photo(p, limits))
-            except ImageRejected as rej:
-                found = PhotoFaces("error", [], None, f"{rej.reason}: {rej.detail}")
+            found = detect_file(p, limits)
             if entry is not None:
                 entry.parent.mkdir(parents=True, exist_ok=True)
                 record = {
@@ -237,7 +259,7 @@ def detect_gallery(
     """Detect faces in every accepted image the current detector has not seen; store them."""
     import time
 
-    from storage.faces import add_detection, detection_counts
+    from storage.faces import detection_counts
 
     det = detector()
     summary = DetectionSummary(det.name, det.version)
@@ -247,20 +269,9 @@ def detect_gallery(
     with rt.sessions() as s:
         for n, (image_id, source, _sha) in enumerate(todo, start=1):
             t0 = time.perf_counter()
-            try:
-                found = detect_photo(read_photo(source, rt.limits), multiple)
-            except ImageRejected as rej:
-                found = PhotoFaces("error", [], None, f"{rej.reason}: {rej.detail}")
+            found = detect_file(source, rt.limits, multiple)
             summary.seconds.append(time.perf_counter() - t0)
-            add_detection(
-                session=s,
-                face_image_id=image_id,
-                detector=det.name,
-                detector_version=det.version,
-                outcome=found.outcome,
-                faces=stored_faces(found.faces, found.chosen),
-                detail=found.detail,
-            )
+            store_detection(s, image_id, found)
             summary.detected += 1
             if n % commit_every == 0:
                 s.commit()

@@ -16,13 +16,11 @@ from pipelines.runtime import Runtime
 from pipelines.services.detection import (
     DetectionSummary,
     PhotoFaces,
-    detect_photo,
+    detect_file,
     detector,
-    read_photo,
-    stored_faces,
+    store_detection,
 )
 from pipelines.services.encoding import FileItem
-from siamese.images import ImageRejected
 
 DEFAULT_CHUNK = 256  # photos per task: ~15 s at 61 ms a photo on one core
 
@@ -37,7 +35,7 @@ def detect_chunk(
     rt: Runtime, items: Sequence[FileItem], *, multiple: str = "largest"
 ) -> DetectedChunk:
     """Detect the faces of the items not yet detected and store them in one transaction."""
-    from storage.faces import add_detection, detections_of
+    from storage.faces import detections_of
 
     det = detector()
     with rt.sessions() as s:
@@ -53,23 +51,11 @@ def detect_chunk(
         if image_id in done:
             continue
         t0 = time.perf_counter()
-        try:
-            faces = detect_photo(read_photo(source, rt.limits), multiple)
-        except ImageRejected as rej:
-            faces = PhotoFaces("error", [], None, f"{rej.reason}: {rej.detail}")
+        found.append((image_id, detect_file(source, rt.limits, multiple)))
         out.seconds.append(time.perf_counter() - t0)
-        found.append((image_id, faces))
     with rt.sessions.begin() as s:
         for image_id, faces in found:
-            add_detection(
-                session=s,
-                face_image_id=image_id,
-                detector=det.name,
-                detector_version=det.version,
-                outcome=faces.outcome,
-                faces=stored_faces(faces.faces, faces.chosen),
-                detail=faces.detail,
-            )
+            store_detection(s, image_id, faces)
     out.detected = len(found)
     return out
 

@@ -78,14 +78,17 @@ def _descriptors(rt: Runtime, paths: list[str], faces: list[Any] | None, crop: C
 
 
 def trunk_activations(
-    rt: Runtime, paths: list[str], faces: list[Any] | None, crop: CropSpec
+    rt: Runtime, paths: list[str], faces: list[Any] | None, crop: CropSpec, body: Any = None
 ) -> Any:
-    """The frozen trunk's activations of every training image, flat (what the last stages see)."""
+    """The frozen trunk's activations of every training image, flat (what the last stages see).
+
+    ``body``: the unfolded network already loaded (it is not changed: a folded copy runs).
+    """
     from siamese.dlib_resnet import fold_for_inference, load_dlib_resnet
     from siamese.pretrained import DlibTrunk
 
-    body = fold_for_inference(load_dlib_resnet(backbone_file()))
-    return _encode(rt, DlibTrunk(body), paths, faces, crop)
+    folded = fold_for_inference(body if body is not None else load_dlib_resnet(backbone_file()))
+    return _encode(rt, DlibTrunk(folded), paths, faces, crop)
 
 
 def top_descriptors(top: Any, h: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -172,8 +175,8 @@ def train_pretrained(
     stages: StagesTop | None = None
     device = resolve_device("auto")
     if epochs > 0 and mode == "last-stages":
-        h = trunk_activations(rt, ts.paths, ts.faces, crop)
-        body = load_dlib_resnet(backbone_file())
+        body = load_dlib_resnet(backbone_file())  # read once: its folded copy runs the trunk
+        h = trunk_activations(rt, ts.paths, ts.faces, crop, body)
         zero_val = top_descriptors(StagesTop(body), h[val_rows])
         trained = train_stages(body, h[train_rows], labels[train_rows], tune, progress, device)
         assert isinstance(trained.module, StagesTop)
