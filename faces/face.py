@@ -41,21 +41,24 @@ LANDMARK_NAMES: tuple[str, ...] = (
 RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_OUTER, LEFT_EYE_INNER, NOSE_BASE = range(5)
 
 #: Smallest distance, in original pixels, between the two outer eye corners of a face that is
-#: worth aligning and embedding: 25 px, not the 40 px first suggested, because
+#: worth aligning and embedding: 16 px, about the smallest face the detector finds at its
+#: default 2x enlargement, because
 #:
-#: - 25 px is the native eye span of the Siamese network's 56x48 grey crops in AT&T framing
-#:   (AT&T's 92x112 photos: 46.5 px on average, so ~24 px at 48 px wide): such a face fills the
-#:   crop without being enlarged. In a 150x150 dlib chip (padding 0.25) the corners are 74 px
-#:   apart, so dlib's ResNet sees it enlarged 3x at most.
-#: - On celeba_wild (``bench/bench_detect.py``, 5,222 faces) the eye span's median is 58 px and
-#:   its 5th percentile 25.5 px: 25 px sets aside 237 faces (4.5%), 40 px would set aside 1,137
-#:   (21.8%), 30 px 465 (8.9%).
-#: - The landmarks stay good that small: AT&T faces pasted at a 25 px eye span are all found,
-#:   their landmarks within 2.1% of the eye span of where they are at full size (median; 1.3%
-#:   at 40 px, 2.7% at 20 px).
-MIN_EYE_SPAN: float = 25.0
+#: - the landmarks stay usable down there: AT&T faces pasted into scenes at a 16 px eye span are
+#:   found 18 times in 39 (37 in 39 at 18 px, all at 20 px), their landmarks within 3.6% of the
+#:   eye span of where they are at full size (median; 3.1% at 18 px, 2.4% at 25 px, 1.7% at
+#:   40 px; ``tests/faces/test_detect.py``);
+#: - faces that small still identify: on celeba_wild, embedding the 211 faces with eyes 15-25 px
+#:   apart (refused under the earlier 25 px floor) lifted zero-shot rank-1 from 0.872 to 0.918
+#:   and DIR at FPIR 1% from 0.703 to 0.732 (BENCHMARKS.md). A 150x150 dlib chip (eyes 74 px
+#:   apart) then enlarges the face up to 4.6x, and the small encoders' 56x48 crops (eyes ~24 px
+#:   apart) up to 1.5x.
+MIN_EYE_SPAN: float = 16.0
 
 _BOX_KEYS = ("left", "top", "right", "bottom")
+
+#: The detectors a face can come from (:class:`faces.detect.Detector`): HOG, or the CNN fallback.
+FOUND_BY: tuple[str, ...] = ("hog", "cnn")
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,12 +68,15 @@ class Face:
     ``landmarks`` is a read-only 5x2 float64 array of ``(x, y)`` rows in
     :data:`LANDMARK_NAMES` order. ``score`` is the detector's margin (higher is surer; dlib's
     HOG detector reports faces from 0 up, or from a negative ``adjust_threshold``).
+    ``found_by`` names the detector that found it, one of :data:`FOUND_BY` (``cnn``: the CNN
+    fallback, whose scores are on another scale).
     Equality compares values, so faces read back with :meth:`from_dict` equal the originals.
     """
 
     box: tuple[float, float, float, float]
     landmarks: np.ndarray = field(repr=False)
     score: float = 0.0
+    found_by: str = "hog"
 
     def __post_init__(self) -> None:
         box = tuple(float(v) for v in self.box)
@@ -85,6 +91,10 @@ class Face:
             raise LandmarksError(
                 f"a face has 5 finite (x, y) landmarks in dlib's 5-point order, got an array "
                 f"of shape {points.shape}; use a 5-point shape predictor"
+            )
+        if self.found_by not in FOUND_BY:
+            raise LandmarksError(
+                f"found_by must be one of {', '.join(FOUND_BY)}, got {self.found_by!r}"
             )
         points.setflags(write=False)
         object.__setattr__(self, "box", box)
@@ -130,6 +140,7 @@ class Face:
                 for name, (x, y) in zip(LANDMARK_NAMES, self.landmarks, strict=True)
             },
             "score": self.score,
+            "found_by": self.found_by,
         }
 
     @classmethod
@@ -139,13 +150,19 @@ class Face:
             box = tuple(float(data["box"][k]) for k in _BOX_KEYS)
             landmarks = [[float(v) for v in data["landmarks"][n]] for n in LANDMARK_NAMES]
             score = float(data.get("score", 0.0))
+            found_by = str(data.get("found_by", "hog"))
         except (KeyError, TypeError, ValueError) as exc:
             raise LandmarksError(
                 f"not a serialised face ({type(exc).__name__}: {exc}); expected the keys "
                 f"box{{{', '.join(_BOX_KEYS)}}}, landmarks{{{', '.join(LANDMARK_NAMES)}}}, "
                 "score, as written by Face.to_dict()"
             ) from exc
-        return cls(box=box, landmarks=np.asarray(landmarks), score=score)  # type: ignore[arg-type]
+        return cls(
+            box=box,  # type: ignore[arg-type]
+            landmarks=np.asarray(landmarks),
+            score=score,
+            found_by=found_by,
+        )
 
     # ------------------------------------------------------------------ value semantics
 
@@ -155,15 +172,17 @@ class Face:
         return (
             self.box == other.box
             and self.score == other.score
+            and self.found_by == other.found_by
             and bool(np.array_equal(self.landmarks, other.landmarks))
         )
 
     def __hash__(self) -> int:
-        return hash((self.box, self.score, self.landmarks.tobytes()))
+        return hash((self.box, self.score, self.found_by, self.landmarks.tobytes()))
 
     def __repr__(self) -> str:
         box = ", ".join(f"{v:.1f}" for v in self.box)
-        return f"Face(box=({box}), eye_span={self.eye_span:.1f}, score={self.score:.3f})"
+        by = "" if self.found_by == "hog" else f", found_by={self.found_by}"
+        return f"Face(box=({box}), eye_span={self.eye_span:.1f}, score={self.score:.3f}{by})"
 
 
 def is_too_small(face: Face, min_eye_span: float = MIN_EYE_SPAN) -> bool:

@@ -85,6 +85,7 @@ def run_demo(
     faces: str | None = None,
     backbone: str = "small-cnn",
     tune: str | None = None,
+    flip_average: bool = False,
 ) -> DemoResult:
     """Run every step on the embedded default; each step logs one line as it ends."""
     root = rt.settings.home_dir / "demo"
@@ -107,6 +108,7 @@ def run_demo(
         "faces": faces,
         "backbone": backbone,
         "tune": tune,
+        "flip_average": flip_average,
     }
     trained = train_flow(options=TrainOptions(**choices))
     eer = trained.validation.get("eer")

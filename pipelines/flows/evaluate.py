@@ -75,6 +75,7 @@ def write_outputs(
             "images": len(data.paths),
             "with_face": len(data.with_face()),
             "without_face": data.no_face,
+            "found_by_cnn": sum(f is not None and f.found_by == "cnn" for f in data.faces),
             "scored_as": "no face: enrols nothing; as a search, no answer (mated: a miss)",
         }
     report = evaluation.write_outputs(folds, metrics, Path(report_dir))

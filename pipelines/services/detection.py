@@ -3,8 +3,12 @@
 Detection runs once per image and detector version and is stored in SQL (``face_detection``,
 ``face``); a new detector version re-detects incrementally, as a new model re-embeds.
 
+The detector is dlib's HOG detector with dlib's CNN detector as its fallback for photos in which
+HOG finds nothing (:class:`faces.detect.Detector`); both files come with
+``face_recognition_models``.
+
 Policies, per photo:
-- no face -> ``no_face`` (a detect-mode model cannot enrol it);
+- no face, by either detector -> ``no_face`` (a detect-mode model cannot enrol it);
 - the largest face too small to align (eyes' outer corners under
   :data:`faces.face.MIN_EYE_SPAN` px apart) -> ``too_small``, reported, not guessed;
 - several faces -> ``multiple_faces``: the largest is enrolled and the others recorded, or, with
@@ -28,7 +32,7 @@ from sqlalchemy.orm import Session
 from faces.face import Face, is_too_small
 from pipelines.runtime import Runtime
 from pipelines.services.encoding import FileItem
-from pipelines.services.model_files import SHAPE_PREDICTOR_5, model_file
+from pipelines.services.model_files import CNN_FACE_DETECTOR, SHAPE_PREDICTOR_5, model_file
 from pipelines.services.paging import WorkPlan, keyset_pages
 from siamese.images import DecodeLimits, ImageRejected, decode_bytes
 from storage.faces import StoredFace
@@ -50,7 +54,9 @@ def detector():  # type: ignore[no-untyped-def]  # -> faces.detect.Detector
     if getattr(_local, "detector", None) is None:
         from faces.detect import Detector
 
-        _local.detector = Detector(model_file(SHAPE_PREDICTOR_5))
+        _local.detector = Detector(
+            model_file(SHAPE_PREDICTOR_5), cnn_path=model_file(CNN_FACE_DETECTOR)
+        )
     return _local.detector
 
 
@@ -78,10 +84,11 @@ def classify(found: Sequence[Face], multiple: str = "largest") -> PhotoFaces:
     if is_too_small(faces[0]):
         detail = f"the largest face's eyes are {faces[0].eye_span:.0f} px apart"
         return PhotoFaces("too_small", faces, None, detail)
+    by_cnn = " (found by the CNN fallback)" if faces[0].found_by == "cnn" else ""
     if len(faces) > 1:
         chosen = 0 if multiple == "largest" else None
-        return PhotoFaces("multiple_faces", faces, chosen, f"{len(faces)} faces")
-    return PhotoFaces("ok", faces, 0)
+        return PhotoFaces("multiple_faces", faces, chosen, f"{len(faces)} faces{by_cnn}")
+    return PhotoFaces("ok", faces, 0, by_cnn.strip(" ()") or None)
 
 
 def as_array(image: Image.Image) -> np.ndarray:

@@ -71,6 +71,7 @@ class Protocol:
     faces: str | None = None
     backbone: str = "small-cnn"  # of the fold encoders
     tune: str | None = None  # dlib-resnet with epochs: how folds adapt it (TrainOptions.tune)
+    flip_average: bool = False  # dlib-resnet: test-time flip (TrainOptions.flip_average)
 
     def __post_init__(self) -> None:
         if self.folds < 1:
@@ -448,6 +449,7 @@ def fold_options(protocol: Protocol, fold: int, crop: CropSpec) -> TrainOptions:
         backbone=protocol.backbone,
         faces=crop.faces,
         tune=protocol.tune,
+        flip_average=protocol.flip_average,
     )
 
 

@@ -13,6 +13,7 @@ from pipelines.errors import SiamidError
 
 PACKAGE = "face_recognition_models"
 SHAPE_PREDICTOR_5 = "shape_predictor_5_face_landmarks.dat"
+CNN_FACE_DETECTOR = "mmod_human_face_detector.dat"
 FACE_RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 
 

@@ -68,13 +68,20 @@ def _encode(
     return enc.dense(len(paths))
 
 
-def _descriptors(rt: Runtime, paths: list[str], faces: list[Any] | None, crop: CropSpec) -> Any:
-    """The frozen network's descriptors of every training image (their chips)."""
+def _descriptors(
+    rt: Runtime,
+    paths: list[str],
+    faces: list[Any] | None,
+    crop: CropSpec,
+    flip_average: bool = False,
+) -> Any:
+    """The frozen network's descriptors of every training image (their chips; with
+    ``flip_average``, averaged with their mirror images')."""
     from siamese.dlib_resnet import fold_for_inference, load_dlib_resnet
     from siamese.pretrained import DlibFaceEncoder
 
     body = fold_for_inference(load_dlib_resnet(backbone_file()))
-    return _encode(rt, DlibFaceEncoder(body), paths, faces, crop)
+    return _encode(rt, DlibFaceEncoder(body, flip_average=flip_average), paths, faces, crop)
 
 
 def trunk_activations(
@@ -124,8 +131,12 @@ def train_pretrained(
     *,
     epochs: int,
     mode: str,
+    flip_average: bool = False,
 ) -> dict[str, Any]:
     """Adapt the network in ``mode`` (``epochs`` > 0) or keep it as it is; write the checkpoint.
+
+    ``flip_average``: descriptors average each chip's with its mirror image's, in training (the
+    head learns on them) and in every embedding the checkpoint makes.
 
     Uses ``config``'s seed, validation share, margin and loss; returns the validation
     figures in the keys :func:`pipelines.services.training.run_training` gives, plus the
@@ -184,7 +195,7 @@ def train_pretrained(
         after_val = top_descriptors(stages, h[val_rows])
     else:
         d = (
-            _descriptors(rt, ts.paths, ts.faces, crop)
+            _descriptors(rt, ts.paths, ts.faces, crop, flip_average)
             if ts.paths
             else np.zeros((0, 128), np.float32)
         )
@@ -203,7 +214,8 @@ def train_pretrained(
         backbone_sha256=sha256_file(backbone_file()),
         head=head,
         stages=stages,
-        meta={"tune": tune.to_dict(), "crop": crop.to_dict()},
+        flip_average=flip_average,
+        meta={"tune": tune.to_dict(), "crop": crop.to_dict(), "flip_average": flip_average},
     )
     return {
         **validation,
@@ -220,9 +232,12 @@ def train_pretrained(
         "device": device.type,
         "backbone": "dlib-resnet",
         "mode": mode if epochs > 0 else "zero-shot",
+        "flip_average": flip_average,
     }
 
 
-def model_name(seed: int, epochs: int, mode: str, prefix: str = "") -> str:
-    mode = mode if epochs > 0 else "zeroshot"
+def model_name(
+    seed: int, epochs: int, mode: str, prefix: str = "", flip_average: bool = False
+) -> str:
+    mode = (mode if epochs > 0 else "zeroshot") + ("-flip" if flip_average else "")
     return f"{prefix}dlib-resnet-{mode}-s{seed}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"

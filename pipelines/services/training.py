@@ -47,6 +47,7 @@ class TrainOptions(BaseModel):
     members: int | None = None
     faces: str | None = None  # crop mode; None: "detect" for dlib-resnet, else "whole"
     tune: str | None = None  # dlib-resnet with epochs: "head" (the default) or "last-stages"
+    flip_average: bool = False  # dlib-resnet: average each chip's descriptor with its mirror's
 
     @property
     def pretrained(self) -> bool:
@@ -85,6 +86,8 @@ class TrainOptions(BaseModel):
             return self._pretrained_configs()
         if self.tune is not None:
             raise ValueError("--tune applies to --backbone dlib-resnet only")
+        if self.flip_average:
+            raise ValueError("--flip-average applies to --backbone dlib-resnet only")
         loss = self.loss or ("bce" if self.arch == "two-channel" else "hadsell")
         changes: dict[str, Any] = {
             "arch": self.arch,
@@ -112,6 +115,11 @@ class TrainOptions(BaseModel):
             raise ValueError(f"--epochs must be >= 0, got {self.head_epochs}")
         if self.tune_mode not in MODES:
             raise ValueError(f"--tune must be one of {', '.join(MODES)}; got {self.tune!r}")
+        if self.flip_average and self.head_epochs > 0 and self.tune_mode == "last-stages":
+            raise ValueError(
+                "--flip-average works with the network as it is (--epochs 0) or a trained head "
+                "(--tune head), not with --tune last-stages"
+            )
         config = replace(
             TrainConfig(),
             loss=self.loss or "hadsell",
@@ -333,11 +341,18 @@ def train_model(
         from pipelines.services import pretrained
 
         name = pretrained.model_name(
-            config.seed, options.head_epochs, options.tune_mode, name_prefix
+            config.seed, options.head_epochs, options.tune_mode, name_prefix, options.flip_average
         )
         checkpoint = rt.settings.checkpoint_file(name)
         validation = pretrained.train_pretrained(
-            rt, ts, config, crop, checkpoint, epochs=options.head_epochs, mode=options.tune_mode
+            rt,
+            ts,
+            config,
+            crop,
+            checkpoint,
+            epochs=options.head_epochs,
+            mode=options.tune_mode,
+            flip_average=options.flip_average,
         )
         architecture = "dlib-resnet"
     else:

@@ -11,14 +11,19 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # tests.faces.synth, faces, bench
     sys.path.insert(0, str(ROOT))
 
-from tests.faces.synth import ATT, find_shape_predictor, missing, need_dir  # noqa: E402
-
-SHAPE_PREDICTOR_5 = "shape_predictor_5_face_landmarks.dat"
+from tests.faces.synth import (  # noqa: E402
+    ATT,
+    CNN_FACE_DETECTOR,
+    SHAPE_PREDICTOR_5,
+    find_model_file,
+    missing,
+    need_dir,
+)
 
 
 @pytest.fixture(scope="session")
 def shape_predictor_path() -> Path:
-    path = find_shape_predictor()
+    path = find_model_file(SHAPE_PREDICTOR_5)
     if path is None:
         missing(f"{SHAPE_PREDICTOR_5} not installed (pip install face-recognition-models)")
     assert path is not None
@@ -30,6 +35,23 @@ def detector(shape_predictor_path: Path):  # noqa: ANN201 - faces.detect.Detecto
     from faces.detect import Detector
 
     return Detector(shape_predictor_path)
+
+
+@pytest.fixture(scope="session")
+def cnn_path() -> Path:
+    path = find_model_file(CNN_FACE_DETECTOR)
+    if path is None:
+        missing(f"{CNN_FACE_DETECTOR} not installed (pip install face-recognition-models)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def cnn_detector(shape_predictor_path: Path, cnn_path: Path):  # noqa: ANN201
+    """A detector with the CNN fallback, as the service layer builds it."""
+    from faces.detect import Detector
+
+    return Detector(shape_predictor_path, cnn_path=cnn_path)
 
 
 @pytest.fixture(scope="session")

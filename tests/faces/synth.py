@@ -17,6 +17,7 @@ DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 ATT = DATASETS / "att_faces"
 CELEBA = DATASETS / "celeba_wild"
 SHAPE_PREDICTOR_5 = "shape_predictor_5_face_landmarks.dat"
+CNN_FACE_DETECTOR = "mmod_human_face_detector.dat"
 
 
 def missing(what: str) -> None:
@@ -33,14 +34,19 @@ def need_dir(path: Path) -> Path:
     return path
 
 
-def find_shape_predictor() -> Path | None:
-    """dlib's 5-point model in face_recognition_models, found without importing the package."""
+def find_model_file(name: str) -> Path | None:
+    """One of face_recognition_models' files, found without importing the package."""
     spec = importlib.util.find_spec("face_recognition_models")
     for folder in list(spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "models" / SHAPE_PREDICTOR_5
+        path = Path(folder) / "models" / name
         if path.is_file():
             return path
     return None
+
+
+def find_shape_predictor() -> Path | None:
+    """dlib's 5-point model in face_recognition_models."""
+    return find_model_file(SHAPE_PREDICTOR_5)
 
 
 def att_face(subject: int, index: int) -> np.ndarray:

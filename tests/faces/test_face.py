@@ -53,6 +53,12 @@ def test_json_round_trip_is_exact() -> None:
     data = json.loads(json.dumps(face.to_dict()))
     assert list(data["landmarks"]) == list(LANDMARK_NAMES)
     assert Face.from_dict(data) == face
+    by_cnn = make(found_by="cnn")
+    assert by_cnn != make() and Face.from_dict(json.loads(json.dumps(by_cnn.to_dict()))) == by_cnn
+    del data["found_by"]  # records written before the CNN fallback
+    assert Face.from_dict(data).found_by == "hog"
+    with pytest.raises(LandmarksError, match="found_by must be one of hog, cnn"):
+        make(found_by="mtcnn")
 
 
 @pytest.mark.parametrize(

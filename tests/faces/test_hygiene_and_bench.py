@@ -59,7 +59,9 @@ def test_bench_detect_smoke(tmp_path: Path) -> None:
     record = bench_detect.main(["--data", str(data), "--out", str(out), "--smoke"])
     saved = json.loads(out.read_text())
     assert saved["benchmark"] == "bench_detect" and saved["photos"] == 6
-    assert saved["photos_by_faces"] == {"none": 3, "one": 3, "several": 0}
+    assert saved["photos_by_faces"] == {"none": 3, "one": 3, "several": 0, "found_by_cnn": 0}
+    assert saved["speed"]["photos_the_cnn_ran_on"] == 3  # the empty scenes
+    assert "mmod" in saved["detector"]["name"]
     assert saved["faces"]["total"] == 3 and saved["faces"]["below_min_eye_span"] == 0
     assert saved["speed"]["p50_ms"] > 0 and saved["speed"]["images_per_s"] > 0
     assert saved["hardware"]["cpu_model"] and saved["hardware"]["threads"] == 1

@@ -44,6 +44,23 @@ CASES = {
         ["train", "--data", "{people}", "--tune", "last-stages"],
         "--backbone dlib-resnet",
     ),
+    "--flip-average without the pretrained backbone": (
+        ["evaluate", "--data", "{people}", "--report", "{ws}/r", "--flip-average"],
+        "--backbone dlib-resnet",
+    ),
+    "--flip-average with --tune last-stages": (
+        [
+            "train",
+            "--backbone",
+            "dlib-resnet",
+            "--epochs",
+            "1",
+            "--tune",
+            "last-stages",
+            "--flip-average",
+        ],
+        "--tune last-stages",
+    ),
 }
 
 

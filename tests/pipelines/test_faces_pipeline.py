@@ -62,6 +62,8 @@ def photo_gallery(tmp_path: Path) -> Path:
 
 
 def test_classify_policies() -> None:
+    from dataclasses import replace
+
     from faces.face import Face
 
     def face(x: float, span: float) -> Face:
@@ -75,7 +77,10 @@ def test_classify_policies() -> None:
     found = classify([small, big])
     assert (found.outcome, found.chosen, found.faces[0]) == ("multiple_faces", 0, big)
     assert classify([small, big], "refuse").face is None
-    assert classify([big]).outcome == "ok"
+    assert classify([big]).outcome == "ok" and classify([big]).detail is None
+    by_cnn = classify([replace(big, found_by="cnn")])
+    assert (by_cnn.outcome, by_cnn.chosen, by_cnn.detail) == ("ok", 0, "found by the CNN fallback")
+    assert "CNN fallback" in (classify([small, replace(big, found_by="cnn")]).detail or "")
 
 
 @pytest.mark.slow
@@ -154,6 +159,23 @@ def test_dlib_resnet_zero_shot_and_head_recognise_pasted_people(
     assert tuned.validation["zero_shot_eer"] == v["zero_shot_eer"]  # same people held out
     again = embed_all(rt, tuned.name, workers=0)
     assert again.index.vectors == 25
+
+    # Test-time flip: recorded with the model, used wherever it embeds.
+    flip = train_model(rt, ts, TrainOptions(backbone="dlib-resnet", epochs=0, flip_average=True))
+    assert "zeroshot-flip" in flip.name and flip.validation["flip_average"] is True
+    same_people = trained.validation["genuine_quantiles"]  # other descriptors, same people
+    assert flip.validation["genuine_quantiles"] != same_people
+    embed_all(rt, flip.name, workers=0)
+    ident = Identifier(rt, top_k=2)  # the index embed_all published last: the flip model's
+    assert ident.model.name == flip.name and ident.encoder.module.flip_average is True
+    both = sorted(ident.identify([probe]), key=lambda d: d.box[0] if d.box else 0.0)
+    assert [(d.decision, d.identity) for d in both] == [("match", "p3"), ("match", "p4")]
+    with pytest.raises(ValueError, match="--flip-average applies to --backbone dlib-resnet"):
+        TrainOptions(flip_average=True).configs()
+    with pytest.raises(ValueError, match="--tune last-stages"):
+        TrainOptions(
+            backbone="dlib-resnet", epochs=1, tune="last-stages", flip_average=True
+        ).configs()
     with pytest.raises(ValueError, match="--tune applies to --backbone dlib-resnet"):
         TrainOptions(tune="last-stages").configs()
     with pytest.raises(ValueError, match="--distance"):

@@ -101,6 +101,25 @@ def test_encoder_applies_dlibs_preprocessing() -> None:
         enc(torch.zeros(1, 3, 100, 100))
 
 
+def test_flip_average_is_the_mean_of_the_chip_and_its_mirror(tmp_path: Path) -> None:
+    class Body(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :, 0, :4]  # the first row's left pixels: changed by the mirror
+
+    x = torch.rand(2, 3, 150, 150, generator=torch.Generator().manual_seed(0))
+    plain = DlibFaceEncoder(Body())  # type: ignore[arg-type]
+    flip = DlibFaceEncoder(Body(), flip_average=True)  # type: ignore[arg-type]
+    mirrored = plain(torch.flip(x, dims=(3,)))
+    assert torch.allclose(flip(x), (plain(x) + mirrored) / 2)
+    assert not torch.allclose(flip(x), plain(x))
+    save_checkpoint(tmp_path / "f.pt", backbone_sha256="ab" * 32, head=None, meta={})
+    assert read_checkpoint(tmp_path / "f.pt")["flip_average"] is False
+    save_checkpoint(
+        tmp_path / "f.pt", backbone_sha256="ab" * 32, head=None, meta={}, flip_average=True
+    )
+    assert read_checkpoint(tmp_path / "f.pt")["flip_average"] is True
+
+
 def _random_body(seed: int = 0) -> DlibFaceResNet:
     """The face ResNet with seeded weights (dlib's real ones are tested in test_dlib_resnet)."""
     gen = torch.Generator().manual_seed(seed)
