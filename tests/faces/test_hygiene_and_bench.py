@@ -50,7 +50,7 @@ def test_bench_detect_smoke(tmp_path: Path) -> None:
         scene = background(400, 300, seed=seed)
         paste(scene, att_face(subject, 1), 120, 40, 1.8)
         Image.fromarray(scene).save(folder / "a.jpg", quality=95)
-        Image.fromarray(background(300, 400, seed=10 + seed)).save(folder / "b.jpg", quality=95)
+        Image.fromarray(background(120, 160, seed=10 + seed)).save(folder / "b.jpg", quality=95)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from bench import bench_detect
