@@ -207,9 +207,8 @@ class Detector:
         """The CNN fallback: the photo at its size (reduced to ``cnn_max_pixels``), then 2x."""
         h, w = img.shape[:2]
         scales = [min(1.0, math.sqrt(self.cnn_max_pixels / (w * h)))]
-        small = max(w, h) < self.upsample_below and 4 * w * h <= self.cnn_max_pixels
-        if scales[0] == 1.0 and small:
-            scales.append(2.0)
+        if max(w, h) < self.upsample_below and 4 * w * h <= self.cnn_max_pixels:
+            scales.append(2.0)  # then scales[0] is 1: the photo is within the budget
         for scale in scales:
             copy = WorkingCopy.make(img, scale=scale, pad=self.pad)
             faces = self._detect_on(img, copy, self._mmod)

@@ -84,11 +84,12 @@ def classify(found: Sequence[Face], multiple: str = "largest") -> PhotoFaces:
     if is_too_small(faces[0]):
         detail = f"the largest face's eyes are {faces[0].eye_span:.0f} px apart"
         return PhotoFaces("too_small", faces, None, detail)
-    by_cnn = " (found by the CNN fallback)" if faces[0].found_by == "cnn" else ""
+    found_by = "found by the CNN fallback" if faces[0].found_by == "cnn" else None
     if len(faces) > 1:
         chosen = 0 if multiple == "largest" else None
-        return PhotoFaces("multiple_faces", faces, chosen, f"{len(faces)} faces{by_cnn}")
-    return PhotoFaces("ok", faces, 0, by_cnn.strip(" ()") or None)
+        detail = f"{len(faces)} faces" + (f" ({found_by})" if found_by else "")
+        return PhotoFaces("multiple_faces", faces, chosen, detail)
+    return PhotoFaces("ok", faces, 0, found_by)
 
 
 def as_array(image: Image.Image) -> np.ndarray:

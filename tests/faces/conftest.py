@@ -21,13 +21,18 @@ from tests.faces.synth import (  # noqa: E402
 )
 
 
-@pytest.fixture(scope="session")
-def shape_predictor_path() -> Path:
-    path = find_model_file(SHAPE_PREDICTOR_5)
+def _installed(name: str) -> Path:
+    """One of face_recognition_models' files, or skip (fail under CI=true) without it."""
+    path = find_model_file(name)
     if path is None:
-        missing(f"{SHAPE_PREDICTOR_5} not installed (pip install face-recognition-models)")
+        missing(f"{name} not installed (pip install face-recognition-models)")
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="session")
+def shape_predictor_path() -> Path:
+    return _installed(SHAPE_PREDICTOR_5)
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +44,7 @@ def detector(shape_predictor_path: Path):  # noqa: ANN201 - faces.detect.Detecto
 
 @pytest.fixture(scope="session")
 def cnn_path() -> Path:
-    path = find_model_file(CNN_FACE_DETECTOR)
-    if path is None:
-        missing(f"{CNN_FACE_DETECTOR} not installed (pip install face-recognition-models)")
-    assert path is not None
-    return path
+    return _installed(CNN_FACE_DETECTOR)
 
 
 @pytest.fixture(scope="session")
