@@ -110,7 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @dataclass
 class Gallery:
-    rt: Any  # pipelines.runtime.Runtime
+    rt: Any  # pipelines.services.runtime.Runtime
     model: Any  # pipelines.services.models.ModelRef
     photo: Path
     data: FaceEmbeddings

@@ -131,8 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from faces.face import Face
     from pipelines.services.crops import CropSpec
     from pipelines.services.encoding import FaceFiles, encode_files
-    from pipelines.services.models import LoadedEncoder
-    from pipelines.services.pretrained import PRETRAINED_INPUT, backbone_file
+    from pipelines.services.models import PRETRAINED_INPUT, LoadedEncoder, backbone_file
     from siamese.device import resolve_device
     from siamese.dlib_resnet import fold_for_inference, load_dlib_resnet
     from siamese.images import DecodeLimits

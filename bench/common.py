@@ -336,11 +336,12 @@ def print_header(record: dict[str, Any]) -> None:
 
 
 def open_bench_runtime(home: Path, database_url: str | None = None, threads: int = 0) -> Any:
-    """A :class:`pipelines.runtime.Runtime` on ``home``: SQLite there unless ``database_url``.
+    """A :class:`pipelines.services.runtime.Runtime` on ``home``: SQLite there unless
+    ``database_url``.
 
     Settings are passed explicitly, so ``SIAMID_*`` variables of the caller do not leak in.
     """
-    from pipelines.runtime import Runtime
+    from pipelines.services.runtime import Runtime
     from pipelines.settings import Settings
 
     url = database_url or f"sqlite:///{home.resolve() / 'siamid.db'}"

@@ -1,6 +1,6 @@
-"""Prefect flows and the command line: they compose ``siamese``, ``index`` and ``storage``."""
+"""Services, Prefect flows, the command line and the HTTP API: they compose ``siamese``,
+``faces``, ``index`` and ``storage``.
 
-from pipelines.settings import prefect_defaults
-
-# Before any flow runs: no analytics, and time for the ephemeral API to start on a busy machine.
-prefect_defaults()
+Importing it changes nothing: Prefect's defaults are set by the entry points
+(:func:`pipelines.settings.prefect_defaults`), before they import Prefect.
+"""

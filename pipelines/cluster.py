@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from prefect import Flow, Task
 from prefect.context import FlowRunContext
 
-from pipelines.errors import SiamidError
+from pipelines.services.errors import SiamidError
 
 if TYPE_CHECKING:
     from prefect_dask import DaskTaskRunner

@@ -15,7 +15,6 @@ from typing import Any
 from pipelines.flows.embed import EmbedSummary, embed_flow
 from pipelines.flows.evaluate import evaluate_flow
 from pipelines.flows.train import train_flow
-from pipelines.runtime import Runtime
 from pipelines.services.calibration import Calibration, calibrate
 from pipelines.services.demo import (
     IdentifySummary,
@@ -24,14 +23,13 @@ from pipelines.services.demo import (
     probe_sample,
     synthetic_plan,
 )
-from pipelines.services.evaluation import Protocol
+from pipelines.services.evaluation import Protocol, headline_dir
 from pipelines.services.gallery import ImportItem, ImportSummary, import_items
+from pipelines.services.runtime import Runtime
 from pipelines.services.training import TrainedModel, TrainOptions
+from siamese.openset import DEFAULT_TARGET_FPIR, rate_label
 
 logger = logging.getLogger(__name__)
-
-#: The FPIR the demo calibrates its threshold for.
-DEMO_TARGET_FPIR = 0.01
 
 
 @dataclass
@@ -126,7 +124,7 @@ def run_demo(
         embedded.factory,
     )
 
-    calibrated = calibrate(rt, plan.visitors_calibration, DEMO_TARGET_FPIR)
+    calibrated = calibrate(rt, plan.visitors_calibration, DEFAULT_TARGET_FPIR)
     identified = identify_summary(rt, probe_sample(plan, seed), {n for _, n in plan.gallery})
     logger.info(
         "[5/6] calibrate + identify: threshold %.4f; %d/%d enrolled visitors recognised, "
@@ -173,7 +171,8 @@ def summary_table(result: DemoResult) -> str:
         ),
         (
             "evaluation",
-            f"rank-1 {m['rank1']:.3f}, DIR@FPIR=1% {m['dir_at_fpir']['0.01']:.3f}, "
+            f"rank-1 {m['rank1']:.3f}, DIR@FPIR={rate_label(DEFAULT_TARGET_FPIR)} "
+            f"{headline_dir(m):.3f}, "
             f"EER {100 * m['eer']:.2f}%, realised FPIR {100 * m['realised_fpir']:.1f}%",
         ),
         ("report", result.report),

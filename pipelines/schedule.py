@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pipelines.errors import SiamidError
+from pipelines.services.errors import SiamidError
 
 
 class NoPrefectServerError(SiamidError):

@@ -49,12 +49,14 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_FAR_TARGETS",
     "DEFAULT_FPIR_TARGETS",
+    "DEFAULT_TARGET_FPIR",
     "DirFpirCurve",
     "OperatingPoint",
     "cmc",
     "det_curve",
     "dir_at",
     "dir_at_fpir",
+    "dir_key",
     "dir_fpir_curve",
     "eer",
     "fnir_at",
@@ -63,16 +65,36 @@ __all__ = [
     "operating_points",
     "per_identity_errors",
     "rank1",
+    "rate_label",
     "ranks_from_candidates",
     "tar_at_far",
+    "tar_key",
     "threshold_at_far",
     "threshold_at_fpir",
 ]
 
+#: The FPIR an operating threshold is set for unless the user says otherwise (1 %): the
+#: default of ``calibrate``, ``evaluate``, the demo and the report, and their headline figure.
+DEFAULT_TARGET_FPIR = 0.01
 #: FPIR operating points reported by default: 0.1 %, 1 %, 10 %.
-DEFAULT_FPIR_TARGETS: tuple[float, ...] = (0.001, 0.01, 0.1)
+DEFAULT_FPIR_TARGETS: tuple[float, ...] = (0.001, DEFAULT_TARGET_FPIR, 0.1)
 #: FAR operating points of the TAR@FAR figures reported by default: 0.1 %, 1 %.
 DEFAULT_FAR_TARGETS: tuple[float, ...] = (0.001, 0.01)
+
+
+def rate_label(rate: float) -> str:
+    """A rate as people read it: 0.01 -> ``1%``."""
+    return f"{rate * 100:g}%"
+
+
+def dir_key(target_fpir: float) -> str:
+    """The figure key of DIR (rank 1) at an FPIR: ``dir@fpir=1%``."""
+    return f"dir@fpir={rate_label(target_fpir)}"
+
+
+def tar_key(target_far: float) -> str:
+    """The figure key of TAR at a FAR: ``tar@far=0.1%``."""
+    return f"tar@far={rate_label(target_far)}"
 
 Ties = Literal["pessimistic", "optimistic"]
 

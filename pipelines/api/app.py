@@ -23,7 +23,7 @@ from pipelines.api.metrics import ApiMetrics, MetricsMiddleware
 from pipelines.api.routers import health, identify, identities, jobs
 from pipelines.api.settings import ApiSettings
 from pipelines.api.state import ApiState
-from pipelines.runtime import Runtime, open_runtime
+from pipelines.services.runtime import Runtime, open_runtime
 from pipelines.settings import Settings
 
 logger = logging.getLogger(__name__)

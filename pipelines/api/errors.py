@@ -1,6 +1,6 @@
 """Errors as HTTP answers: what a client can cause is 4xx with ``{"detail": reason}``.
 
-The one list of user errors (:func:`pipelines.errors.user_errors`) is mapped here to status
+The one list of user errors (:func:`pipelines.services.errors.user_errors`) is mapped here to status
 codes; what is not in it is a bug: 500 with a generic reason, the traceback in the log.
 """
 
@@ -16,8 +16,7 @@ from fastapi.responses import JSONResponse
 from index.errors import DimensionMismatchError, InvalidInputError, VectorIndexError
 from pipelines.api.jobs import UnknownJobError
 from pipelines.api.live import NotReadyError
-from pipelines.errors import user_errors
-from pipelines.services.gallery import GalleryError
+from pipelines.services.errors import GalleryError, user_errors
 from siamese.images import ImageRejected
 from storage.identities import UnknownIdentityError
 from storage.indexes import NoPublishedIndexError

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 
-from pipelines.runtime import Runtime
 from pipelines.services.enrolment import remove_identity
 from pipelines.services.gallery import ImportItem, import_items
+from pipelines.services.runtime import Runtime
 from siamese.images import ImageRejected, decode_bytes
 from storage.identities import IdentitySummary
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from pipelines.errors import SiamidError
-from pipelines.runtime import Runtime
+from pipelines.services.errors import SiamidError
 from pipelines.services.models import ModelRef
+from pipelines.services.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class JobRunner:
             self._run(job_id)
 
     def _run(self, job_id: str) -> None:
-        from pipelines.errors import user_errors
+        from pipelines.services.errors import user_errors
         from storage.jobs import finish_job, start_job
 
         with self.rt.sessions.begin() as s:

@@ -16,8 +16,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipelines.runtime import Runtime
 from pipelines.services.identification import Identifier
+from pipelines.services.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class LiveIdentifier:
 
     def refresh(self) -> bool:
         """Load the published version if it is not the one in use; True when swapped."""
-        from pipelines.errors import user_errors
+        from pipelines.services.errors import user_errors
 
         with self._reload:
             wanted = published_now(self.rt)

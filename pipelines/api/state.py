@@ -17,9 +17,9 @@ from pipelines.api.live import LiveIdentifier, NotReadyError
 from pipelines.api.metrics import ApiMetrics
 from pipelines.api.probes import pin_threads
 from pipelines.api.settings import ApiSettings
-from pipelines.runtime import Runtime, safe_url
 from pipelines.services.apikeys import ApiKeyCache
 from pipelines.services.identification import Identifier
+from pipelines.services.runtime import Runtime, safe_url
 
 T = TypeVar("T")
 

@@ -19,11 +19,11 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from pipelines.cluster import Completed, failure_report, on_dask, submit_all
-from pipelines.runtime import process_runtime
 from pipelines.services import detection, detection_chunks, runlock
 from pipelines.services.detection_chunks import DetectedChunk
 from pipelines.services.encoding import FileItem
 from pipelines.services.paging import WorkPlan
+from pipelines.services.runtime import process_runtime
 from pipelines.services.worker import RunTarget, worker_runtime
 
 logger = logging.getLogger(__name__)

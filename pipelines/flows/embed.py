@@ -27,12 +27,12 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from pipelines.cluster import Completed, failure_report, on_dask, submit_all
-from pipelines.runtime import process_runtime
 from pipelines.services import embedding, publishing, runlock
 from pipelines.services.embedding import ChunkResult, FailedImage
 from pipelines.services.encoding import DEFAULT_BATCH_SIZE, FileItem
 from pipelines.services.models import ModelRef, resolve_model
 from pipelines.services.publishing import Collected, IndexResult
+from pipelines.services.runtime import process_runtime
 from pipelines.services.worker import RunTarget, worker_runtime
 
 logger = logging.getLogger(__name__)

@@ -13,10 +13,10 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines.runtime import process_runtime
 from pipelines.services import evaluation
 from pipelines.services.crops import CropSpec
 from pipelines.services.evaluation import EmbeddedSet, EvalData, FoldScores, Protocol, Split
+from pipelines.services.runtime import process_runtime
 from pipelines.services.training import TrainedModel
 
 logger = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines.runtime import process_runtime
 from pipelines.services import training
+from pipelines.services.runtime import process_runtime
 from pipelines.services.training import TrainedModel, TrainingSet, TrainOptions
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipelines.errors import SiamidError
+from pipelines.services.errors import SiamidError
 from storage.models import API_KEY_SCOPES, ApiKey
 
 logger = logging.getLogger(__name__)

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.errors import SiamidError
-from pipelines.runtime import Runtime
+from pipelines.services.errors import SiamidError
 from pipelines.services.gallery import scan_image_folder
 from pipelines.services.identification import Identifier
+from pipelines.services.runtime import Runtime
 from pipelines.services.scoring import operating_threshold
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from faces.face import Face
-from pipelines.errors import SiamidError
+from pipelines.services.errors import SiamidError
 
 #: The crop modes a model can be trained with (``--faces``).
 FACE_MODES: tuple[str, ...] = ("whole", "detect")

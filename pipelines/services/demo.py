@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.runtime import Runtime
+from pipelines.services.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from faces.face import Face, is_too_small
-from pipelines.runtime import Runtime
 from pipelines.services.encoding import FileItem
 from pipelines.services.model_files import CNN_FACE_DETECTOR, SHAPE_PREDICTOR_5, model_file
 from pipelines.services.paging import WorkPlan, keyset_pages
+from pipelines.services.runtime import Runtime
 from siamese.images import DecodeLimits, ImageRejected, decode_bytes
 from storage.faces import StoredFace
 

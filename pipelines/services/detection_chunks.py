@@ -12,7 +12,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipelines.runtime import Runtime
 from pipelines.services.detection import (
     DetectionSummary,
     PhotoFaces,
@@ -21,6 +20,7 @@ from pipelines.services.detection import (
     store_detection,
 )
 from pipelines.services.encoding import FileItem
+from pipelines.services.runtime import Runtime
 
 DEFAULT_CHUNK = 256  # photos per task: ~15 s at 61 ms a photo on one core
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.runtime import Runtime
+from pipelines.services.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from pipelines.runtime import Runtime
 from pipelines.services.encoding import DEFAULT_BATCH_SIZE, FileItem, encode_files
 from pipelines.services.models import ModelRef
 from pipelines.services.paging import WorkPlan, keyset_pages
+from pipelines.services.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

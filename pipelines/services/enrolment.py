@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from pipelines.runtime import Runtime
+from pipelines.services.runtime import Runtime
 from storage.identities import remove_identity as _remove_identity_rows
 
 logger = logging.getLogger(__name__)

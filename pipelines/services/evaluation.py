@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from faces.face import Face
-from pipelines.errors import SiamidError
-from pipelines.runtime import Runtime
 from pipelines.services.crops import CropSpec
 from pipelines.services.encoding import encode_paths
+from pipelines.services.errors import SiamidError
 from pipelines.services.models import resolve_model
+from pipelines.services.runtime import Runtime
 from pipelines.services.scoring import (
     CALIBRATE_ON,
     TEMPLATES,
@@ -36,7 +36,13 @@ from pipelines.services.scoring import (
     verification_pairs,
 )
 from pipelines.services.training import TrainedModel, TrainingSet, TrainOptions, train_model
-from siamese.openset import DEFAULT_FAR_TARGETS, DEFAULT_FPIR_TARGETS
+from siamese.openset import (
+    DEFAULT_FAR_TARGETS,
+    DEFAULT_FPIR_TARGETS,
+    DEFAULT_TARGET_FPIR,
+    dir_key,
+    tar_key,
+)
 
 if TYPE_CHECKING:
     pass
@@ -58,7 +64,7 @@ class Protocol:
     train_fraction: float = 0.5
     known_fraction: float = 0.5
     enroll: int = 5
-    target_fpir: float = 0.01
+    target_fpir: float = DEFAULT_TARGET_FPIR
     seed: int = 0
     model: str | None = None
     epochs: int | None = None
@@ -351,15 +357,12 @@ def summarise(folds: list[FoldScores], protocol: Protocol) -> dict[str, Any]:
             return float("nan"), float("nan")
         return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
 
-    def pct(t: float) -> str:
-        return f"dir@fpir={100 * t:g}%"
-
     metrics: dict[str, Any] = {
         "rank1": stat("rank1")[0],
         "rank5": stat("rank5")[0],
-        "dir_at_fpir": {str(t): stat(pct(t))[0] for t in DEFAULT_FPIR_TARGETS},
+        "dir_at_fpir": {str(t): stat(dir_key(t))[0] for t in DEFAULT_FPIR_TARGETS},
         "eer": stat("eer")[0],
-        "tar_at_far": {str(t): stat(f"tar@far={100 * t:g}%")[0] for t in DEFAULT_FAR_TARGETS},
+        "tar_at_far": {str(t): stat(tar_key(t))[0] for t in DEFAULT_FAR_TARGETS},
         "threshold": stat("threshold")[0],
         "target_fpir": protocol.target_fpir,
         "realised_fpir": stat("fpir")[0],
@@ -367,7 +370,7 @@ def summarise(folds: list[FoldScores], protocol: Protocol) -> dict[str, Any]:
         "std": {
             "rank1": stat("rank1")[1],
             "eer": stat("eer")[1],
-            "dir_at_fpir": {str(t): stat(pct(t))[1] for t in DEFAULT_FPIR_TARGETS},
+            "dir_at_fpir": {str(t): stat(dir_key(t))[1] for t in DEFAULT_FPIR_TARGETS},
             "realised_fpir": stat("fpir")[1],
             "realised_fnir": stat("fnir")[1],
         },
@@ -580,11 +583,16 @@ def record_run(rt: Runtime, metrics: dict[str, Any], report: str, model_ref: str
         return row.id
 
 
+def headline_dir(metrics: dict[str, Any]) -> float:
+    """DIR at the default target FPIR from metrics.json (what the command line and demo print)."""
+    return float(metrics["dir_at_fpir"][str(DEFAULT_TARGET_FPIR)])
+
+
 def fold_line(f: FoldScores, folds: int) -> str:
     """One line of progress per fold."""
     return (
         f"fold {f.fold + 1}/{folds}: rank-1 {f.figures['rank1']:.3f}, "
-        f"DIR@FPIR=1% {f.figures.get('dir@fpir=1%', float('nan')):.3f}, "
+        f"DIR@FPIR=1% {f.figures.get(dir_key(DEFAULT_TARGET_FPIR), float('nan')):.3f}, "
         f"EER {100 * f.figures.get('eer', float('nan')):.2f}%, threshold "
         f"{f.threshold:.4f}, realised FPIR {f.figures.get('fpir', float('nan')):.3f}"
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from pipelines.services.errors import GalleryError
 from siamese.images import (
     DEFAULT_LIMITS,
     IMAGE_EXTENSIONS,
@@ -30,10 +31,6 @@ from storage.images import ImageRecord, add_image, find_by_sha256, find_unreadab
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-
-
-class GalleryError(ValueError):
-    """A gallery source that cannot be imported at all (missing folder, malformed manifest)."""
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from faces.face import Face
-from pipelines.errors import SiamidError
-from pipelines.runtime import Runtime
 from pipelines.services.encoding import Encoded, encode_paths
+from pipelines.services.errors import SiamidError
 from pipelines.services.models import LoadedEncoder, ModelRef, resolve_model
+from pipelines.services.runtime import Runtime
 from pipelines.services.scoring import (
     TEMPLATES,
     group_by_identity,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from pipelines.errors import SiamidError
+from pipelines.services.errors import SiamidError
 
 PACKAGE = "face_recognition_models"
 SHAPE_PREDICTOR_5 = "shape_predictor_5_face_landmarks.dat"

@@ -2,8 +2,8 @@
 
 ``ModelRef`` is what travels between tasks and processes; ``EncoderCache`` turns one into a
 loaded, checksum-verified encoder once per process and model version. Its owner is the
-:class:`~pipelines.runtime.Runtime` that created it: a command, a flow's task process, a Dask
-worker or the HTTP service each hold one for as long as they live.
+:class:`~pipelines.services.runtime.Runtime` that created it: a command, a flow's task process,
+a Dask worker or the HTTP service each hold one for as long as they live.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipelines.errors import ModelError
 from pipelines.services.crops import CropSpec
+from pipelines.services.errors import ModelError
+from pipelines.services.model_files import FACE_RESNET, model_file
+from siamese.config import EncoderConfig
 from storage.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -131,8 +133,6 @@ def load_encoder(model: ModelRef) -> LoadedEncoder:
             "sha256 (altered or replaced); restore it or train a new model"
         )
     if model.architecture == "dlib-resnet":
-        from pipelines.services.pretrained import load_pretrained
-
         return load_pretrained(path)
     ckpt = load_checkpoint(path)
     if ckpt.encoder is None:
@@ -140,3 +140,27 @@ def load_encoder(model: ModelRef) -> LoadedEncoder:
     ckpt.encoder.eval()
     logger.debug("loaded encoder of model %s from %s", model.name, path)
     return LoadedEncoder(ckpt.encoder, ckpt.encoder_config)
+
+
+#: The input the pretrained encoder takes: 150x150 RGB in [0, 1] (it subtracts dlib's mean).
+PRETRAINED_INPUT = EncoderConfig(
+    in_channels=3, input_size=(150, 150), pixel_mean=0.0, pixel_std=1.0, normalize=False
+)
+
+
+def backbone_file() -> Path:
+    return model_file(FACE_RESNET)
+
+
+def load_pretrained(checkpoint: Path) -> LoadedEncoder:
+    """The encoder of a ``dlib-resnet`` model version, its body checked against the checkpoint."""
+    from siamese.pretrained import load_encoder, read_checkpoint
+
+    body = backbone_file()
+    expected = read_checkpoint(checkpoint)["backbone_sha256"]
+    if sha256_file(body) != expected:
+        raise ModelError(
+            f"{body} differs from the face ResNet this model was registered with; reinstall "
+            "face-recognition-models 0.3.0 or register the model again"
+        )
+    return LoadedEncoder(load_encoder(checkpoint, body), PRETRAINED_INPUT)

@@ -18,38 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.errors import ModelError, TrainingDataError
-from pipelines.runtime import Runtime
 from pipelines.services.crops import CropSpec
 from pipelines.services.encoding import encode_files
-from pipelines.services.model_files import FACE_RESNET, model_file
-from pipelines.services.models import LoadedEncoder, sha256_file
-from siamese.config import EncoderConfig, TrainConfig
+from pipelines.services.errors import TrainingDataError
+from pipelines.services.models import PRETRAINED_INPUT, LoadedEncoder, backbone_file, sha256_file
+from pipelines.services.runtime import Runtime
+from siamese.config import TrainConfig
 
 logger = logging.getLogger(__name__)
-
-#: The input the pretrained encoder takes: 150x150 RGB in [0, 1] (it subtracts dlib's mean).
-PRETRAINED_INPUT = EncoderConfig(
-    in_channels=3, input_size=(150, 150), pixel_mean=0.0, pixel_std=1.0, normalize=False
-)
-
-
-def backbone_file() -> Path:
-    return model_file(FACE_RESNET)
-
-
-def load_pretrained(checkpoint: Path) -> LoadedEncoder:
-    """The encoder of a ``dlib-resnet`` model version, its body checked against the checkpoint."""
-    from siamese.pretrained import load_encoder, read_checkpoint
-
-    body = backbone_file()
-    expected = read_checkpoint(checkpoint)["backbone_sha256"]
-    if sha256_file(body) != expected:
-        raise ModelError(
-            f"{body} differs from the face ResNet this model was registered with; reinstall "
-            "face-recognition-models 0.3.0 or register the model again"
-        )
-    return LoadedEncoder(load_encoder(checkpoint, body), PRETRAINED_INPUT)
 
 
 def _encode(

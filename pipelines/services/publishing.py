@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.runtime import Runtime
 from pipelines.services.models import ModelRef
+from pipelines.services.runtime import Runtime
 from storage.models import utcnow
 
 logger = logging.getLogger(__name__)

@@ -27,10 +27,12 @@ import jinja2
 import numpy as np
 from matplotlib.figure import Figure
 
+from pipelines.services.scoring import operating_threshold
 from siamese import openset
 from siamese.metrics import eer
 from siamese.openset import DEFAULT_FAR_TARGETS as FAR_TARGETS
 from siamese.openset import DEFAULT_FPIR_TARGETS as FPIR_TARGETS
+from siamese.openset import DEFAULT_TARGET_FPIR, dir_key, rate_label, tar_key
 
 logger = logging.getLogger(__name__)
 
@@ -41,23 +43,8 @@ __all__ = [
     "write_report",
 ]
 
-#: FPIR the operating threshold is calibrated for when ReportData gives neither.
-DEFAULT_TARGET_FPIR = 0.01
-
 # Deterministic PNG bytes: matplotlib otherwise stamps its version into the file.
 _PNG_METADATA = {"Software": None}
-
-
-def _pct(rate: float) -> str:
-    return f"{rate * 100:g}%"
-
-
-def _dir_key(target: float) -> str:
-    return f"dir@fpir={_pct(target)}"
-
-
-def _tar_key(target: float) -> str:
-    return f"tar@far={_pct(target)}"
 
 
 # Keys of the figures table, in display order, with labels and whether they are rates.
@@ -91,9 +78,9 @@ def figure_label(key: str) -> tuple[str, bool]:
 
 def _figure_order() -> list[str]:
     keys = ["rank1", "rank5"]
-    keys += [_dir_key(t) for t in FPIR_TARGETS]
+    keys += [dir_key(t) for t in FPIR_TARGETS]
     keys += ["eer", "eer_threshold"]
-    keys += [_tar_key(t) for t in FAR_TARGETS]
+    keys += [tar_key(t) for t in FAR_TARGETS]
     keys += ["threshold", "target_fpir", "fpir", "fnir", "dir"]
     keys += ["n_mated", "n_nonmated", "n_genuine", "n_impostor"]
     return keys
@@ -163,7 +150,8 @@ class ReportData:
             self.target_fpir = (
                 DEFAULT_TARGET_FPIR if self.target_fpir is None else float(self.target_fpir)
             )
-            self.threshold = openset.threshold_at_fpir(self.target_fpir, self.nonmated_best)
+            # the same rule (and fallback) as calibrate and identify
+            self.threshold = operating_threshold(self.target_fpir, self.nonmated_best)
 
     @property
     def has_verification(self) -> bool:
@@ -205,12 +193,12 @@ def summary_figures(
         dirs = openset.dir_at_fpir(
             fpir_targets, data.mated_dist, data.mated_rank, data.nonmated_best
         )
-        out.update({_dir_key(t): v for t, v in dirs.items()})
+        out.update({dir_key(t): v for t, v in dirs.items()})
     if data.has_verification:
         rate, thr = eer(data.genuine, data.impostor)
         out["eer"], out["eer_threshold"] = rate, thr
         for t in far_targets:
-            out[_tar_key(t)] = openset.tar_at_far(data.genuine, data.impostor, t)
+            out[tar_key(t)] = openset.tar_at_far(data.genuine, data.impostor, t)
     if data.threshold is not None:
         thr = float(data.threshold)
         out["threshold"] = thr
@@ -273,7 +261,7 @@ def _plot_dir_fpir(data: ReportData) -> bytes:
             [max(p.fpir, floor)],
             [p.dir],
             "o",
-            label=f"target FPIR {_pct(p.target_fpir)}: DIR {p.dir:.1%}",
+            label=f"target FPIR {rate_label(p.target_fpir)}: DIR {p.dir:.1%}",
         )
     ax.set_xscale("log")
     ax.set_xlim(floor, 1.0)

@@ -28,8 +28,8 @@ from typing import IO, Protocol
 
 from sqlalchemy import Connection, Engine, text
 
-from pipelines.errors import SiamidError
-from pipelines.runtime import Runtime
+from pipelines.services.errors import SiamidError
+from pipelines.services.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from faces.face import Face
-from pipelines.errors import TrainingDataError
-from pipelines.runtime import Runtime
 from pipelines.services.crops import CropSpec
+from pipelines.services.errors import TrainingDataError
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.models import sha256_file
+from pipelines.services.runtime import Runtime
 from siamese.config import ARCHS, BACKBONES, EncoderConfig, TrainConfig
 from storage.images import labelled_images
 from storage.registry import NewModelVersion, register_model_version
@@ -103,7 +103,7 @@ class TrainOptions(BaseModel):
         return config, encoder
 
     def _pretrained_configs(self) -> tuple[TrainConfig, EncoderConfig]:
-        from pipelines.services.pretrained import PRETRAINED_INPUT
+        from pipelines.services.models import PRETRAINED_INPUT
         from siamese.pretrained import MODES, TuneConfig
 
         if self.arch != "siamese" or self.distance != "l2" or (self.members or 1) != 1:

@@ -13,8 +13,8 @@ import os
 import socket
 from dataclasses import dataclass
 
-from pipelines.errors import DatabaseError, SiamidError
-from pipelines.runtime import Runtime, process_runtime, safe_url
+from pipelines.services.errors import DatabaseError, SiamidError
+from pipelines.services.runtime import Runtime, process_runtime, safe_url
 from pipelines.settings import Settings
 
 logger = logging.getLogger(__name__)

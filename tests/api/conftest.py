@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from bench.common import embed_all
 from pipelines.api.app import create_app
 from pipelines.api.settings import ApiSettings
-from pipelines.runtime import Runtime, open_runtime
 from pipelines.services.apikeys import create_api_key
 from pipelines.services.gallery import import_items, scan_image_folder
+from pipelines.services.runtime import Runtime, open_runtime
 from siamese.synthetic import generate_gallery
 from tests.api.support import (
     PEOPLE,

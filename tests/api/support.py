@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from pipelines.api.state import ApiState
-from pipelines.runtime import Runtime
+from pipelines.services.runtime import Runtime
 from pipelines.settings import Settings
 
 PEOPLE, PER_PERSON = 8, 4

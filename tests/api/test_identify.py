@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from pipelines.api.app import create_app
 from pipelines.api.settings import ApiSettings
 from pipelines.cli import app as cli
-from pipelines.runtime import Runtime, open_runtime
+from pipelines.services.runtime import Runtime, open_runtime
 from tests.api.support import Keys, Prepared, home_settings, state_of, wait_ready
 
 

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines.runtime import Runtime
+from pipelines.services.runtime import Runtime
 from siamese.synthetic import generate_gallery
 from tests.api.support import PEOPLE, Keys, Prepared, state_of, wait_job
 

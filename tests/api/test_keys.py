@@ -12,7 +12,6 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from pipelines.cli import app as cli
-from pipelines.runtime import Runtime
 from pipelines.services.apikeys import (
     ApiKeyCache,
     ApiKeyError,
@@ -23,6 +22,7 @@ from pipelines.services.apikeys import (
     list_api_keys,
     revoke_api_key,
 )
+from pipelines.services.runtime import Runtime
 from storage.models import ApiKey
 from tests.api.support import Keys
 

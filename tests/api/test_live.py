@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from bench.common import embed_all
 from pipelines.api.live import LiveIdentifier, published_now
-from pipelines.runtime import Runtime
 from pipelines.services.gallery import import_items, scan_image_folder
+from pipelines.services.runtime import Runtime
 from siamese.synthetic import generate_gallery
 from storage.indexes import create_index_version, publish_index_version
 from tests.api.support import Keys, Prepared, state_of
@@ -100,7 +100,7 @@ def test_calibration_changes_the_threshold_without_a_new_index(
 
 
 def test_live_identifier_is_not_ready_until_something_is_published(tmp_path: Path) -> None:
-    from pipelines.runtime import open_runtime
+    from pipelines.services.runtime import open_runtime
     from tests.api.support import home_settings
 
     rt = open_runtime(home_settings(tmp_path / "h"))

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from bench.common import embed_all
 from pipelines.api.app import create_app
 from pipelines.api.settings import ApiSettings
-from pipelines.runtime import open_runtime
 from pipelines.services.apikeys import create_api_key
 from pipelines.services.gallery import import_items, scan_image_folder
+from pipelines.services.runtime import open_runtime
 from siamese.synthetic import generate_gallery
 from tests.api.support import home_settings, quick_model, wait_job, wait_ready
 

@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from bench.common import embed_all
-from pipelines.runtime import Runtime
 from pipelines.services.apikeys import create_api_key
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.identification import Identifier
+from pipelines.services.runtime import Runtime
 from siamese.synthetic import generate_gallery
 from tests.api.support import Prepared
 

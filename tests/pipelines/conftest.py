@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.runtime import Runtime, open_runtime
 from pipelines.services.gallery import import_items, scan_image_folder
+from pipelines.services.runtime import Runtime, open_runtime
 from pipelines.settings import Settings
 from siamese.synthetic import generate_gallery
 

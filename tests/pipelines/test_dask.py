@@ -27,9 +27,9 @@ from bench.common import embed_all
 from pipelines.cluster import WORKER_CONFIG, ClusterError, ClusterSpec, flow_on
 from pipelines.flows.detect import detect_flow
 from pipelines.flows.embed import embed_flow
-from pipelines.runtime import Runtime
 from pipelines.services import doctor
 from pipelines.services.models import resolve_model
+from pipelines.services.runtime import Runtime
 from pipelines.services.worker import RunTarget, WorkerSetupError, worker_runtime
 from pipelines.settings import Settings
 from storage.models import Embedding

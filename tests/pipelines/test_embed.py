@@ -15,13 +15,13 @@ from sqlalchemy import func, select
 
 from bench.common import embed_all
 from index.errors import IndexChecksumError
-from pipelines.errors import ModelError
-from pipelines.runtime import Runtime
 from pipelines.services import doctor
 from pipelines.services.enrolment import remove_identity
+from pipelines.services.errors import ModelError
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.identification import Identifier
 from pipelines.services.models import resolve_model
+from pipelines.services.runtime import Runtime
 from siamese.synthetic import generate_gallery
 from storage.models import Embedding, IndexVersion
 
@@ -127,7 +127,7 @@ def test_unreadable_image_is_reported_and_the_rest_embedded(
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import storage.embeddings, storage.indexes
-    from pipelines.runtime import open_runtime
+    from pipelines.services.runtime import open_runtime
     from pipelines.settings import Settings
     from bench.common import embed_all
 
@@ -273,7 +273,7 @@ def test_readers_never_see_a_partial_index_while_versions_are_published(
 def test_embed_remove_doctor_on_postgres(
     postgres_url: str, siamid_home: Path, tiny_gallery: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipelines.runtime import open_runtime
+    from pipelines.services.runtime import open_runtime
     from pipelines.settings import Settings
 
     monkeypatch.setenv("SIAMID_DATABASE_URL", postgres_url)

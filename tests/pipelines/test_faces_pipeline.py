@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from bench.common import embed_all
-from pipelines.runtime import Runtime
 from pipelines.services.crops import CropModeError, CropSpec
 from pipelines.services.detection import classify, detect_gallery
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.identification import Identifier
+from pipelines.services.runtime import Runtime
 from pipelines.services.training import (
     TrainOptions,
     register_trained,

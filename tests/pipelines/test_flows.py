@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from pipelines.runtime import Runtime
+from pipelines.services.runtime import Runtime
 from siamese.synthetic import generate_gallery
 from storage.models import EvaluationRun, ModelVersion
 
@@ -109,8 +109,8 @@ def test_train_embed_evaluate_flows(prefect_harness: None, rt: Runtime, tmp_path
 
 
 def test_serve_builds_a_cron_deployment_and_needs_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.errors import SiamidError
     from pipelines.schedule import NoPrefectServerError, embed_deployment, serve_embed
+    from pipelines.services.errors import SiamidError
 
     dep = embed_deployment(cron="0 3 * * *", name="nightly")
     assert dep.name == "nightly" and dep.schedules[0].schedule.cron == "0 3 * * *"

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from bench.common import embed_all
 from pipelines.cli import app
-from pipelines.runtime import Runtime
 from pipelines.services.calibration import CalibrationError, calibrate
 from pipelines.services.identification import Identifier
+from pipelines.services.runtime import Runtime
 from pipelines.services.scoring import group_by_identity, margin_threshold
 from siamese.synthetic import generate_gallery
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.runtime import Runtime, open_runtime
 from pipelines.services.runlock import RunLockedError, lock_file, run_lock
+from pipelines.services.runtime import Runtime, open_runtime
 from pipelines.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ def test_a_second_run_waits_for_the_first(lock_rt: Runtime) -> None:
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from pipelines.runtime import open_runtime
+    from pipelines.services.runtime import open_runtime
     from pipelines.settings import Settings
     from pipelines.services.runlock import run_lock
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.errors import ModelError
-from pipelines.runtime import Runtime
 from pipelines.services import embedding, publishing
 from pipelines.services.enrolment import remove_identity
+from pipelines.services.errors import ModelError
 from pipelines.services.models import EncoderCache, ModelRef, resolve_model
+from pipelines.services.runtime import Runtime
 from pipelines.services.scoring import (
     mean_template,
     operating_threshold,

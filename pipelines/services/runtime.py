@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipelines import migrations
-from pipelines.errors import DatabaseError
+from pipelines.services.errors import DatabaseError
 from pipelines.services.models import EncoderCache
 from pipelines.settings import Settings
 from siamese.images import DecodeLimits

@@ -23,10 +23,13 @@ class DatabaseError(SiamidError):
     """The database URL cannot be used (no server, wrong credentials, unknown driver)."""
 
 
+class GalleryError(SiamidError, ValueError):
+    """A gallery source that cannot be imported at all (missing folder, malformed manifest)."""
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions a user can cause: shown as one clear line, never a traceback."""
     from index.errors import VectorIndexError
-    from pipelines.services.gallery import GalleryError
     from siamese.images import ImageRejected
     from storage.identities import UnknownIdentityError
     from storage.indexes import NoPublishedIndexError
@@ -34,7 +37,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     return (
         SiamidError,
-        GalleryError,
         ImageRejected,
         UnknownIdentityError,
         UnknownModelVersionError,

@@ -1,7 +1,7 @@
 """``siamid api`` (serve the HTTP API) and ``siamid apikey create|list|revoke``.
 
-Registered on the main command line by :func:`register`; uvicorn, FastAPI and the services
-are imported inside the commands, so ``siamid --help`` stays quick.
+uvicorn, FastAPI and the services are imported inside the commands, so ``siamid --help`` stays
+quick. The service itself is :func:`pipelines.api.app.create_app`; this module only starts it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from typing import Annotated, Any
 
 import typer
 
+from pipelines.cli.logs import PROGRESS_LOGGERS
+from pipelines.cli.options import JsonOpt
+from pipelines.cli.output import emit_json, runtime
+
 logger = logging.getLogger(__name__)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -24,11 +27,13 @@ class Scope(StrEnum):
     write = "write"
 
 
+app = typer.Typer()
 apikey_app = typer.Typer(
     help="Keys of the HTTP API: stored hashed, a new key is shown once.", no_args_is_help=True
 )
 
 
+@app.command("api")
 def api_cmd(
     host: Annotated[
         str | None, typer.Option(help="Interface to bind (default 127.0.0.1, SIAMID_API_HOST).")
@@ -45,7 +50,6 @@ def api_cmd(
     import uvicorn
 
     from pipelines.api.settings import ApiSettings
-    from pipelines.cli import runtime
 
     api = ApiSettings()
     host = host or api.host
@@ -75,8 +79,6 @@ def log_config() -> dict[str, Any]:
     worker process (each configures logging anew) reports index swaps and jobs."""
     from uvicorn.config import LOGGING_CONFIG
 
-    from pipelines.cli import PROGRESS_LOGGERS
-
     config = copy.deepcopy(LOGGING_CONFIG)
     for name in PROGRESS_LOGGERS:
         config["loggers"][name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
@@ -91,7 +93,6 @@ def apikey_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key; it is printed once (under "key" with --json) and only its hash is kept."""
-    from pipelines.cli import emit_json, runtime
     from pipelines.services.apikeys import create_api_key
 
     new = create_api_key(runtime().sessions, scope.value)
@@ -109,7 +110,6 @@ def apikey_create(
 @apikey_app.command("list")
 def apikey_list(as_json: JsonOpt = False) -> None:
     """List keys: id, prefix, scope, created and revoked times (never the keys themselves)."""
-    from pipelines.cli import emit_json, runtime
     from pipelines.services.apikeys import list_api_keys
 
     keys = list_api_keys(runtime().sessions)
@@ -129,16 +129,9 @@ def apikey_revoke(
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke a key: requests carrying it get 401 from then on."""
-    from pipelines.cli import emit_json, runtime
     from pipelines.services.apikeys import revoke_api_key
 
     info = revoke_api_key(runtime().sessions, key_id)
     typer.echo(f"revoked key {info.id} ({info.prefix})")
     if as_json:
         emit_json(info.as_dict())
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``api`` and ``apikey`` to the ``siamid`` command line."""
-    app.command("api")(api_cmd)
-    app.add_typer(apikey_app, name="apikey")

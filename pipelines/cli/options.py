@@ -1,0 +1,111 @@
+"""Options that several commands take, declared once (``Annotated`` types for typer).
+
+Choice lists come from the services and ``siamese.config`` (their one home); the enums here only
+present them to typer. :func:`chosen` turns an optional choice back into the plain string the
+services take.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.cli.output import CliError
+from pipelines.services.crops import FACE_MODES
+from pipelines.services.detection import MULTIPLE_FACES
+from pipelines.services.scoring import CALIBRATE_ON, TEMPLATES
+from siamese.config import ARCHS, BACKBONES, DISTANCES, LOSSES, TUNE_MODES
+
+
+def _choices(name: str, values: tuple[str, ...] | list[str]) -> type[StrEnum]:
+    return StrEnum(name, {v: v for v in values})  # type: ignore[return-value]
+
+
+FacesChoice = _choices("FacesChoice", FACE_MODES)
+MultipleChoice = _choices("MultipleChoice", MULTIPLE_FACES)
+ArchChoice = _choices("ArchChoice", ARCHS)
+LossChoice = _choices("LossChoice", LOSSES)
+DistanceChoice = _choices("DistanceChoice", DISTANCES)
+BackboneChoice = _choices("BackboneChoice", BACKBONES)
+TuneChoice = _choices("TuneChoice", TUNE_MODES)
+TemplateChoice = _choices("TemplateChoice", TEMPLATES)
+CalibrateOnChoice = _choices("CalibrateOnChoice", CALIBRATE_ON)
+
+
+def chosen(choice: StrEnum | None) -> str | None:
+    """The plain value of an optional choice (``None`` when the option was not given)."""
+    return choice.value if choice is not None else None
+
+
+def data_folder(data: Path, what: str = "person") -> Path:
+    """``--data`` must be an ImageFolder; the one message when it is not."""
+    if not data.is_dir():
+        raise CliError(f"--data {data} is not a folder laid out as PATH/<{what}>/<image>")
+    return data
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+
+BACKBONE_HELP = (
+    "small-cnn or chopra2005 (trained from scratch) or dlib-resnet (dlib's pretrained face "
+    "ResNet in torch, a head trained with the contrastive loss; implies --faces detect)."
+)
+
+FacesCheck = Annotated[
+    FacesChoice | None,  # type: ignore[valid-type]
+    typer.Option(
+        "--faces",
+        help="The crop mode you expect (whole images or detected faces); refused when it "
+        "differs from the model's. Default: the model's.",
+    ),
+]
+
+DaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        metavar="ADDRESS",
+        help="Run the chunks on the workers of this Dask scheduler (tcp://HOST:8786).",
+    ),
+]
+DaskWorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--dask-workers",
+        min=1,
+        metavar="N",
+        help="Run the chunks on a local Dask cluster of N worker processes, 1 thread each.",
+    ),
+]
+WaitOpt = Annotated[
+    float,
+    typer.Option(
+        "--wait",
+        min=0,
+        metavar="SECONDS",
+        help="Wait this long for another run on the same database to finish (0: exit at once).",
+    ),
+]
+TuneOpt = Annotated[
+    TuneChoice | None,  # type: ignore[valid-type]
+    typer.Option(
+        help="dlib-resnet with --epochs: train a head on its descriptors (default) or fine-tune "
+        "its last stages at a low learning rate (last-stages)."
+    ),
+]
+FlipOpt = Annotated[
+    bool,
+    typer.Option(
+        "--flip-average",
+        help="dlib-resnet: each face's descriptor averages its chip's and the mirrored chip's "
+        "(twice the embedding time; lower EER on celeba_wild). Recorded with the model.",
+    ),
+]
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option(min=0, help="Training epochs (dlib-resnet: of its head; default 0, zero-shot)."),
+]
+TargetFpirOpt = Annotated[float, typer.Option(help="Target false-positive identification rate.")]
