@@ -431,8 +431,8 @@ async def swap_run(base: str, key: str, g: Gallery, args: argparse.Namespace) ->
     """Search under load while three versions are published, each removing a victim."""
     import httpx
 
-    from pipelines.api.jobs import index_lock
     from pipelines.services.enrolment import remove_identity
+    from pipelines.services.indexing import index_lock
     from pipelines.services.publishing import build_and_publish
 
     victims = [g.name(v) for v in VICTIMS]
@@ -492,7 +492,7 @@ async def swap_run(base: str, key: str, g: Gallery, args: argparse.Namespace) ->
             return int((await wait_job(r.json()["job"]["id"]))["result"]["index_version"])
 
         def outside(name: str) -> int:
-            with index_lock(g.rt):
+            with index_lock(g.rt, wait_seconds=600):
                 remove_identity(g.rt, name)
                 removed_at[name] = time.perf_counter()
                 return build_and_publish(g.rt, g.model).index_version_id

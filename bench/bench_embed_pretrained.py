@@ -5,7 +5,7 @@ are imported into a throwaway SIAMID_HOME with their faces detected (detection h
 so it is not part of embedding), and the pretrained network is registered zero-shot. Then, in one
 run and interleaved over ``--repeats``:
 
-* **pipeline**: the embed flow's steps (``embed_all(full=True)``) per DataLoader worker count in
+* **pipeline**: the embed flow's steps (``index_pending(full=True)``) per DataLoader worker count in
   ``--workers``: read + sha256 check + decode + dlib chip in the loader, the forward pass (affine
   layers folded into the convolutions, channels_last), the shard, the SQL rows, the index;
 * **raw forward**: the same folded network on the same chips, already cut and stacked, in
@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
     base_parser,
-    embed_all,
     median,
     open_bench_runtime,
     print_header,
@@ -39,6 +38,7 @@ from bench.common import (  # noqa: E402
     stopwatch,
     write_result,
 )
+from pipelines.services.indexing import index_pending  # noqa: E402
 
 NAME = "bench_embed_pretrained"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "celeba_wild"
@@ -86,7 +86,7 @@ def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     detect_gallery(rt)
     options = TrainOptions(backbone="dlib-resnet", epochs=0)
     model = train_model(rt, training_set(rt, None, options.crop()), options)
-    first = embed_all(rt, model.name, full=True, workers=0)  # loads and folds the network
+    first = index_pending(rt, model.name, full=True, workers=0)  # loads and folds the network
     n = first.embedded
     encoder = rt.encoders.get(first.model)
     faces = chosen_gallery_faces(rt)
@@ -110,7 +110,9 @@ def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
                 for start in range(0, len(chips), args.batch_size):
                     encoder.module(chips[start : start + args.batch_size]).numpy()
             with stopwatch() as pipe:
-                run = embed_all(rt, model.name, full=True, workers=w, batch_size=args.batch_size)
+                run = index_pending(
+                    rt, model.name, full=True, workers=w, batch_size=args.batch_size
+                )
             assert run.embedded == n, run
             raw_runs.append(len(chips) / raw.wall)
             pipe_runs[w].append(n / pipe.wall)

@@ -5,7 +5,7 @@ into a throwaway SIAMID_HOME with SQLite, and a model with the default ``Encoder
 trained for one epoch on a few images (speed does not depend on the weights). Then, in the
 same run and interleaved over ``--repeats``:
 
-* **pipeline**: the embed flow's steps (``embed_all(full=True)``) for each DataLoader worker
+* **pipeline**: the embed flow's steps (``index_pending(full=True)``) for each DataLoader worker
   count in ``--workers``:
   read + sha256 check + decode + resize in the loader, the forward pass, the vector-store
   shard, the SQL rows, and publishing the index; images/s = images embedded / wall time;
@@ -44,7 +44,6 @@ from bench.common import (  # noqa: E402
     Column,
     Elapsed,
     base_parser,
-    embed_all,
     format_table,
     median,
     prepare_gallery,
@@ -53,6 +52,7 @@ from bench.common import (  # noqa: E402
     stopwatch,
     write_result,
 )
+from pipelines.services.indexing import index_pending  # noqa: E402
 
 NAME = "bench_embedding"
 
@@ -100,11 +100,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def time_pipeline(
     rt: Any, model_name: str, *, workers: int, batch_size: int
 ) -> tuple[Elapsed, int]:
-    """Time one ``embed_all(full=True)``; returns (elapsed, images embedded)."""
+    """Time one ``index_pending(full=True)``; returns (elapsed, images embedded)."""
     with stopwatch() as elapsed:
-        _, embedded, _, failed, _ = embed_all(
-            rt, model_name, full=True, workers=workers, batch_size=batch_size
-        )
+        run = index_pending(rt, model_name, full=True, workers=workers, batch_size=batch_size)
+        embedded, failed = run.embedded, run.failed
     if failed:
         raise RuntimeError(f"{len(failed)} images failed to embed, e.g. {failed[0]}")
     return elapsed, embedded
@@ -258,7 +257,7 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     rows += [
         {
-            "what": f"embed_all, workers={p['workers']}",
+            "what": f"index_pending, workers={p['workers']}",
             **p,
             "decode": f"{p['decode_only']['images_per_s']:,.0f}",
         }

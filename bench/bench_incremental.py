@@ -3,11 +3,11 @@
 A synthetic gallery is imported into a throwaway SIAMID_HOME (SQLite) with a 1-epoch model
 (as in ``bench_embedding.py``). Each repeat times, in this order:
 
-1. **full**: ``embed_all(full=True)``: every image embedded again, the index rebuilt;
-2. **unchanged**: ``embed_all()`` right after: it must embed 0 images and keep the
+1. **full**: ``index_pending(full=True)``: every image embedded again, the index rebuilt;
+2. **unchanged**: ``index_pending()`` right after: it must embed 0 images and keep the
    published index (no rebuild, nothing published); the goal is <= 2% of the full time;
 3. **one new person**: one more identity (``--per-identity`` images) is imported, then
-   ``embed_all()`` embeds just those and adds them to a copy of the published index.
+   ``index_pending()`` embeds just those and adds them to a copy of the published index.
 
 Before each timed call the in-process encoder cache is emptied, so every run loads and
 verifies the checkpoint like a fresh ``siamid embed`` process (interpreter start-up and
@@ -35,7 +35,6 @@ from bench.common import (  # noqa: E402
     Column,
     GalleryEnv,
     base_parser,
-    embed_all,
     format_table,
     median,
     prepare_gallery,
@@ -43,6 +42,7 @@ from bench.common import (  # noqa: E402
     start_record,
     write_result,
 )
+from pipelines.services.indexing import index_pending  # noqa: E402
 
 NAME = "bench_incremental"
 
@@ -82,12 +82,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def timed_embed(env: GalleryEnv, args: argparse.Namespace, *, full: bool) -> dict[str, Any]:
-    """One embed (``embed_all``) as a fresh process would run it: seconds and what it did."""
+    """One embed (``index_pending``) as a fresh process would run it: seconds and what it did."""
     env.rt.encoders.clear()  # load and verify the checkpoint again, as a new process does
     t0 = time.perf_counter()
-    _, embedded, skipped, failed, index = embed_all(
+    run = index_pending(
         env.rt, env.model_name, full=full, workers=args.workers, batch_size=args.batch_size
     )
+    embedded, skipped, failed, index = run.embedded, run.skipped, run.failed, run.index
     return {
         "seconds": time.perf_counter() - t0,
         "embedded": embedded,

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -441,44 +441,6 @@ def prepare_gallery(
     validation = run_training(subset, config, encoder, checkpoint)
     register_trained(rt, name, checkpoint, config, encoder, validation)
     return GalleryEnv(rt, root, name, summary.new)
-
-
-class EmbedRun(NamedTuple):
-    model: Any  # pipelines.services.models.ModelRef
-    embedded: int
-    skipped: int
-    failed: list[Any]  # pipelines.services.embedding.FailedImage
-    index: Any  # pipelines.services.publishing.IndexResult
-
-
-def embed_all(
-    rt: Any,
-    model: str | None = None,
-    *,
-    factory: str | None = None,
-    full: bool = False,
-    batch_size: int = 256,
-    workers: int = 1,
-    chunk_size: int = 2048,
-) -> EmbedRun:
-    """The embed flow's steps in this process, without Prefect (benchmarks and tests call the
-    services directly; the flow adds a task per chunk and its retries)."""
-    from pipelines.services import embedding, publishing
-    from pipelines.services.models import resolve_model
-
-    ref = resolve_model(rt.sessions, model)
-    rt.encoders.get(ref)
-    if ref.crop.detect:
-        from pipelines.services.detection import detect_gallery
-
-        detect_gallery(rt)
-    if full:
-        embedding.forget_vectors(rt, ref)
-    run = embedding.embed_pending(
-        rt, ref, chunk_size=chunk_size, batch_size=batch_size, workers=workers
-    )
-    index = publishing.build_and_publish(rt, ref, factory=factory, full=full)
-    return EmbedRun(ref, run.embedded, run.already_embedded, run.failed, index)
 
 
 # ------------------------------------------------------------------ synthetic embeddings

@@ -1,24 +1,21 @@
 """Background jobs: after an enrolment or a removal, embed what is pending and publish.
 
 A job is a row in ``api_job`` (so any worker process can answer a poll) run by one thread of
-the process that accepted the request. Indexing is the embed flow's sequence in this process
-(pending images in chunks, then an incremental build and publish) with the model of the
-published index, so the service keeps answering with one model. Processes that index at the
-same time take turns on a lock file in ``SIAMID_HOME``: two builds from the same published
-version would each miss the other's images.
+the process that accepted the request. Indexing is :mod:`pipelines.services.indexing` in this
+process with the model of the published index, so the service keeps answering with one model;
+its one lock makes jobs of several workers and ``siamid embed`` take turns (two builds from the
+same published version would each miss the other's images).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import queue
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -66,17 +63,9 @@ def _owner_gone(owner: str) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def index_lock(rt: Runtime) -> Iterator[None]:
-    """One indexing at a time among the processes sharing this SIAMID_HOME."""
-    path = rt.settings.home_dir / "api-index.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+#: How long a job waits for another indexing run (``siamid embed``, another worker's job) to
+#: finish before it fails saying which run holds the lock.
+INDEX_WAIT_SECONDS = 3600.0
 
 
 def serving_model(rt: Runtime) -> ModelRef:
@@ -91,32 +80,23 @@ def serving_model(rt: Runtime) -> ModelRef:
 
 
 def index_pending(rt: Runtime) -> dict[str, Any]:
-    """Detect faces (detect-mode models), embed the images that lack a vector, drop removed
-    ones, publish if anything changed: the embed flow's steps, in this process."""
-    from pipelines.services import embedding, publishing
+    """Index what is pending with the served model, as ``siamid embed`` does and under the same
+    lock (:func:`pipelines.services.indexing.index_pending`)."""
+    from pipelines.services import indexing
 
-    with index_lock(rt):
-        model = serving_model(rt)
-        detected = 0
-        if model.crop.detect:  # as the embed flow: the new photos' faces first
-            from pipelines.services.detection import detect_gallery
-
-            detected = detect_gallery(rt).detected
-        # workers=0: no DataLoader processes forked from a threaded server.
-        run = embedding.embed_pending(rt, model, workers=0)
-        embedded = run.embedded
-        failed = [{"image_id": f.face_image_id, "reason": f.reason} for f in run.failed]
-        result = publishing.build_and_publish(rt, model)
+    model = serving_model(rt)
+    # workers=0: no DataLoader processes forked from a threaded server.
+    run = indexing.index_pending(rt, str(model.id), workers=0, wait_seconds=INDEX_WAIT_SECONDS)
     return {
-        "model_version": model.name,
-        "detected": detected,
-        "embedded": embedded,
-        "failed": failed,
-        "index_version": result.index_version_id,
-        "published": result.published,
-        "vectors": result.vectors,
-        "added": result.added,
-        "removed": result.removed,
+        "model_version": run.model.name,
+        "detected": run.detected.detected if run.detected is not None else 0,
+        "embedded": run.embedded,
+        "failed": [{"image_id": f.face_image_id, "reason": f.reason} for f in run.failed],
+        "index_version": run.index.index_version_id,
+        "published": run.index.published,
+        "vectors": run.index.vectors,
+        "added": run.index.added,
+        "removed": run.index.removed,
     }
 
 

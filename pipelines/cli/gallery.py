@@ -84,10 +84,12 @@ def gallery_import(
     )
     failed_chunks: list[dict[str, object]] = []
     if detect and cluster is None:
-        from pipelines.services.detection import detect_gallery
+        from pipelines.services.indexing import detect_pending
 
         with progress_bar("detecting faces", enabled=summary.new >= 50) as update:
-            found = detect_gallery(rt, multiple=multiple_faces.value, progress=update)
+            found = detect_pending(
+                rt, multiple=multiple_faces.value, progress=update, wait_seconds=wait
+            )
         d["faces"], detected, counts = found.as_dict(), found.detected, found.outcomes
     elif detect:
         from collections import Counter

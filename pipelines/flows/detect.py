@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from pipelines.cluster import Completed, failure_report, on_dask, submit_all
-from pipelines.services import detection, detection_chunks, runlock
+from pipelines.services import detection, detection_chunks, indexing
 from pipelines.services.detection_chunks import DetectedChunk
 from pipelines.services.encoding import FileItem
 from pipelines.services.paging import WorkPlan
@@ -66,7 +66,7 @@ def detect_flow(
 ) -> DetectSummary:
     """Detect and store the faces of every accepted photo the current detector has not seen."""
     rt = process_runtime()
-    with runlock.run_lock(rt, "detect", wait_seconds=wait_seconds):
+    with indexing.index_lock(rt, wait_seconds=wait_seconds):
         plan = count_undetected()
         batches = detection.undetected_chunks(rt, plan, chunk_size)
         planned = plan.chunk_count(chunk_size)

@@ -6,7 +6,7 @@ by the last task. The flow counts the pending images first and reads them a chun
 submitted: a gallery of any size is never listed in memory at once. See
 :mod:`pipelines.services.embedding` for what makes a re-run after a crash finish the job with
 no duplicate and no missing vector. One run at a time per database: the
-flow holds the ``embed`` run lock (:mod:`pipelines.services.runlock`) from start to end.
+flow holds the indexing lock (:mod:`pipelines.services.indexing`) from start to end.
 
 In-process (the default) the chunks run one after the other. On a Dask task runner
 (:func:`pipelines.cluster.flow_on`) they are submitted to the cluster's workers and gathered
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from prefect import flow, task
@@ -27,11 +27,13 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from pipelines.cluster import Completed, failure_report, on_dask, submit_all
-from pipelines.services import embedding, publishing, runlock
+from pipelines.services import embedding, indexing
+from pipelines.services.detection import DetectionSummary
 from pipelines.services.embedding import ChunkResult, FailedImage
 from pipelines.services.encoding import DEFAULT_BATCH_SIZE, FileItem
-from pipelines.services.models import ModelRef, resolve_model
-from pipelines.services.publishing import Collected, IndexResult
+from pipelines.services.indexing import IndexRun
+from pipelines.services.models import ModelRef
+from pipelines.services.publishing import RETIRED_GRACE, Collected, IndexResult
 from pipelines.services.runtime import process_runtime
 from pipelines.services.worker import RunTarget, worker_runtime
 
@@ -56,26 +58,37 @@ class EmbedSummary(BaseModel):
     failed_chunks: list[dict[str, object]] = []
     embed_seconds: float = 0.0
 
+    @classmethod
+    def of(cls, run: IndexRun) -> EmbedSummary:
+        index = run.index
+        return cls(
+            model_version=run.model.name,
+            model_version_id=run.model.id,
+            embedded=run.embedded,
+            skipped=run.skipped,
+            failed=len(run.failed),
+            failed_images=[asdict(f) for f in run.failed],
+            removed=index.removed,
+            added=index.added,
+            vectors=index.vectors,
+            index_version=index.index_version_id,
+            factory=index.factory,
+            published=index.published,
+            rebuilt=index.rebuilt,
+            collected=asdict(run.collected),
+            failed_chunks=run.failed_chunks,
+            embed_seconds=run.embed_seconds,
+        )
+
 
 @task(cache_policy=NO_CACHE)
 def prepare(model: str | None, full: bool, faces: str | None = None) -> ModelRef:
-    """Resolve and load the model (a missing or altered checkpoint, or a ``--faces`` other
-    than the model's, fails here, before any work)."""
-    rt = process_runtime()
-    ref = resolve_model(rt.sessions, model)
-    ref.crop.check(faces, ref.name)
-    rt.encoders.get(ref)
-    if full:
-        embedding.forget_vectors(rt, ref)
-    return ref
+    return indexing.prepare(process_runtime(), model, full=full, faces=faces)
 
 
 @task(cache_policy=NO_CACHE)
-def detect_faces() -> dict[str, object]:
-    """Faces of the images the current detector has not seen (detect-mode models)."""
-    from pipelines.services.detection import detect_gallery
-
-    return detect_gallery(process_runtime()).as_dict()
+def detect_faces(model: ModelRef) -> DetectionSummary | None:
+    return indexing.detect_new_faces(process_runtime(), model)
 
 
 @task(cache_policy=NO_CACHE)
@@ -95,13 +108,12 @@ def embed_chunk(
 
 
 @task(cache_policy=NO_CACHE)
-def publish_index(model: ModelRef, factory: str | None, full: bool) -> IndexResult:
-    return publishing.build_and_publish(process_runtime(), model, factory=factory, full=full)
-
-
-@task(cache_policy=NO_CACHE)
-def collect_garbage(grace_seconds: float) -> Collected:
-    return publishing.collect_garbage(process_runtime(), timedelta(seconds=grace_seconds))
+def publish_index(
+    model: ModelRef, factory: str | None, full: bool, grace_seconds: float
+) -> tuple[IndexResult, Collected]:
+    return indexing.publish_and_collect(
+        process_runtime(), model, factory=factory, full=full, grace=timedelta(seconds=grace_seconds)
+    )
 
 
 @flow(name="embed")
@@ -112,19 +124,19 @@ def embed_flow(
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int = 1,
     chunk_size: int = embedding.DEFAULT_CHUNK,
-    grace_seconds: float = publishing.RETIRED_GRACE.total_seconds(),
+    grace_seconds: float = RETIRED_GRACE.total_seconds(),
     faces: str | None = None,
     wait_seconds: float = 0.0,
 ) -> EmbedSummary:
-    """Embed what lacks a vector, drop what was removed, publish a new index version.
+    """The steps of :mod:`pipelines.services.indexing` as tasks, under its lock; the chunks
+    are tasks of their own (on Dask when the runner is one).
 
-    ``wait_seconds``: how long to wait for another embed run of the same database to finish.
+    ``wait_seconds``: how long to wait for another indexing run of the same database to finish.
     """
     rt = process_runtime()
-    with runlock.run_lock(rt, "embed", wait_seconds=wait_seconds):
+    with indexing.index_lock(rt, wait_seconds=wait_seconds):
         ref = prepare(model, full, faces)
-        if ref.crop.detect:
-            detect_faces()
+        detected = detect_faces(ref)
         pending = count_pending(ref)
         batches = embedding.pending_chunks(rt, ref, pending, chunk_size)
         of = Planned(pending.chunk_count(chunk_size), pending.todo)
@@ -135,28 +147,19 @@ def embed_flow(
         else:
             run = _embed_in_process(ref, batches, of, batch_size, workers, target)
         seconds = time.perf_counter() - t0
-        index = publish_index(ref, factory, full)
-        gc = collect_garbage(grace_seconds)
-    return EmbedSummary(
-        model_version=ref.name,
-        model_version_id=ref.id,
-        embedded=run.embedded,
-        skipped=pending.already_embedded,
-        failed=len(run.failed),
-        failed_images=[
-            {"face_image_id": f.face_image_id, "source": f.source, "reason": f.reason}
-            for f in run.failed
-        ],
-        removed=index.removed,
-        added=index.added,
-        vectors=index.vectors,
-        index_version=index.index_version_id,
-        factory=index.factory,
-        published=index.published,
-        rebuilt=index.rebuilt,
-        collected={"index_files": gc.index_files, "orphan_shards": gc.orphan_shards},
-        failed_chunks=run.failed_chunks,
-        embed_seconds=seconds,
+        index, collected = publish_index(ref, factory, full, grace_seconds)
+    return EmbedSummary.of(
+        IndexRun(
+            ref,
+            run.embedded,
+            pending.already_embedded,
+            run.failed,
+            index,
+            collected,
+            detected=detected,
+            embed_seconds=seconds,
+            failed_chunks=run.failed_chunks,
+        )
     )
 
 

@@ -1,4 +1,4 @@
-"""Run locks: one embed (or detection) run at a time per database.
+"""Run locks: one indexing run (detection, embedding, publishing) at a time per database.
 
 Two runs started at once would list the same pending images and embed them twice (the unique
 key would then fail one of them, late). The second run waits for the first, up to a timeout,
@@ -34,7 +34,8 @@ from pipelines.services.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 #: The second number of each lock's PostgreSQL advisory key (``pg_locks.objid``).
-LOCKS: dict[str, int] = {"embed": 1, "detect": 2}
+#: ``index`` is the only one: :mod:`pipelines.services.indexing` holds it for every step.
+LOCKS: dict[str, int] = {"index": 1}
 #: The first number of the advisory key (``pg_locks.classid``): siamid's, fixed.
 PG_LOCK_CLASS = 0x51A1D
 POLL_SECONDS = 0.5

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.common import embed_all
 from pipelines.api.app import create_app
 from pipelines.api.settings import ApiSettings
 from pipelines.services.apikeys import create_api_key
 from pipelines.services.gallery import import_items, scan_image_folder
+from pipelines.services.indexing import index_pending
 from pipelines.services.runtime import Runtime, open_runtime
 from siamese.synthetic import generate_gallery
 from tests.api.support import (
@@ -48,7 +48,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     rt = open_runtime(home_settings(root / "home"))
     assert import_items(scan_image_folder(gallery), sessions=rt.sessions).new == PEOPLE * PER_PERSON
     model = quick_model(rt)
-    assert embed_all(rt, model, workers=0).index.published
+    assert index_pending(rt, model, workers=0).index.published
     rt.engine.dispose()  # the last connection closes: the WAL is folded into the file
     return Prepared(root / "home", gallery, model)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -189,3 +190,27 @@ def test_simultaneous_enrolments_of_a_new_name(
     assert codes == [202] * 4
     shown = client.get(url("twin"), headers=keys.read).json()
     assert len(shown["images"]) == 4
+
+
+def test_an_enrolment_job_waits_for_a_running_embed(
+    client: TestClient, keys: Keys, rt: Runtime, newcomer: list[Path]
+) -> None:
+    """The job and ``siamid embed`` index under the one lock: while an embed run holds it (the
+    embed flow takes it through the same function; tests/pipelines/test_runlock.py shows the
+    console script refused while it is held), the job waits; then it indexes."""
+    from pipelines.services.indexing import index_lock
+
+    before = state_of(client).live.current().index_version_id
+    with index_lock(rt):
+        r = client.post(
+            url("Waits") + "/images",
+            headers=keys.write,
+            files=[("images", ("a.png", newcomer[0].read_bytes()))],
+        )
+        job_id = r.json()["job"]["id"]
+        time.sleep(1.0)
+        job = client.get(f"/v1/jobs/{job_id}", headers=keys.read).json()
+        assert job["status"] in ("queued", "running"), job
+        assert state_of(client).live.current().index_version_id == before
+    job = wait_job(client, job_id, keys.read)
+    assert job["status"] == "done" and job["result"]["index_version"] > before, job

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from bench.common import embed_all
 from pipelines.api.live import LiveIdentifier, published_now
 from pipelines.services.gallery import import_items, scan_image_folder
+from pipelines.services.indexing import index_pending
 from pipelines.services.runtime import Runtime
 from siamese.synthetic import generate_gallery
 from storage.indexes import create_index_version, publish_index_version
@@ -34,7 +34,7 @@ def test_a_version_published_elsewhere_is_swapped_in(
 
     generate_gallery(tmp_path / "more", identities=2, per_identity=2, seed=9, first_identity=200)
     import_items(scan_image_folder(tmp_path / "more"), sessions=rt.sessions)
-    new_version = embed_all(rt, workers=0).index.index_version_id  # as `siamid embed` would
+    new_version = index_pending(rt, workers=0).index.index_version_id  # as `siamid embed` would
     assert new_version > old.index_version_id
     wait_for_version(client, new_version)
 

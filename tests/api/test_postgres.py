@@ -8,11 +8,11 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.common import embed_all
 from pipelines.api.app import create_app
 from pipelines.api.settings import ApiSettings
 from pipelines.services.apikeys import create_api_key
 from pipelines.services.gallery import import_items, scan_image_folder
+from pipelines.services.indexing import index_pending
 from pipelines.services.runtime import open_runtime
 from siamese.synthetic import generate_gallery
 from tests.api.support import home_settings, quick_model, wait_job, wait_ready
@@ -23,7 +23,7 @@ def test_api_on_postgres(postgres_url: str, tmp_path: Path) -> None:
     generate_gallery(tmp_path / "g", identities=6, per_identity=3, seed=3)
     rt = open_runtime(home_settings(tmp_path / "home", database_url=postgres_url))
     import_items(scan_image_folder(tmp_path / "g"), sessions=rt.sessions)
-    embed_all(rt, quick_model(rt), workers=0)
+    index_pending(rt, quick_model(rt), workers=0)
     read = {"X-API-Key": create_api_key(rt.sessions, "read").token}
     write = {"X-API-Key": create_api_key(rt.sessions, "write").token}
     try:

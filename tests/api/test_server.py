@@ -19,10 +19,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from bench.common import embed_all
 from pipelines.services.apikeys import create_api_key
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.identification import Identifier
+from pipelines.services.indexing import index_pending
 from pipelines.services.runtime import Runtime
 from siamese.synthetic import generate_gallery
 from tests.api.support import Prepared
@@ -149,7 +149,7 @@ def test_swaps_under_load_and_a_removal(
         # 2. a version published from outside (as `siamid embed` would): found by polling SQL
         (tmp_path / "new" / "person_0300").rename(tmp_path / "person_0300")
         import_items(scan_image_folder(tmp_path / "new"), sessions=rt.sessions)
-        third = embed_all(rt, workers=0).index.index_version_id
+        third = index_pending(rt, workers=0).index.index_version_id
         deadline = time.monotonic() + 10
         while c.get("/readyz").json()["index_version"] != third:
             assert time.monotonic() < deadline, "the externally published version was not served"

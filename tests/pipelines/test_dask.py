@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from bench.common import embed_all
 from pipelines.cluster import WORKER_CONFIG, ClusterError, ClusterSpec, flow_on
 from pipelines.flows.detect import detect_flow
 from pipelines.flows.embed import embed_flow
 from pipelines.services import doctor
+from pipelines.services.indexing import index_pending
 from pipelines.services.models import resolve_model
 from pipelines.services.runtime import Runtime
 from pipelines.services.worker import RunTarget, WorkerSetupError, worker_runtime
@@ -168,7 +168,7 @@ def test_cluster_embeds_the_vectors_one_process_embeds(
     client: distributed.Client,
     cluster: distributed.LocalCluster,
 ) -> None:
-    embed_all(rt, model, batch_size=4, chunk_size=4)
+    index_pending(rt, model, batch_size=4, chunk_size=4)
     alone = _vectors(rt, model)
     client.run(_count_model_loads)
     before = client.run(_executed)

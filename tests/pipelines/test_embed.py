@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from bench.common import embed_all
 from index.errors import IndexChecksumError
 from pipelines.services import doctor
 from pipelines.services.enrolment import remove_identity
 from pipelines.services.errors import ModelError
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.identification import Identifier
+from pipelines.services.indexing import index_pending
 from pipelines.services.models import resolve_model
 from pipelines.services.runtime import Runtime
 from siamese.synthetic import generate_gallery
@@ -41,17 +41,24 @@ def _count(rt: Runtime, model_name: str) -> int:
 
 def test_no_model_is_a_clear_error(rt: Runtime, imported: Path) -> None:
     with pytest.raises(ModelError, match="siamid train"):
-        embed_all(rt)
+        index_pending(rt)
 
 
 def test_full_then_incremental_then_removal(rt: Runtime, model: str, tmp_path: Path) -> None:
-    m, embedded, skipped, failed, index = embed_all(rt, model, batch_size=8, chunk_size=10)
+    run = index_pending(rt, model, batch_size=8, chunk_size=10)
+    embedded, skipped, failed, index = (
+        run.embedded,
+        run.skipped,
+        run.failed,
+        run.index,
+    )
     assert (embedded, skipped, failed) == (32, 0, [])
     assert index.published and index.vectors == 32
     assert doctor.diagnose(rt).ok
 
     # Unchanged: nothing embedded, the published version stays.
-    _, embedded, skipped, _, again = embed_all(rt, model)
+    run = index_pending(rt, model)
+    embedded, skipped, again = run.embedded, run.skipped, run.index
     assert (embedded, skipped, again.published) == (0, 32, False)
     assert again.index_version_id == index.index_version_id
 
@@ -59,7 +66,8 @@ def test_full_then_incremental_then_removal(rt: Runtime, model: str, tmp_path: P
     more = tmp_path / "more"
     generate_gallery(more, identities=2, per_identity=3, seed=3, first_identity=50)
     import_items(scan_image_folder(more), sessions=rt.sessions)
-    _, embedded, skipped, _, grown = embed_all(rt, model)
+    run = index_pending(rt, model)
+    embedded, skipped, grown = run.embedded, run.skipped, run.index
     assert (embedded, skipped, grown.added, grown.vectors) == (6, 32, 6, 38)
     assert grown.index_version_id != index.index_version_id
 
@@ -71,7 +79,8 @@ def test_full_then_incremental_then_removal(rt: Runtime, model: str, tmp_path: P
     ident = Identifier(rt, threshold=10.0, top_k=20)
     probe = more / "person_0050" / "000.png"
     assert all(c.identity != "person_0050" for c in ident.identify([probe])[0].candidates)
-    _, _, _, _, shrunk = embed_all(rt, model)
+    run = index_pending(rt, model)
+    shrunk = run.index
     assert (shrunk.removed, shrunk.vectors) == (3, 35)
     assert doctor.diagnose(rt).ok
     with rt.sessions() as s:
@@ -80,9 +89,11 @@ def test_full_then_incremental_then_removal(rt: Runtime, model: str, tmp_path: P
 
 
 def test_new_model_gets_its_own_index(rt: Runtime, model: str) -> None:
-    _, _, _, _, first = embed_all(rt, model)
+    run = index_pending(rt, model)
+    first = run.index
     newer = quick_model(rt, seed=1)
-    m2, embedded, _, _, second = embed_all(rt)  # default: the newest model
+    run = index_pending(rt)  # default: the newest model
+    m2, embedded, second = run.model, run.embedded, run.index
     assert m2.name == newer and embedded == 32 and second.published
     with rt.sessions() as s:
         old = s.get_one(IndexVersion, first.index_version_id)
@@ -91,7 +102,8 @@ def test_new_model_gets_its_own_index(rt: Runtime, model: str) -> None:
 
 
 def test_corrupted_index_is_refused_and_repaired(rt: Runtime, model: str) -> None:
-    _, _, _, _, index = embed_all(rt, model)
+    run = index_pending(rt, model)
+    index = run.index
     with rt.sessions() as s:
         path = Path(s.get_one(IndexVersion, index.index_version_id).path)
     data = bytearray(path.read_bytes())
@@ -109,7 +121,7 @@ def test_altered_checkpoint_is_refused(rt: Runtime, model: str) -> None:
     ckpt = Path(resolve_model(rt.sessions, model).checkpoint)
     ckpt.write_bytes(ckpt.read_bytes() + b"x")
     with pytest.raises(ModelError, match="sha256"):
-        embed_all(rt, model)
+        index_pending(rt, model)
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(IndexVersion)) == 0
 
@@ -119,7 +131,8 @@ def test_unreadable_image_is_reported_and_the_rest_embedded(
 ) -> None:
     victim = imported / "person_0001" / "001.png"
     victim.write_bytes(b"changed since import")
-    _, embedded, _, failed, index = embed_all(rt, model)
+    run = index_pending(rt, model)
+    embedded, failed, index = run.embedded, run.failed, run.index
     assert embedded == 31 and len(failed) == 1 and "changed" in failed[0].reason
     assert index.vectors == 31
 
@@ -129,7 +142,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import storage.embeddings, storage.indexes
     from pipelines.services.runtime import open_runtime
     from pipelines.settings import Settings
-    from bench.common import embed_all
+    from pipelines.services.indexing import index_pending
 
     point, after = sys.argv[1], int(sys.argv[2])
     calls = {"n": 0}
@@ -143,7 +156,7 @@ KILL_SCRIPT = textwrap.dedent("""
     module = storage.embeddings if point == "rows" else storage.indexes
     name = "add_embeddings" if point == "rows" else "publish_index_version"
     setattr(module, name, killer(getattr(module, name)))
-    embed_all(open_runtime(Settings()), sys.argv[3], batch_size=4, chunk_size=5, workers=0)
+    index_pending(open_runtime(Settings()), sys.argv[3], batch_size=4, chunk_size=5, workers=0)
 """)
 
 
@@ -160,7 +173,8 @@ def test_sigkill_then_rerun_finishes_with_no_duplicate_or_missing(
         timeout=300,
     )
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
-    _, embedded, skipped, _, index = embed_all(rt, model)
+    run = index_pending(rt, model)
+    embedded, skipped, index = run.embedded, run.skipped, run.index
     assert embedded + skipped == 32
     assert index.vectors == 32 and _count(rt, model) == 32
     report = doctor.diagnose(rt)
@@ -202,16 +216,18 @@ def test_incremental_embeds_exactly_the_new_images(
     rt: Runtime, model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counts = _count_forwards(monkeypatch)
-    embed_all(rt, model, batch_size=8)
+    index_pending(rt, model, batch_size=8)
     assert counts["images"] == 32
     counts.update(calls=0, images=0)
-    _, embedded, _, _, index = embed_all(rt, model)
+    run = index_pending(rt, model)
+    embedded, index = run.embedded, run.index
     assert embedded == 0 and counts["calls"] == 0 and not index.published
 
     extra = tmp_path / "ten"
     generate_gallery(extra, identities=5, per_identity=2, seed=3, first_identity=70)
     assert import_items(scan_image_folder(extra), sessions=rt.sessions).new == 10
-    _, embedded, _, _, index = embed_all(rt, model, batch_size=4)
+    run = index_pending(rt, model, batch_size=4)
+    embedded, index = run.embedded, run.index
     assert embedded == 10 and counts["images"] == 10 and index.vectors == 42
 
 
@@ -224,7 +240,8 @@ def test_readers_never_see_a_partial_index_while_versions_are_published(
     from index.vector_index import VectorIndex
     from storage.indexes import published_index
 
-    _, _, _, _, first = embed_all(rt, model)
+    run = index_pending(rt, model)
+    first = run.index
     published_counts = {first.vectors}
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -259,7 +276,8 @@ def test_readers_never_see_a_partial_index_while_versions_are_published(
                 extra, identities=2, per_identity=2, seed=3, first_identity=100 + 2 * n
             )
             import_items(scan_image_folder(extra), sessions=rt.sessions)
-            _, _, _, _, index = embed_all(rt, model)
+            run = index_pending(rt, model)
+            index = run.index
             published_counts.add(index.vectors)
     finally:
         stop.set()
@@ -280,10 +298,12 @@ def test_embed_remove_doctor_on_postgres(
     rt = open_runtime(Settings())
     assert import_items(scan_image_folder(tiny_gallery), sessions=rt.sessions).new == 32
     name = quick_model(rt)
-    _, embedded, _, _, index = embed_all(rt, name)
+    run = index_pending(rt, name)
+    embedded, index = run.embedded, run.index
     assert embedded == 32 and index.published and doctor.diagnose(rt).ok
     assert len(remove_identity(rt, "person_0001")) == 4
-    _, _, _, _, shrunk = embed_all(rt, name)
+    run = index_pending(rt, name)
+    shrunk = run.index
     assert (shrunk.removed, shrunk.vectors) == (4, 28)
     assert doctor.diagnose(rt).ok
     # Identification's one joined look-up, on an autocommit PostgreSQL session.

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.common import embed_all
 from pipelines.services.crops import CropModeError, CropSpec
 from pipelines.services.detection import classify, detect_gallery
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.identification import Identifier
+from pipelines.services.indexing import index_pending
 from pipelines.services.runtime import Runtime
 from pipelines.services.training import (
     TrainOptions,
@@ -105,7 +105,7 @@ def test_detect_mode_model_end_to_end(rt: Runtime, photo_gallery: Path) -> None:
     validation = run_training(ts, config, encoder, ckpt, crop)
     trained = register_trained(rt, "detect-model", ckpt, config, encoder, validation, crop)
 
-    run = embed_all(rt, trained.name)
+    run = index_pending(rt, trained.name)
     assert run.model.crop == CropSpec(faces="detect")
     assert run.embedded == 25 and run.index.vectors == 25
     assert [f.reason.split(":")[0] for f in run.failed] == ["no_face"]
@@ -137,7 +137,7 @@ def test_dlib_resnet_zero_shot_and_head_recognise_pasted_people(
     ts = training_set(rt, None, zero.crop())
     trained = train_model(rt, ts, zero)
     assert trained.validation["mode"] == "zero-shot"
-    run = embed_all(rt, trained.name, workers=0)
+    run = index_pending(rt, trained.name, workers=0)
     assert run.model.architecture == "dlib-resnet" and run.index.vectors == 25
 
     ident = Identifier(rt, top_k=2)  # the default threshold: dlib's 0.6 (margin 1.2 / 2)
@@ -157,7 +157,7 @@ def test_dlib_resnet_zero_shot_and_head_recognise_pasted_people(
     )
     assert tuned.validation["mode"] == "last-stages" and "last-stages" in tuned.name
     assert tuned.validation["zero_shot_eer"] == v["zero_shot_eer"]  # same people held out
-    again = embed_all(rt, tuned.name, workers=0)
+    again = index_pending(rt, tuned.name, workers=0)
     assert again.index.vectors == 25
 
     # Test-time flip: recorded with the model, used wherever it embeds.
@@ -165,8 +165,8 @@ def test_dlib_resnet_zero_shot_and_head_recognise_pasted_people(
     assert "zeroshot-flip" in flip.name and flip.validation["flip_average"] is True
     same_people = trained.validation["genuine_quantiles"]  # other descriptors, same people
     assert flip.validation["genuine_quantiles"] != same_people
-    embed_all(rt, flip.name, workers=0)
-    ident = Identifier(rt, top_k=2)  # the index embed_all published last: the flip model's
+    index_pending(rt, flip.name, workers=0)
+    ident = Identifier(rt, top_k=2)  # the index index_pending published last: the flip model's
     assert ident.model.name == flip.name and ident.encoder.module.flip_average is True
     both = sorted(ident.identify([probe]), key=lambda d: d.box[0] if d.box else 0.0)
     assert [(d.decision, d.identity) for d in both] == [("match", "p3"), ("match", "p4")]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bench.common import embed_all
 from pipelines.cli import app
 from pipelines.services.calibration import CalibrationError, calibrate
 from pipelines.services.identification import Identifier
+from pipelines.services.indexing import index_pending
 from pipelines.services.runtime import Runtime
 from pipelines.services.scoring import group_by_identity, margin_threshold
 from siamese.synthetic import generate_gallery
@@ -33,7 +33,7 @@ def test_margin_threshold_is_half_the_margin() -> None:
 
 @pytest.fixture
 def served(rt: Runtime, model: str) -> str:
-    embed_all(rt, model)
+    index_pending(rt, model)
     return model
 
 

@@ -35,15 +35,13 @@ def lock_rt(
 
 
 def test_a_second_run_stops_at_once_naming_the_first(lock_rt: Runtime) -> None:
-    with run_lock(lock_rt, "embed"):
+    with run_lock(lock_rt, "index"):
         with pytest.raises(RunLockedError) as caught:
-            with run_lock(lock_rt, "embed"):
-                pytest.fail("two embed runs held the lock")
+            with run_lock(lock_rt, "index"):
+                pytest.fail("two index runs held the lock")
         message = str(caught.value)
-        assert f"siamid embed, pid {os.getpid()}" in message and "--wait" in message
-        with run_lock(lock_rt, "detect"):  # another lock: no conflict
-            pass
-    with run_lock(lock_rt, "embed"):  # released
+        assert f"siamid index, pid {os.getpid()}" in message and "--wait" in message
+    with run_lock(lock_rt, "index"):  # released
         pass
 
 
@@ -51,7 +49,7 @@ def test_a_second_run_waits_for_the_first(lock_rt: Runtime) -> None:
     held, release = threading.Event(), threading.Event()
 
     def first() -> None:
-        with run_lock(lock_rt, "embed"):
+        with run_lock(lock_rt, "index"):
             held.set()
             release.wait(30)
 
@@ -60,7 +58,7 @@ def test_a_second_run_waits_for_the_first(lock_rt: Runtime) -> None:
     assert held.wait(30)
     threading.Timer(1.0, release.set).start()
     t0 = time.monotonic()
-    with run_lock(lock_rt, "embed", wait_seconds=30):
+    with run_lock(lock_rt, "index", wait_seconds=30):
         waited = time.monotonic() - t0
     thread.join(30)
     assert 0.8 <= waited < 20
@@ -71,7 +69,7 @@ def test_a_second_run_waits_for_the_first(lock_rt: Runtime) -> None:
     assert held.wait(30)
     t0 = time.monotonic()
     with pytest.raises(RunLockedError, match="did not finish within 0.6 s"):
-        with run_lock(lock_rt, "embed", wait_seconds=0.6):
+        with run_lock(lock_rt, "index", wait_seconds=0.6):
             pass
     assert time.monotonic() - t0 >= 0.6
     release.set()
@@ -84,7 +82,7 @@ HOLD = textwrap.dedent("""
     from pipelines.settings import Settings
     from pipelines.services.runlock import run_lock
 
-    with run_lock(open_runtime(Settings()), "embed"):
+    with run_lock(open_runtime(Settings()), "index"):
         print("held", flush=True)
         time.sleep(300)
 """)
@@ -96,19 +94,19 @@ def test_a_killed_run_leaves_no_lock_behind(lock_rt: Runtime) -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"held\n"
         with pytest.raises(RunLockedError, match=f"pid {proc.pid}"):
-            with run_lock(lock_rt, "embed"):
+            with run_lock(lock_rt, "index"):
                 pass
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-    with run_lock(lock_rt, "embed", wait_seconds=10):  # the server / kernel released it
+    with run_lock(lock_rt, "index", wait_seconds=10):  # the server / kernel released it
         pass
 
 
 def test_the_sqlite_lock_file_is_beside_the_database(rt: Runtime) -> None:
-    path = lock_file(rt, "embed")
-    assert path == rt.settings.home_dir / "siamid.db.embed.lock"
-    with run_lock(rt, "embed"):
+    path = lock_file(rt, "index")
+    assert path == rt.settings.home_dir / "siamid.db.index.lock"
+    with run_lock(rt, "index"):
         assert f"pid {os.getpid()}" in path.read_text()
 
 
@@ -116,7 +114,7 @@ def test_the_sqlite_lock_file_is_beside_the_database(rt: Runtime) -> None:
 def test_embed_while_another_embed_runs_exits_2_naming_it(rt: Runtime) -> None:
     """Through the console script: the flow takes the lock before anything else."""
     env = {**os.environ, "SIAMID_TORCH_THREADS": "1"}
-    with run_lock(rt, "embed"):
+    with run_lock(rt, "index"):
         proc = subprocess.run(
             [str(SIAMID), "embed", "--wait", "1"],
             capture_output=True,
@@ -128,5 +126,5 @@ def test_embed_while_another_embed_runs_exits_2_naming_it(rt: Runtime) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, proc.stderr
-    assert f"another embed run is using this database (siamid embed, pid {os.getpid()}" in errors[0]
+    assert f"another index run is using this database (siamid index, pid {os.getpid()}" in errors[0]
     assert "within 1 s" in errors[0]
