@@ -76,7 +76,8 @@ def measure(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from pipelines.services.crops import crop
-    from pipelines.services.detection import chosen_gallery_faces, detect_gallery, read_photo
+    from pipelines.services.detection import chosen_gallery_faces, read_photo
+    from pipelines.services.detection_chunks import detect_gallery
     from pipelines.services.gallery import import_items, scan_image_folder
     from pipelines.services.training import TrainOptions, train_model, training_set
     from siamese.data import preprocess

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.models import EvaluationRun
@@ -29,7 +28,3 @@ def add_evaluation_run(
     session.add(row)
     session.flush()
     return row
-
-
-def list_evaluation_runs(*, session: Session) -> list[EvaluationRun]:
-    return list(session.scalars(select(EvaluationRun).order_by(EvaluationRun.id)))

@@ -11,7 +11,6 @@ this module needs nothing from :mod:`faces` (the service converts ``faces.Face``
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -248,18 +247,6 @@ def chosen_faces(
         chunk = stmt.where(FaceDetection.face_image_id.in_(ids[start : start + _CHUNK]))
         out.update((int(i), _stored(f)) for i, f in session.execute(chunk))
     return out
-
-
-def detection_counts(*, session: Session, detector: str, detector_version: str) -> Counter[str]:
-    """Detections by outcome under this detector version (a Counter: absent outcomes read 0)."""
-    stmt = (
-        select(FaceDetection.outcome, func.count())
-        .where(
-            FaceDetection.detector == detector, FaceDetection.detector_version == detector_version
-        )
-        .group_by(FaceDetection.outcome)
-    )
-    return Counter({str(o): int(n) for o, n in session.execute(stmt)})
 
 
 def delete_detections(

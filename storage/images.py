@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, func, select
+from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, select
 from sqlalchemy.orm import Session
 
 from storage.models import FaceImage, Identity, ImageConflict
@@ -82,10 +81,6 @@ def images_of_identity(*, session: Session, identity_id: int) -> list[FaceImage]
     return list(session.scalars(stmt))
 
 
-def conflicted_image_ids(*, session: Session) -> set[int]:
-    return set(session.scalars(select(ImageConflict.face_image_id).distinct()))
-
-
 def is_live(*, after_id: int | None = None, through_id: int | None = None) -> ColumnElement[bool]:
     """The condition on ``face_image`` rows of the live gallery: accepted, one identity, and no
     conflict (conflicted bytes would vote for two people).
@@ -136,17 +131,3 @@ def labelled_images(*, session: Session) -> list[tuple[int, str, str]]:
         .order_by(Identity.name, FaceImage.id)
     )
     return [(int(i), str(u), str(n)) for i, u, n in session.execute(stmt)]
-
-
-def status_counts(*, session: Session) -> Counter[str]:
-    stmt = select(FaceImage.status, func.count()).group_by(FaceImage.status)
-    return Counter({s: int(n) for s, n in session.execute(stmt)})
-
-
-def reject_reason_counts(*, session: Session) -> Counter[str]:
-    stmt = (
-        select(FaceImage.reject_reason, func.count())
-        .where(FaceImage.status == "rejected")
-        .group_by(FaceImage.reject_reason)
-    )
-    return Counter({str(r): int(n) for r, n in session.execute(stmt)})

@@ -88,7 +88,3 @@ def retired_before(*, session: Session, cutoff: datetime) -> list[IndexVersion]:
         IndexVersion.status == "retired", IndexVersion.retired_at < cutoff
     )
     return list(session.scalars(stmt))
-
-
-def get_index_version(*, session: Session, index_version_id: int) -> IndexVersion:
-    return session.get_one(IndexVersion, index_version_id)

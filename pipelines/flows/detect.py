@@ -49,7 +49,7 @@ def detect_chunk(items: list[FileItem], multiple: str, target: RunTarget) -> Det
 
 @task(cache_policy=NO_CACHE)
 def summarise(done: list[DetectedChunk], failed_chunks: list[dict[str, object]]) -> DetectSummary:
-    summary = detection_chunks.detection_summary(process_runtime(), done)
+    summary = detection_chunks.detection_summary(done)
     return DetectSummary(
         detected=summary.detected,
         outcomes=dict(Counter(summary.outcomes)),

@@ -44,7 +44,6 @@ MULTIPLE_FACES: tuple[str, ...] = ("largest", "refuse")
 
 Progress = Callable[[int, int], None]
 
-_DETECT_PAGE = 2048  # images listed at a time by detect_gallery
 
 _local = threading.local()
 
@@ -255,41 +254,6 @@ def undetected_chunks(rt: Runtime, plan: WorkPlan, size: int) -> Iterator[list[F
             )
 
     return keyset_pages(read, size, last_id=plan.last_id)
-
-
-def detect_gallery(
-    rt: Runtime,
-    *,
-    multiple: str = "largest",
-    progress: Progress | None = None,
-    commit_every: int = 100,
-) -> DetectionSummary:
-    """Detect faces in every accepted image the current detector has not seen; store them."""
-    import time
-
-    from storage.faces import detection_counts
-
-    det = detector()
-    summary = DetectionSummary(det.name, det.version)
-    plan = plan_detection(rt)
-    # a page at a time (keyset, by id), not the whole gallery in memory
-    todo = (row for page in undetected_chunks(rt, plan, _DETECT_PAGE) for row in page)
-    with rt.sessions() as s:
-        for n, (image_id, source, _sha) in enumerate(todo, start=1):
-            t0 = time.perf_counter()
-            found = detect_file(source, rt.limits, multiple)
-            summary.seconds.append(time.perf_counter() - t0)
-            store_detection(s, image_id, found)
-            summary.detected += 1
-            if n % commit_every == 0:
-                s.commit()
-            if progress is not None:
-                progress(n, max(plan.todo, n))
-        s.commit()
-        summary.outcomes = detection_counts(
-            session=s, detector=det.name, detector_version=det.version
-        )
-    return summary
 
 
 def chosen_gallery_faces(rt: Runtime, image_ids: Sequence[int] | None = None) -> dict[int, Face]:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from pipelines.services import embedding, publishing, runlock
-from pipelines.services.detection import DetectionSummary, detect_gallery
+from pipelines.services.detection import DetectionSummary
+from pipelines.services.detection_chunks import detect_gallery
 from pipelines.services.embedding import FailedImage
 from pipelines.services.encoding import DEFAULT_BATCH_SIZE
 from pipelines.services.models import ModelRef, resolve_model

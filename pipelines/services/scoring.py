@@ -36,11 +36,6 @@ def mean_template(vectors: np.ndarray, *, normalize: bool) -> np.ndarray:
     return m.astype(np.float32)
 
 
-def is_unit(vectors: np.ndarray, atol: float = 1e-3) -> bool:
-    """True when every row has unit L2 norm (the model normalises its embeddings)."""
-    return bool(np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=atol))
-
-
 def group_by_identity(
     distances: np.ndarray,
     ids: np.ndarray,

@@ -28,6 +28,9 @@ from storage.registry import NewModelVersion, register_model_version
 
 logger = logging.getLogger(__name__)
 
+#: How long training waits for another run that detects or indexes the same gallery.
+DETECT_WAIT_SECONDS = 3600.0
+
 #: Log every n-th epoch at INFO (the others at DEBUG, shown with --verbose).
 EPOCH_LOG_EVERY = 5
 
@@ -170,9 +173,11 @@ def training_set(rt: Runtime, data: Path | None, crop: CropSpec | None = None) -
         rows = [r for r in labelled_images(session=s) if wanted is None or r[2] in wanted]
     if crop is None or not crop.detect:
         return TrainingSet([u for _, u, _ in rows], [n for _, _, n in rows])
-    from pipelines.services.detection import chosen_gallery_faces, detect_gallery
+    from pipelines.services.detection import chosen_gallery_faces
+    from pipelines.services.indexing import detect_pending
 
-    detect_gallery(rt)
+    # under the indexing lock, waiting for a run that is detecting the same photos
+    detect_pending(rt, wait_seconds=DETECT_WAIT_SECONDS)
     chosen = chosen_gallery_faces(rt, [i for i, _, _ in rows])
     rows = [r for r in rows if r[0] in chosen]
     return TrainingSet(

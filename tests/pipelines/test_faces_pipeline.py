@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from pipelines.services.crops import CropModeError, CropSpec
-from pipelines.services.detection import classify, detect_gallery
+from pipelines.services.detection import classify
+from pipelines.services.detection_chunks import detect_gallery
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.identification import Identifier
 from pipelines.services.indexing import index_pending

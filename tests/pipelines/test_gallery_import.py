@@ -235,6 +235,16 @@ def test_cli_import_json_exit_zero(tmp_path: Path, siamid_home: Path) -> None:
     names = {i["name"] for i in json.loads(listed.stdout.strip().splitlines()[-1])["identities"]}
     assert NAMES["sqli"] not in names and NAMES["cjk"] in names
 
+    # A second import's summary counts its own photos, not every detection stored before.
+    more = tmp_path / "more" / "Newcomer"
+    more.mkdir(parents=True)
+    for seed in (101, 102):
+        _face(seed=seed).save(more / f"{seed}.png")
+    second = runner.invoke(app, ["gallery", "import", str(more.parent), "--json"])
+    assert second.exit_code == 0, second.output
+    faces = json.loads(second.stdout.strip().splitlines()[-1])["faces"]
+    assert faces["detected"] == 2 and sum(faces["outcomes"].values()) == 2, faces
+
 
 @pytest.mark.att
 def test_att_faces_import_and_reimport(att_faces: Path, tmp_path: Path, sessions) -> None:  # type: ignore[no-untyped-def]

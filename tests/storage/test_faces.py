@@ -14,7 +14,6 @@ from storage.faces import (
     add_detection,
     chosen_faces,
     delete_detections,
-    detection_counts,
     detections_of,
     images_to_detect,
 )
@@ -219,11 +218,6 @@ def test_chosen_faces_and_counts(engine: Engine, images: dict[str, int]) -> None
             images["bob1"]: _face(0, chosen=True)
         }
         assert chosen_faces(session=s, detector=HOG, detector_version="v3") == {}
-
-        counts = detection_counts(session=s, detector=HOG, detector_version="v1")
-        assert counts == {"ok": 1, "multiple_faces": 1, "too_small": 1}
-        assert counts["error"] == 0
-        assert detection_counts(session=s, detector=HOG, detector_version="v2") == {"ok": 1}
 
 
 def test_delete_detections_by_version_or_all(engine: Engine, images: dict[str, int]) -> None:
