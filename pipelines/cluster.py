@@ -31,10 +31,6 @@ from pipelines.services.errors import SiamidError
 if TYPE_CHECKING:
     from prefect_dask import DaskTaskRunner
 
-# distributed logs every worker start and stop at INFO; siamid's progress is enough. Set before
-# distributed is imported (deferred: runs without a cluster do not pay for importing it).
-os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-
 logger = logging.getLogger(__name__)
 
 
@@ -46,7 +42,18 @@ class _SlowExitFilter(logging.Filter):
         return "still alive after" not in record.getMessage()
 
 
-logging.getLogger("distributed.nanny").addFilter(_SlowExitFilter())
+
+def quiet_distributed() -> None:
+    """distributed logs every worker start and stop at INFO; siamid's progress is enough.
+
+    Called when a cluster is asked for, before distributed is imported (runs without a cluster
+    do not pay for importing it, and importing this module changes nothing): the variable
+    reaches local worker processes too. A value the user set wins.
+    """
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    nanny = logging.getLogger("distributed.nanny")
+    if not any(isinstance(f, _SlowExitFilter) for f in nanny.filters):
+        nanny.addFilter(_SlowExitFilter())
 
 #: Dask's nanny starts worker processes with a 64 KiB malloc trim threshold (against memory
 #: fragmentation in long-lived workers). Setting it also turns off glibc's dynamic mmap
@@ -73,6 +80,7 @@ class ClusterSpec:
     workers: int | None = None
 
     def __post_init__(self) -> None:
+        quiet_distributed()
         if (self.address is None) == (self.workers is None):
             raise ClusterError("give either --dask ADDRESS or --dask-workers N, not both")
         if self.workers is not None and self.workers < 1:
