@@ -42,7 +42,6 @@ class _SlowExitFilter(logging.Filter):
         return "still alive after" not in record.getMessage()
 
 
-
 def quiet_distributed() -> None:
     """distributed logs every worker start and stop at INFO; siamid's progress is enough.
 
@@ -54,6 +53,7 @@ def quiet_distributed() -> None:
     nanny = logging.getLogger("distributed.nanny")
     if not any(isinstance(f, _SlowExitFilter) for f in nanny.filters):
         nanny.addFilter(_SlowExitFilter())
+
 
 #: Dask's nanny starts worker processes with a 64 KiB malloc trim threshold (against memory
 #: fragmentation in long-lived workers). Setting it also turns off glibc's dynamic mmap

@@ -96,6 +96,7 @@ def tar_key(target_far: float) -> str:
     """The figure key of TAR at a FAR: ``tar@far=0.1%``."""
     return f"tar@far={rate_label(target_far)}"
 
+
 Ties = Literal["pessimistic", "optimistic"]
 
 
