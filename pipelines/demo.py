@@ -51,7 +51,10 @@ class DemoResult:
         return {
             "source": self.source,
             "import": self.imported.as_dict(),
-            "train": {"model_version": self.trained.name, "validation": self.trained.validation},
+            "train": {
+                "model_version": self.trained.name,
+                "validation": self.trained.validation.as_dict(),
+            },
             "embed": self.embedded.model_dump(),
             "calibrate": self.calibrated.as_dict(),
             "identify": asdict(self.identified),
@@ -109,7 +112,7 @@ def run_demo(
         "flip_average": flip_average,
     }
     trained = train_flow(options=TrainOptions(**choices))
-    eer = trained.validation.get("eer")
+    eer = trained.validation.eer
     logger.info(
         "[3/6] train: model %s, validation EER %s",
         trained.name,
@@ -147,8 +150,7 @@ def run_demo(
 def summary_table(result: DemoResult) -> str:
     """The few figures a newcomer wants to see at the end, as a plain-text table."""
     i, c, m = result.identified, result.calibrated, result.evaluated["metrics"]
-    v = result.trained.validation
-    eer = v.get("eer")
+    eer = result.trained.validation.eer
     rows = [
         ("data", result.source),
         ("gallery", f"{result.embedded.vectors} images indexed ({result.embedded.factory})"),

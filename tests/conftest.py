@@ -30,15 +30,13 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-ATT_FACES = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "att_faces"
+from tests.support import ATT_FACES, need_dir, postgres_admin_url  # noqa: E402
 
 
 @pytest.fixture
 def att_faces() -> Path:
-    """The AT&T faces beside the repo; the test skips cleanly when ../shared is absent."""
-    if not (ATT_FACES / "s1").is_dir():
-        pytest.skip(f"AT&T faces not found at {ATT_FACES}")
-    return ATT_FACES
+    """The AT&T faces beside the repo (skip when ../shared is absent, fail under CI=true)."""
+    return need_dir(ATT_FACES)
 
 
 @pytest.fixture
@@ -57,11 +55,7 @@ def postgres_url() -> Iterator[str]:
     Locally the test skips when SIAMID_TEST_POSTGRES_URL is unset; under CI=true that is a
     failure, since .ci/run starts PostgreSQL and exports the URL.
     """
-    admin_url = os.environ.get("SIAMID_TEST_POSTGRES_URL")
-    if not admin_url:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but SIAMID_TEST_POSTGRES_URL is not set; .ci/run must export it")
-        pytest.skip("SIAMID_TEST_POSTGRES_URL is not set")
+    admin_url = postgres_admin_url()
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 

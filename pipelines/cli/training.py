@@ -107,11 +107,11 @@ def train_cmd(
     runtime()  # create and migrate the database up front
     trained = train_flow(data=str(data) if data else None, options=options)
     v = trained.validation
-    eer = "n/a" if v["eer"] is None else f"{100 * v['eer']:.2f}%"
+    eer = "n/a" if v.eer is None else f"{100 * v.eer:.2f}%"
     typer.echo(
         f"model version {trained.name} (id {trained.id}): validation EER "
-        f"{eer} on {len(v['val_identities'])} unseen people ({v['members']} member(s)), best "
-        f"epoch {v['best_epoch']}/{v['epochs_run']}, {v['seconds']:.0f} s"
+        f"{eer} on {len(v.val_identities)} unseen people ({v.members} member(s)), best "
+        f"epoch {v.best_epoch}/{v.epochs_run}, {v.seconds:.0f} s"
     )
     if as_json:
         emit_json(
@@ -119,7 +119,7 @@ def train_cmd(
                 "model_version": trained.name,
                 "model_version_id": trained.id,
                 "checkpoint": trained.checkpoint,
-                "validation": v,
+                "validation": v.as_dict(),
             }
         )
 

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,12 @@ class LoadedEncoder:
 
     module: Any  # torch.nn.Module
     config: Any  # siamese.config.EncoderConfig
+
+
+def model_name(parts: list[str], seed: int, prefix: str = "") -> str:
+    """A new model version's name: ``{prefix}{parts joined by -}-s{seed}-{UTC time}``, e.g.
+    ``siamese-hadsell-l2-s0-20261203T101500123456`` or ``dlib-resnet-zeroshot-flip-s0-...``."""
+    return f"{prefix}{'-'.join(parts)}-s{seed}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
 
 
 def sha256_file(path: Path) -> str:

@@ -12,7 +12,6 @@ training, so the figures say whether training helped.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from pipelines.services.encoding import encode_files
 from pipelines.services.errors import TrainingDataError
 from pipelines.services.models import PRETRAINED_INPUT, LoadedEncoder, backbone_file, sha256_file
 from pipelines.services.runtime import Runtime
+from pipelines.services.validation import Validation
 from siamese.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def train_pretrained(
     epochs: int,
     mode: str,
     flip_average: bool = False,
-) -> dict[str, Any]:
+) -> Validation:
     """Adapt the network in ``mode`` (``epochs`` > 0) or keep it as it is; write the checkpoint.
 
     ``flip_average``: descriptors average each chip's with its mirror image's, in training (the
@@ -180,11 +180,11 @@ def train_pretrained(
             head = train_head(d[train_rows], labels[train_rows], tune, progress).module
             with torch.no_grad():
                 after_val = head(torch.as_tensor(d[val_rows])).numpy()
-    validation: dict[str, Any] = {"eer": None, "threshold": None}
+    figures: dict[str, Any] = {"eer": None, "threshold": None}
     if val_rows.any():
         zero = _validation(zero_val, names[val_rows])
-        validation = _validation(after_val, names[val_rows]) if epochs > 0 else dict(zero)
-        validation["zero_shot_eer"] = zero["eer"]
+        figures = _validation(after_val, names[val_rows]) if epochs > 0 else dict(zero)
+        figures["zero_shot_eer"] = zero["eer"]
     save_checkpoint(
         checkpoint,
         backbone_sha256=sha256_file(backbone_file()),
@@ -193,27 +193,17 @@ def train_pretrained(
         flip_average=flip_average,
         meta={"tune": tune.to_dict(), "crop": crop.to_dict(), "flip_average": flip_average},
     )
-    return {
-        **validation,
-        "best_epoch": epochs,
-        "epochs_run": epochs,
-        "stopped_early": False,
-        "train_identities": [classes[i] for i in train_ids],
-        "val_identities": [classes[i] for i in val_ids],
-        "images": len(ts.paths),
-        "members": 1,
-        "member_eers": None,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "torch_threads": torch.get_num_threads(),
-        "device": device.type,
-        "backbone": "dlib-resnet",
-        "mode": mode if epochs > 0 else "zero-shot",
-        "flip_average": flip_average,
-    }
-
-
-def model_name(
-    seed: int, epochs: int, mode: str, prefix: str = "", flip_average: bool = False
-) -> str:
-    mode = (mode if epochs > 0 else "zeroshot") + ("-flip" if flip_average else "")
-    return f"{prefix}dlib-resnet-{mode}-s{seed}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+    return Validation(
+        **figures,
+        best_epoch=epochs,
+        epochs_run=epochs,
+        train_identities=[classes[i] for i in train_ids],
+        val_identities=[classes[i] for i in val_ids],
+        images=len(ts.paths),
+        seconds=round(time.perf_counter() - t0, 2),
+        torch_threads=torch.get_num_threads(),
+        device=device.type,
+        backbone="dlib-resnet",
+        mode=mode if epochs > 0 else "zero-shot",
+        flip_average=flip_average,
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,9 @@ from faces.face import Face
 from pipelines.services.crops import CropSpec
 from pipelines.services.errors import TrainingDataError
 from pipelines.services.gallery import import_items, scan_image_folder
-from pipelines.services.models import sha256_file
+from pipelines.services.models import model_name, sha256_file
 from pipelines.services.runtime import Runtime
+from pipelines.services.validation import Validation
 from siamese.config import ARCHS, BACKBONES, EncoderConfig, TrainConfig
 from storage.images import labelled_images
 from storage.registry import NewModelVersion, register_model_version
@@ -155,7 +155,7 @@ class TrainedModel:
     id: int
     name: str
     checkpoint: str
-    validation: dict[str, Any]
+    validation: Validation
 
 
 def training_set(rt: Runtime, data: Path | None, crop: CropSpec | None = None) -> TrainingSet:
@@ -207,13 +207,6 @@ def check_training_set(ts: TrainingSet, config: TrainConfig, source: str) -> Non
         )
 
 
-def model_name(config: TrainConfig, when: datetime, prefix: str = "") -> str:
-    return (
-        f"{prefix}{config.arch}-{config.loss}-{config.distance}-s{config.seed}-"
-        f"{when:%Y%m%dT%H%M%S%f}"
-    )
-
-
 def _log_epoch(report: Any) -> None:
     last = report.epoch == report.epochs
     level = logging.INFO if last or report.epoch % EPOCH_LOG_EVERY == 0 else logging.DEBUG
@@ -249,12 +242,13 @@ def run_training(
     encoder: EncoderConfig,
     checkpoint: Path,
     crop: CropSpec | None = None,
-) -> dict[str, Any]:
+) -> Validation:
     """Load the images (or their aligned faces) and train; returns the validation figures."""
     import numpy as np
     import torch
 
     from siamese.data import encode_labels
+    from siamese.device import resolve_device
     from siamese.training import train
 
     labels, classes = encode_labels(ts.names)
@@ -263,23 +257,23 @@ def run_training(
     result = train(
         images, np.asarray(labels), config, encoder, checkpoint_path=checkpoint, on_epoch=_log_epoch
     )
-    return {
-        "eer": result.best_eer,
-        "threshold": result.best_threshold,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early,
-        "genuine_quantiles": result.genuine_quantiles,
-        "impostor_quantiles": result.impostor_quantiles,
-        "train_identities": [classes[i] for i in result.train_identities],
-        "val_identities": [classes[i] for i in result.val_identities],
-        "images": len(ts.paths),
-        "members": config.effective_members,
-        "member_eers": result.member_eers,
-        "seconds": round(result.seconds, 2),
-        "torch_threads": torch.get_num_threads(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-    }
+    return Validation(
+        eer=result.best_eer,
+        threshold=result.best_threshold,
+        genuine_quantiles=result.genuine_quantiles,
+        impostor_quantiles=result.impostor_quantiles,
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run,
+        stopped_early=result.stopped_early,
+        train_identities=[classes[i] for i in result.train_identities],
+        val_identities=[classes[i] for i in result.val_identities],
+        images=len(ts.paths),
+        members=config.effective_members,
+        member_eers=result.member_eers,
+        seconds=round(result.seconds, 2),
+        torch_threads=torch.get_num_threads(),
+        device=resolve_device(config.device).type,
+    )
 
 
 def register_trained(
@@ -288,7 +282,7 @@ def register_trained(
     checkpoint: Path,
     config: TrainConfig,
     encoder: EncoderConfig,
-    validation: dict[str, Any],
+    validation: Validation,
     crop: CropSpec | None = None,
     *,
     architecture: str | None = None,
@@ -317,7 +311,7 @@ def register_trained(
         embedding_dim=dim,
         distance=config.distance,
         margin=float(config.margin),
-        metrics={"validation": validation, **extra_metrics},
+        metrics={"validation": validation.as_dict(), **extra_metrics},
     )
     with rt.sessions.begin() as s:
         mv = register_model_version(session=s, model=row)
@@ -345,9 +339,9 @@ def train_model(
     if options.pretrained:
         from pipelines.services import pretrained
 
-        name = pretrained.model_name(
-            config.seed, options.head_epochs, options.tune_mode, name_prefix, options.flip_average
-        )
+        mode = options.tune_mode if options.head_epochs > 0 else "zeroshot"
+        parts = ["dlib-resnet", mode] + (["flip"] if options.flip_average else [])
+        name = model_name(parts, config.seed, name_prefix)
         checkpoint = rt.settings.checkpoint_file(name)
         validation = pretrained.train_pretrained(
             rt,
@@ -361,7 +355,7 @@ def train_model(
         )
         architecture = "dlib-resnet"
     else:
-        name = model_name(config, datetime.now(UTC), name_prefix)
+        name = model_name([config.arch, config.loss, config.distance], config.seed, name_prefix)
         checkpoint = rt.settings.checkpoint_file(name)
         validation = run_training(ts, config, encoder, checkpoint, crop)
         architecture = None

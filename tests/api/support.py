@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from pipelines.api.state import ApiState
 from pipelines.services.runtime import Runtime
 from pipelines.settings import Settings
+from tests.support import quick_model as shared_quick_model
 
 PEOPLE, PER_PERSON = 8, 4
 
@@ -27,19 +28,8 @@ def home_settings(home: Path, **overrides: Any) -> Settings:
 
 
 def quick_model(rt: Runtime) -> str:
-    """One short epoch of a one-member encoder (tests of plumbing, not accuracy)."""
-    from pipelines.services.training import (
-        TrainOptions,
-        register_trained,
-        run_training,
-        training_set,
-    )
-
-    config, encoder = TrainOptions(seed=0, epochs=1, members=1).configs()
-    config = replace(config, identities_per_batch=4, images_per_identity=2, patience=0)
-    ckpt = rt.settings.checkpoints_dir / "api-test.pt"
-    validation = run_training(training_set(rt, None), config, encoder, ckpt)
-    return register_trained(rt, "api-test", ckpt, config, encoder, validation).name
+    """The API tests' model: one member, named ``api-test``."""
+    return shared_quick_model(rt, members=1, name="api-test")
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
+from tests.support import ATT_FACES, CELEBA, need_dir, postgres_admin_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,17 +56,14 @@ def test_bench_identify_sqlite(tmp_path: Path) -> None:
 
 
 def test_bench_identify_postgres(tmp_path: Path) -> None:
-    if not os.environ.get("SIAMID_TEST_POSTGRES_URL"):
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but SIAMID_TEST_POSTGRES_URL is not set")
-        pytest.skip("SIAMID_TEST_POSTGRES_URL is not set")
+    url = postgres_admin_url()
     saved = run_smoke(
         "bench_identify",
         tmp_path,
         "--backends",
         "postgres",
         "--postgres-url",
-        os.environ["SIAMID_TEST_POSTGRES_URL"],
+        url,
     )
     assert saved["backends"]["postgres"]["p50"] > 0
 
@@ -89,12 +85,7 @@ def test_bench_incremental(tmp_path: Path) -> None:
 
 
 def _celeba() -> Path:
-    data = ROOT.parent / "shared" / "datasets" / "celeba_wild"
-    if not data.is_dir():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but celeba_wild is not at {data}")
-        pytest.skip(f"celeba_wild not found at {data}")
-    return data
+    return need_dir(CELEBA)
 
 
 def test_bench_embed_pretrained(tmp_path: Path) -> None:
@@ -106,11 +97,7 @@ def test_bench_embed_pretrained(tmp_path: Path) -> None:
 
 def test_bench_embed_gpu_prepares_and_runs_on_the_cpu(tmp_path: Path) -> None:
     """The GPU check's two steps at toy sizes: ``prepare`` on AT&T, ``run`` on this CPU."""
-    att = ROOT.parent / "shared" / "datasets" / "att_faces"
-    if not att.is_dir():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but {att} is missing")
-        pytest.skip(f"{att} is missing")
+    att = need_dir(ATT_FACES)
     module = bench_module("bench_embed_gpu")
     carry, out = tmp_path / "carry", tmp_path / "gpu.json"
     module.main(

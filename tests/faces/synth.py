@@ -5,33 +5,17 @@ places and sizes, and where their points land. Plus the data-set locations and t
 from __future__ import annotations
 
 import importlib.util
-import os
 from functools import cache
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
-DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-ATT = DATASETS / "att_faces"
-CELEBA = DATASETS / "celeba_wild"
+from tests.support import ATT_FACES, CELEBA, DATASETS, missing, need_dir  # noqa: F401 (shared)
+
+ATT = ATT_FACES
 SHAPE_PREDICTOR_5 = "shape_predictor_5_face_landmarks.dat"
 CNN_FACE_DETECTOR = "mmod_human_face_detector.dat"
-
-
-def missing(what: str) -> None:
-    """Skip the test because ``what`` is absent, or fail it under CI=true."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {what}")
-    pytest.skip(what)
-
-
-def need_dir(path: Path) -> Path:
-    """``path``, or skip (fail under CI=true) when that data set is absent."""
-    if not path.is_dir():
-        missing(f"data set not found at {path}")
-    return path
 
 
 def find_model_file(name: str) -> Path | None:

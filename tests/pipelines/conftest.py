@@ -4,7 +4,6 @@ trained (barely trained: tests of plumbing, not accuracy) model registered in SQ
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.runtime import Runtime, open_runtime
 from pipelines.settings import Settings
 from siamese.synthetic import generate_gallery
+from tests.support import quick_model
 
 
 @pytest.fixture
@@ -32,24 +32,6 @@ def imported(rt: Runtime, tiny_gallery: Path) -> Path:
     summary = import_items(scan_image_folder(tiny_gallery), sessions=rt.sessions)
     assert summary.new == 32
     return tiny_gallery
-
-
-def quick_model(rt: Runtime, seed: int = 0) -> str:
-    """Train one short epoch on the imported gallery and register it; returns its name."""
-    from pipelines.services.training import (
-        TrainOptions,
-        model_name,
-        register_trained,
-        run_training,
-        training_set,
-    )
-
-    config, encoder = TrainOptions(seed=seed, epochs=1).configs()
-    config = replace(config, identities_per_batch=4, images_per_identity=2, patience=0)
-    name = model_name(config, __import__("datetime").datetime.now())
-    ckpt = rt.settings.checkpoints_dir / f"{name}.pt"
-    validation = run_training(training_set(rt, None), config, encoder, ckpt)
-    return register_trained(rt, name, ckpt, config, encoder, validation).name
 
 
 @pytest.fixture

@@ -24,8 +24,7 @@ from pipelines.services.models import resolve_model
 from pipelines.services.runtime import Runtime
 from siamese.synthetic import generate_gallery
 from storage.models import Embedding, IndexVersion
-
-from .conftest import quick_model
+from tests.support import quick_model
 
 
 def _count(rt: Runtime, model_name: str) -> int:

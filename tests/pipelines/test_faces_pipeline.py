@@ -4,7 +4,6 @@ trains, embeds and identifies on aligned crops, one answer per face, and mode mi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +19,15 @@ from pipelines.services.indexing import index_pending
 from pipelines.services.runtime import Runtime
 from pipelines.services.training import (
     TrainOptions,
-    register_trained,
-    run_training,
     training_set,
 )
+from tests.support import ATT_FACES, need_dir, quick_model
 
-ATT = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "att_faces"
+ATT = ATT_FACES
 
 
 def _att(subject: int, index: int) -> Image.Image:
-    if not (ATT / "s1").is_dir():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but the AT&T faces are not at {ATT}")
-        pytest.skip(f"AT&T faces not found at {ATT}")
-    return Image.open(ATT / f"s{subject}" / f"{index}.pgm").convert("RGB")
+    return Image.open(need_dir(ATT) / f"s{subject}" / f"{index}.pgm").convert("RGB")
 
 
 def _scene(faces: list[tuple[Image.Image, int, int]], seed: int) -> Image.Image:
@@ -97,16 +91,9 @@ def test_detect_mode_model_end_to_end(rt: Runtime, photo_gallery: Path) -> None:
     crop = TrainOptions(faces="detect").crop()
     ts = training_set(rt, None, crop)
     assert len(ts.paths) == 25 and ts.faces is not None and all(ts.faces)
-    options = TrainOptions(epochs=1, members=1, faces="detect")
-    config, encoder = options.configs()
-    from dataclasses import replace
+    name = quick_model(rt, members=1, name="detect-model", training=ts, faces="detect")
 
-    config = replace(config, identities_per_batch=4, images_per_identity=2, patience=0)
-    ckpt = rt.settings.checkpoint_file("detect-model")
-    validation = run_training(ts, config, encoder, ckpt, crop)
-    trained = register_trained(rt, "detect-model", ckpt, config, encoder, validation, crop)
-
-    run = index_pending(rt, trained.name)
+    run = index_pending(rt, name)
     assert run.model.crop == CropSpec(faces="detect")
     assert run.embedded == 25 and run.index.vectors == 25
     assert [f.reason.split(":")[0] for f in run.failed] == ["no_face"]
@@ -137,7 +124,7 @@ def test_dlib_resnet_zero_shot_and_head_recognise_pasted_people(
     assert zero.crop() == CropSpec.dlib_chips()
     ts = training_set(rt, None, zero.crop())
     trained = train_model(rt, ts, zero)
-    assert trained.validation["mode"] == "zero-shot"
+    assert trained.validation.mode == "zero-shot"
     run = index_pending(rt, trained.name, workers=0)
     assert run.model.architecture == "dlib-resnet" and run.index.vectors == 25
 
@@ -150,22 +137,22 @@ def test_dlib_resnet_zero_shot_and_head_recognise_pasted_people(
 
     head = train_model(rt, ts, TrainOptions(backbone="dlib-resnet", epochs=3, seed=1))
     v = head.validation
-    assert v["mode"] == "head" and v["zero_shot_eer"] is not None and v["eer"] is not None
+    assert v.mode == "head" and v.zero_shot_eer is not None and v.eer is not None
 
     # The other training mode: the last stages fine-tuned; the model embeds like any other.
     tuned = train_model(
         rt, ts, TrainOptions(backbone="dlib-resnet", epochs=2, seed=1, tune="last-stages")
     )
-    assert tuned.validation["mode"] == "last-stages" and "last-stages" in tuned.name
-    assert tuned.validation["zero_shot_eer"] == v["zero_shot_eer"]  # same people held out
+    assert tuned.validation.mode == "last-stages" and "last-stages" in tuned.name
+    assert tuned.validation.zero_shot_eer == v.zero_shot_eer  # same people held out
     again = index_pending(rt, tuned.name, workers=0)
     assert again.index.vectors == 25
 
     # Test-time flip: recorded with the model, used wherever it embeds.
     flip = train_model(rt, ts, TrainOptions(backbone="dlib-resnet", epochs=0, flip_average=True))
-    assert "zeroshot-flip" in flip.name and flip.validation["flip_average"] is True
-    same_people = trained.validation["genuine_quantiles"]  # other descriptors, same people
-    assert flip.validation["genuine_quantiles"] != same_people
+    assert "zeroshot-flip" in flip.name and flip.validation.flip_average is True
+    same_people = trained.validation.genuine_quantiles  # other descriptors, same people
+    assert flip.validation.genuine_quantiles != same_people
     index_pending(rt, flip.name, workers=0)
     ident = Identifier(rt, top_k=2)  # the index index_pending published last: the flip model's
     assert ident.model.name == flip.name and ident.encoder.module.flip_average is True

@@ -63,14 +63,12 @@ def test_train_embed_evaluate_flows(prefect_harness: None, rt: Runtime, tmp_path
     data = tmp_path / "faces"
     generate_gallery(data, identities=12, per_identity=4, seed=1)
     trained = train_flow(data=str(data), options=TrainOptions(epochs=2, seed=0))
-    assert trained.validation["eer"] is not None
-    assert set(trained.validation["val_identities"]).isdisjoint(
-        trained.validation["train_identities"]
-    )
+    assert trained.validation.eer is not None
+    assert set(trained.validation.val_identities).isdisjoint(trained.validation.train_identities)
     with rt.sessions() as s:
         mv = s.scalars(select(ModelVersion)).one()
         assert mv.name == trained.name and len(mv.checkpoint_sha256) == 64
-        assert mv.metrics["validation"]["eer"] == trained.validation["eer"]
+        assert mv.metrics["validation"]["eer"] == trained.validation.eer
 
     embedded = embed_flow(batch_size=16, chunk_size=20)
     assert embedded.embedded == 48 and embedded.vectors == 48

@@ -7,10 +7,8 @@ chips cut by dlib's own detector, landmarks and ``get_face_chip``. dlib is used 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -27,6 +25,7 @@ from siamese.dlib_resnet import (
     fold_for_inference,
     load_dlib_resnet,
 )
+from tests.support import missing
 
 torch.set_num_threads(1)
 
@@ -36,20 +35,13 @@ ATT_FACES = DATASETS / "att_faces"
 PARITY_TOL = 1e-4
 
 
-def _unavailable(reason: str) -> NoReturn:
-    """Skip locally; under CI=true a missing prerequisite is a failure."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
-
-
 def _model_file(name: str) -> Path:
     from pipelines.services.model_files import ModelFileError, model_file
 
     try:
         return model_file(name)
     except ModelFileError as e:
-        _unavailable(str(e))
+        missing(str(e))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +66,7 @@ def dlib_descriptor(dat_path: Path) -> Callable[[np.ndarray], np.ndarray]:
     try:
         import dlib
     except ImportError:
-        _unavailable("dlib is not installed (pip install dlib-bin)")
+        missing("dlib is not installed (pip install dlib-bin)")
     rec = dlib.face_recognition_model_v1(str(dat_path))
 
     def describe(chips: np.ndarray) -> np.ndarray:
@@ -96,7 +88,7 @@ def _noise_chips() -> np.ndarray:
 
 def _att_files() -> list[Path]:
     if not (ATT_FACES / "s1").is_dir():
-        _unavailable(f"AT&T faces not found at {ATT_FACES}")
+        missing(f"AT&T faces not found at {ATT_FACES}")
     return [ATT_FACES / s / f"{i}.pgm" for s, i in (("s1", 1), ("s2", 2), ("s7", 5))]
 
 
