@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from storage.identities import IdentitySummary
 from storage.models import FaceImage, Identity
 
 
-def count_identities(*, session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(Identity)) or 0)
+def _named(stmt: Select[Any], name_contains: str | None) -> Select[Any]:
+    """Only identities whose name contains the text (case-insensitive; ``%`` and ``_`` are
+    literal characters here, not wildcards)."""
+    if not name_contains:
+        return stmt
+    return stmt.where(func.lower(Identity.name).contains(name_contains.lower(), autoescape=True))
 
 
-def identity_page(*, session: Session, offset: int, limit: int) -> list[IdentitySummary]:
+def count_identities(*, session: Session, name_contains: str | None = None) -> int:
+    return int(
+        session.scalar(_named(select(func.count()).select_from(Identity), name_contains)) or 0
+    )
+
+
+def identity_page(
+    *, session: Session, offset: int, limit: int, name_contains: str | None = None
+) -> list[IdentitySummary]:
     """Identities ordered by name (stable pages), with accepted and rejected image counts.
 
     The page of names is chosen first on the unique name index, then only its images are
@@ -21,7 +36,8 @@ def identity_page(*, session: Session, offset: int, limit: int) -> list[Identity
     """
     if offset < 0 or limit < 0:
         raise ValueError(f"offset and limit must be >= 0, got {offset}, {limit}")
-    page = select(Identity.id, Identity.name).order_by(Identity.name).offset(offset).limit(limit)
+    page = _named(select(Identity.id, Identity.name), name_contains)
+    page = page.order_by(Identity.name).offset(offset).limit(limit)
     page_sq = page.subquery()
     stmt = (
         select(
@@ -35,3 +51,19 @@ def identity_page(*, session: Session, offset: int, limit: int) -> list[Identity
         .order_by(page_sq.c.name)
     )
     return [IdentitySummary(i, n, int(a or 0), int(r or 0)) for i, n, a, r in session.execute(stmt)]
+
+
+def first_images(*, session: Session, identity_ids: Sequence[int]) -> dict[int, str]:
+    """identity id -> sha256 of its first accepted image (the face a list shows for it)."""
+    if not identity_ids:
+        return {}
+    first = (
+        select(FaceImage.identity_id, func.min(FaceImage.id).label("image_id"))
+        .where(FaceImage.identity_id.in_(list(identity_ids)), FaceImage.status == "accepted")
+        .group_by(FaceImage.identity_id)
+        .subquery()
+    )
+    stmt = select(first.c.identity_id, FaceImage.sha256).join(
+        FaceImage, FaceImage.id == first.c.image_id
+    )
+    return {int(i): str(h) for i, h in session.execute(stmt) if h is not None}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, select
+from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, delete, select
 from sqlalchemy.orm import Session
 
-from storage.models import FaceImage, Identity, ImageConflict
+from storage.models import Embedding, FaceImage, Identity, ImageConflict
 
 
 @dataclass(frozen=True)
@@ -131,3 +132,30 @@ def labelled_images(*, session: Session) -> list[tuple[int, str, str]]:
         .order_by(Identity.name, FaceImage.id)
     )
     return [(int(i), str(u), str(n)) for i, u, n in session.execute(stmt)]
+def get_image(*, session: Session, image_id: int) -> FaceImage | None:
+    return session.get(FaceImage, image_id)
+
+
+def remove_image(*, session: Session, image_id: int) -> FaceImage | None:
+    """Delete one image and its conflicts (its embedding and detection rows cascade); the
+    deleted row (detached data still readable), or None when there is no such image."""
+    image = session.get(FaceImage, image_id)
+    if image is None:
+        return None
+    session.execute(delete(ImageConflict).where(ImageConflict.face_image_id == image_id))
+    session.delete(image)
+    session.flush()
+    return image
+
+
+def embedded_image_ids(
+    *, session: Session, model_version_id: int, face_image_ids: Sequence[int]
+) -> set[int]:
+    """Which of these images have a vector under the model."""
+    if not face_image_ids:
+        return set()
+    stmt = select(Embedding.face_image_id).where(
+        Embedding.model_version_id == model_version_id,
+        Embedding.face_image_id.in_(list(face_image_ids)),
+    )
+    return {int(i) for i in session.scalars(stmt)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.models import ApiJob, utcnow
@@ -45,3 +46,10 @@ def finish_job(
     row.finished_at = utcnow()
     session.flush()
     return row
+
+
+def recent_jobs(*, session: Session, limit: int = 20) -> list[ApiJob]:
+    """The newest jobs first."""
+    return list(
+        session.scalars(select(ApiJob).order_by(ApiJob.created_at.desc(), ApiJob.id).limit(limit))
+    )

@@ -91,6 +91,10 @@ def create_app(
     errors.install(
         app, on_rejected_image=lambda reason: metrics.rejected_images.labels(reason).inc()
     )
+    if api.ui:
+        from pipelines.api import ui
+
+        ui.install(app, api, rt.settings.home_dir)
     # The last added is the outermost: metrics see every answer, the 413s included.
     app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -51,6 +51,21 @@ class ApiSettings(BaseSettings):
         "key is refused within this time (0: ask SQL on every request)",
     )
     access_log: bool = Field(default=True, description="uvicorn's line per request")
+    ui: bool = Field(default=True, description="serve the web console under /ui/ (--no-ui)")
+    ui_session_minutes: float = Field(
+        default=480, gt=0, description="how long a console sign-in lasts"
+    )
+    ui_secret: str | None = Field(
+        default=None,
+        min_length=16,
+        description="the key that signs console sessions (default: one made once and kept in "
+        "SIAMID_HOME/ui-session.key, shared by every worker)",
+    )
+    ui_secure_cookie: bool = Field(
+        default=False,
+        description="mark the session cookie Secure even when the request looks like plain "
+        "HTTP (behind a TLS proxy); requests that arrive over HTTPS always get it",
+    )
 
     @property
     def max_request_bytes(self) -> int:
