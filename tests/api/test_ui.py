@@ -38,7 +38,9 @@ def test_session_cookie_is_signed_httponly_strict_and_expiring(
     assert {"httponly", "max-age", "path"} <= flags, cookie
     assert "samesite=strict" in cookie.lower() and "path=/ui" in cookie.lower()
     value = client.cookies[COOKIE]
-    assert keys.read["X-API-Key"] not in value and keys.read["X-API-Key"] not in r.headers["location"]
+    assert (
+        keys.read["X-API-Key"] not in value and keys.read["X-API-Key"] not in r.headers["location"]
+    )
     # A cookie with its payload changed (another key id) is not a session.
     payload, sig = value.split(".")
     client.cookies.set(COOKIE, payload[:-2] + "xx." + sig, path="/ui")
@@ -60,7 +62,14 @@ def test_unknown_key_does_not_sign_in(client: TestClient) -> None:
 
 
 def test_pages_without_a_session_redirect_to_sign_in(client: TestClient) -> None:
-    for page in ("/ui/", "/ui/gallery", "/ui/person?name=x", "/ui/enrol", "/ui/identify", "/ui/system"):
+    for page in (
+        "/ui/",
+        "/ui/gallery",
+        "/ui/person?name=x",
+        "/ui/enrol",
+        "/ui/identify",
+        "/ui/system",
+    ):
         r = client.get(page, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"].startswith("/ui/signin"), page
     signin = client.get("/ui/signin")

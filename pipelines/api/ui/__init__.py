@@ -8,6 +8,7 @@ leaves it out, and then nothing answers under ``/ui``.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -47,11 +48,8 @@ def install(app: FastAPI, settings: ApiSettings, home: Path) -> None:
             or request.url.path.endswith("/status")
         )
         if page:
-            from urllib.parse import quote
-
-            response: Response = redirect(
-                "/ui/signin?next=" + quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="")
-            )
+            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            response: Response = redirect("/ui/signin?next=" + quote(here, safe=""))
         else:
             response = PlainTextResponse("sign in first", 401, headers=SECURITY_HEADERS)
         if COOKIE in request.cookies:

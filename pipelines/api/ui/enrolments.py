@@ -9,6 +9,7 @@ any worker process can show the page, also after a restart.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -45,8 +46,6 @@ def _dir(rt: Runtime) -> Path:
 
 
 def _before(rt: Runtime, name: str, uploads: list[gallery.Upload]) -> list[EnrolledPhoto]:
-    import hashlib
-
     from storage.images import find_by_sha256
 
     seen: set[str] = set()
@@ -66,7 +65,9 @@ def _before(rt: Runtime, name: str, uploads: list[gallery.Upload]) -> list[Enrol
     return out
 
 
-def enrol(rt: Runtime, jobs: JobRunner, name: str, uploads: list[gallery.Upload]) -> EnrolmentRecord:
+def enrol(
+    rt: Runtime, jobs: JobRunner, name: str, uploads: list[gallery.Upload]
+) -> EnrolmentRecord:
     """Enrol as the API does (all or nothing; ``ImageRejected`` names a bad file), start the
     indexing job when anything is new, and keep the record of each photo."""
     photos = _before(rt, name, uploads)

@@ -164,7 +164,9 @@ def person_view(rt: Runtime, name: str, model: ModelRef | None) -> PersonView:
         ids = [im.id for im in images_of_identity(session=s, identity_id=ident.id)]
         shown = ident.name
     views = photo_views(rt, ids, model)
-    return PersonView(shown, [views[i] for i in ids if i in views], bool(model and model.crop.detect))
+    return PersonView(
+        shown, [views[i] for i in ids if i in views], bool(model and model.crop.detect)
+    )
 
 
 def remove_photo(rt: Runtime, image_id: int) -> str | None:

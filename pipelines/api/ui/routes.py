@@ -134,8 +134,10 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 def render(
     request: Request, template: str, v: Visitor | None, code: int = 200, **context: Any
 ) -> HTMLResponse:
-    html = console_of(request).templates.get_template(template).render(
-        visitor=v, path=request.url.path, **context
+    html = (
+        console_of(request)
+        .templates.get_template(template)
+        .render(visitor=v, path=request.url.path, **context)
     )
     return HTMLResponse(html, code, headers={**SECURITY_HEADERS, "Content-Security-Policy": CSP})
 
@@ -520,7 +522,9 @@ async def identify(request: Request, state: State, v: SignedIn) -> JSONResponse:
         return JSONResponse({"detail": "send the photo in the field 'image'"}, 422)
     ident = served(state)
     if ident is None:
-        return JSONResponse({"detail": "no index is loaded yet; publish one with siamid embed"}, 503)
+        return JSONResponse(
+            {"detail": "no index is loaded yet; publish one with siamid embed"}, 503
+        )
     label = (image.filename or "photo")[:200]
     try:
         data = await read_upload_async(image, state.settings.max_upload_bytes, label)
@@ -643,4 +647,3 @@ async def revoke_key(request: Request, state: State, v: SignedIn) -> Response:
     except user_errors() as exc:
         return problem(request, v, 404, message_of(exc))
     return redirect("/ui/system")
-

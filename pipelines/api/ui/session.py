@@ -81,7 +81,9 @@ class SessionSigner:
         return _b64(hmac.new(self.secret, f"{purpose}|{data}".encode(), hashlib.sha256).digest())
 
     def issue(self, key_id: int, prefix: str, now: float | None = None) -> tuple[str, SessionData]:
-        data = SessionData(key_id, prefix, secrets.token_urlsafe(16), (now or time.time()) + self.ttl)
+        data = SessionData(
+            key_id, prefix, secrets.token_urlsafe(16), (now or time.time()) + self.ttl
+        )
         payload = _b64(
             json.dumps(
                 {"k": data.key_id, "p": data.prefix, "s": data.sid, "e": int(data.expires)},
