@@ -45,8 +45,16 @@ def api_cmd(
         int | None,
         typer.Option(min=1, help="Server processes, each with the index loaded (default 1)."),
     ] = None,
+    no_ui: Annotated[
+        bool,
+        typer.Option(
+            "--no-ui", help="Leave out the web console under /ui/ (SIAMID_API_UI=0): API only."
+        ),
+    ] = False,
 ) -> None:
-    """Serve the HTTP API (FastAPI + uvicorn); OpenAPI docs at /docs."""
+    """Serve the HTTP API (FastAPI + uvicorn); OpenAPI docs at /docs, web console at /ui/."""
+    import os
+
     import uvicorn
 
     from pipelines.api.settings import ApiSettings
@@ -55,6 +63,9 @@ def api_cmd(
     host = host or api.host
     port = api.port if port is None else port
     workers = workers or api.workers
+    if no_ui:
+        # The app is built by each worker from the environment (uvicorn's factory).
+        os.environ["SIAMID_API_UI"] = "0"
     runtime()  # create or migrate the database once, before any worker starts
     if host not in LOCAL_HOSTS:
         logger.warning(

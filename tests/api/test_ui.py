@@ -4,6 +4,7 @@ origin checks, scopes, thumbnails only for a session, escaping, and --no-ui."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,7 +12,7 @@ from fastapi.testclient import TestClient
 from pipelines.api.app import create_app
 from pipelines.api.settings import ApiSettings
 from pipelines.api.ui.session import COOKIE, SessionSigner
-from pipelines.runtime import Runtime
+from pipelines.services.runtime import Runtime
 from tests.api.support import Keys, Prepared
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -151,3 +152,19 @@ def test_sign_in_never_sends_elsewhere(client: TestClient, keys: Keys, target: s
         "/ui/signin", data={"key": keys.read["X-API-Key"], "next": target}, follow_redirects=False
     )
     assert r.headers["location"] == "/ui/gallery"
+
+
+def test_no_ui_option_reaches_every_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    started: list[ApiSettings] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(ApiSettings()))
+    monkeypatch.setenv("SIAMID_HOME", str(tmp_path))
+    monkeypatch.delenv("SIAMID_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SIAMID_API_UI", "1")  # so that the test's end restores it
+    assert CliRunner().invoke(app, ["api"]).exit_code == 0
+    assert CliRunner().invoke(app, ["api", "--no-ui"]).exit_code == 0
+    assert [s.ui for s in started] == [True, False]

@@ -23,7 +23,7 @@ import pytest
 
 from pipelines.api.app import create_app
 from pipelines.api.settings import ApiSettings
-from pipelines.runtime import open_runtime
+from pipelines.services.runtime import open_runtime
 from pipelines.services.apikeys import create_api_key
 from pipelines.services.calibration import calibrate
 from siamese.synthetic import generate_gallery
@@ -102,6 +102,17 @@ def console(prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> Ite
             rt.engine.dispose()
 
 
+def loaded_images(page: Any, selector: str, timeout: float = 10.0) -> int:
+    """How many of the images are shown, once every one has loaded (or failed to)."""
+    script = "els => els.map(e => e.complete ? e.naturalWidth > 0 : null)"
+    deadline = time.monotonic() + timeout
+    while None in (states := page.eval_on_selector_all(selector, script)):
+        assert time.monotonic() < deadline, f"{selector} still loading: {states}"
+        time.sleep(0.05)
+    assert all(states), f"{selector}: some images did not load: {states}"
+    return len(states)
+
+
 def test_pages_without_a_session_go_to_sign_in(console: Console) -> None:
     page = console.page
     for path in ("/ui/", "/ui/gallery", "/ui/system", "/ui/identify"):
@@ -119,10 +130,7 @@ def test_sign_in_with_a_key(console: Console) -> None:
     page.keyboard.press("Enter")
     page.wait_for_url("**/ui/gallery")
     assert "8 people" in page.inner_text("h1")
-    faces = page.eval_on_selector_all(
-        ".person-card img", "els => els.map(e => e.complete && e.naturalWidth > 0)"
-    )
-    assert len(faces) == 8 and all(faces)
+    assert loaded_images(page, ".person-card img") == 8
     assert console.write_key not in page.url and console.write_key not in page.content()
     # Every link of the page it lands on opens (with the session the browser holds).
     links = set(page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)"))
@@ -161,10 +169,7 @@ def test_identify_the_newcomer_and_a_stranger(console: Console) -> None:
     assert identify(console, console.newcomer[3]) == [f"1: {NEWCOMER}"]
     numbers = console.page.inner_text(".face .numbers")
     assert "distance" in numbers and "threshold" in numbers
-    thumbs = console.page.eval_on_selector_all(
-        ".candidates img", "els => els.map(e => e.complete && e.naturalWidth > 0)"
-    )
-    assert thumbs and all(thumbs)
+    assert loaded_images(console.page, ".candidates img") == 5
     assert identify(console, console.stranger) == ["1: unknown"]
 
 

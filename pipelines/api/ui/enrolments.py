@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipelines.api import gallery
 from pipelines.api.jobs import JobRunner
-from pipelines.runtime import Runtime
+from pipelines.services.runtime import Runtime
 
 RECORD_ID = re.compile(r"^[0-9a-f]{32}$")
 

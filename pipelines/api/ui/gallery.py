@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.api.gallery import upload_path
-from pipelines.runtime import Runtime
+from pipelines.services.runtime import Runtime
 from pipelines.services.models import ModelRef
 from storage.identities import IdentitySummary
 

@@ -38,7 +38,7 @@ from pipelines.api.ui.session import (
     SessionData,
     SessionSigner,
 )
-from pipelines.errors import user_errors
+from pipelines.services.errors import user_errors
 from pipelines.services.apikeys import ApiKeyInfo, allows, authenticate
 from pipelines.services.identification import Identifier
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipelines.runtime import Runtime
+from pipelines.services.runtime import Runtime
 from siamese.images import DecodeLimits, decode_bytes
 
 #: The sizes the pages ask for (longest side, pixels): list faces, candidates, a person's photos.
