@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from storage.identities import IdentitySummary
 from storage.models import FaceImage, Identity
 
 
-def _named(stmt: Select[Any], name_contains: str | None) -> Select[Any]:
+def _named(name_contains: str | None) -> list[ColumnElement[bool]]:
     """Only identities whose name contains the text (case-insensitive; ``%`` and ``_`` are
-    literal characters here, not wildcards)."""
+    literal characters here, not wildcards); no condition for no text."""
     if not name_contains:
-        return stmt
-    return stmt.where(func.lower(Identity.name).contains(name_contains.lower(), autoescape=True))
+        return []
+    return [func.lower(Identity.name).contains(name_contains.lower(), autoescape=True)]
 
 
 def count_identities(*, session: Session, name_contains: str | None = None) -> int:
     return int(
-        session.scalar(_named(select(func.count()).select_from(Identity), name_contains)) or 0
+        session.scalar(select(func.count()).select_from(Identity).where(*_named(name_contains)))
+        or 0
     )
 
 
@@ -36,8 +36,13 @@ def identity_page(
     """
     if offset < 0 or limit < 0:
         raise ValueError(f"offset and limit must be >= 0, got {offset}, {limit}")
-    page = _named(select(Identity.id, Identity.name), name_contains)
-    page = page.order_by(Identity.name).offset(offset).limit(limit)
+    page = (
+        select(Identity.id, Identity.name)
+        .where(*_named(name_contains))
+        .order_by(Identity.name)
+        .offset(offset)
+        .limit(limit)
+    )
     page_sq = page.subquery()
     stmt = (
         select(

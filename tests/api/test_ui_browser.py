@@ -23,9 +23,9 @@ import pytest
 
 from pipelines.api.app import create_app
 from pipelines.api.settings import ApiSettings
-from pipelines.services.runtime import open_runtime
 from pipelines.services.apikeys import create_api_key
 from pipelines.services.calibration import calibrate
+from pipelines.services.runtime import open_runtime
 from siamese.synthetic import generate_gallery
 from tests.api.support import Prepared, home_settings
 from tests.pipelines.test_report_browser import chromium

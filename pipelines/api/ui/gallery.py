@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.api.gallery import upload_path
-from pipelines.services.runtime import Runtime
 from pipelines.services.models import ModelRef
+from pipelines.services.runtime import Runtime
 from storage.identities import IdentitySummary
 
 logger = logging.getLogger(__name__)

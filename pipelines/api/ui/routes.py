@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import mimetypes
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from urllib.parse import quote, urlsplit
 
 import jinja2
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import UploadFile as FastApiUpload
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
@@ -38,8 +39,8 @@ from pipelines.api.ui.session import (
     SessionData,
     SessionSigner,
 )
-from pipelines.services.errors import user_errors
 from pipelines.services.apikeys import ApiKeyInfo, allows, authenticate
+from pipelines.services.errors import user_errors
 from pipelines.services.identification import Identifier
 
 logger = logging.getLogger(__name__)
@@ -176,6 +177,12 @@ async def checked_form(request: Request, v: Visitor, *, write: bool, max_files: 
 
 class Forbidden(Exception):
     pass
+
+
+def upload_file(part: UploadFile) -> FastApiUpload:
+    """A form part as the API's upload type (FastAPI's is Starlette's, re-exported for its
+    routes' signatures; the methods the limits read with are the same)."""
+    return cast(FastApiUpload, part)
 
 
 def served(state: ApiState) -> Identifier | None:
@@ -404,7 +411,7 @@ async def enrol(request: Request, state: State, v: SignedIn) -> Response:
     try:
         for i, f in enumerate(files):
             label = (f.filename or f"photo {i + 1}")[:200]
-            data = await read_upload_async(f, state.settings.max_upload_bytes, label)
+            data = await read_upload_async(upload_file(f), state.settings.max_upload_bytes, label)
             uploads.append(api_gallery.Upload(label, data))
         record = await run_in_threadpool(enrolments.enrol, state.rt, state.jobs, name, uploads)
     except user_errors() as exc:
@@ -433,6 +440,7 @@ def _enrolment_status(state: ApiState, record: enrolments.EnrolmentRecord) -> di
     photos = []
     for p in record.photos:
         view = views.get(ids.get(p.sha256, -1))
+        detail: str | None
         if p.before == "conflict":
             outcome, detail = "conflict", f"already enrolled for {p.other}; not added"
         elif view is None:
@@ -527,7 +535,7 @@ async def identify(request: Request, state: State, v: SignedIn) -> JSONResponse:
         )
     label = (image.filename or "photo")[:200]
     try:
-        data = await read_upload_async(image, state.settings.max_upload_bytes, label)
+        data = await read_upload_async(upload_file(image), state.settings.max_upload_bytes, label)
         decisions = await state.compute(
             probes.identify_photo, ident, data, limits=state.rt.limits, label=label
         )
