@@ -15,17 +15,17 @@ from fastapi.responses import PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from pipelines.api.settings import ApiSettings
-from pipelines.api.ui.routes import (
+from pipelines.api.ui import enrol, identify, people, signin, system
+from pipelines.api.ui.session import COOKIE, COOKIE_PATH, SessionSigner, load_secret
+from pipelines.api.ui.web import (
     SECURITY_HEADERS,
     Console,
     Forbidden,
     SignInRequired,
     problem,
     redirect,
-    router,
     templates,
 )
-from pipelines.api.ui.session import COOKIE, COOKIE_PATH, SessionSigner, load_secret
 
 STATIC = Path(__file__).parent / "static"
 
@@ -37,7 +37,8 @@ def install(app: FastAPI, settings: ApiSettings, home: Path) -> None:
         templates(),
         settings.ui_secure_cookie,
     )
-    app.include_router(router)
+    for module in (signin, people, enrol, identify, system):
+        app.include_router(module.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
 
     async def sign_in_first(request: Request, exc: Exception) -> Response:
