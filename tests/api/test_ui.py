@@ -135,6 +135,12 @@ def test_names_are_escaped_and_removal_goes_through_a_job(
     assert "&lt;b&gt;x&lt;/b&gt;.png" in page.text
     assert "conflict" in page.text  # those bytes are person_0001's already
     assert "script-src 'self'" in page.headers["content-security-policy"]
+    too_big = client.post(
+        "/ui/enrol",
+        data={"csrf": token, "name": "big"},
+        files=[("images", ("big.png", b"x" * 200_001))],
+    )
+    assert too_big.status_code == 413 and "big.png is larger than" in too_big.text
     listed = client.get("/ui/gallery", params={"q": "onerror"})
     assert HOSTILE not in listed.text and "1 person" in listed.text
 
@@ -168,3 +174,20 @@ def test_no_ui_option_reaches_every_worker(monkeypatch: pytest.MonkeyPatch, tmp_
     assert CliRunner().invoke(app, ["api"]).exit_code == 0
     assert CliRunner().invoke(app, ["api", "--no-ui"]).exit_code == 0
     assert [s.ui for s in started] == [True, False]
+
+
+def test_sign_out_and_revocation_end_the_session(
+    client: TestClient, keys: Keys, rt: Runtime
+) -> None:
+    from pipelines.services.apikeys import authenticate, revoke_api_key
+
+    token = sign_in(client, keys.read)
+    r = client.post("/ui/signout", data={"csrf": token}, follow_redirects=False)
+    assert r.status_code == 303 and f"{COOKIE}=" in r.headers["set-cookie"]
+    assert client.get("/ui/gallery", follow_redirects=False).status_code == 303
+
+    sign_in(client, keys.read)
+    key = authenticate(rt.sessions, keys.read["X-API-Key"])
+    assert key is not None
+    revoke_api_key(rt.sessions, key.id)
+    assert client.get("/ui/gallery", follow_redirects=False).status_code == 303

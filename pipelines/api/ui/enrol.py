@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from pipelines.api import gallery as api_gallery
 from pipelines.api.deps import State
@@ -66,11 +67,8 @@ async def enrol(request: Request, state: State, v: SignedIn) -> Response:
         record = await run_in_threadpool(enrolments.enrol, state.rt, state.jobs, name, uploads)
     except user_errors() as exc:
         return render(request, "enrol.html.j2", v, 422, name=name, error=message_of(exc))
-    except Exception as exc:  # 413 from read_upload_async
-        detail = getattr(exc, "detail", None)
-        if detail is None:
-            raise
-        return render(request, "enrol.html.j2", v, 413, name=name, error=str(detail))
+    except HTTPException as exc:  # a file over the size limit
+        return render(request, "enrol.html.j2", v, exc.status_code, name=name, error=exc.detail)
     return redirect(f"/ui/enrolments/{record.id}")
 
 
