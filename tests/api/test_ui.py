@@ -191,3 +191,40 @@ def test_sign_out_and_revocation_end_the_session(
     assert key is not None
     revoke_api_key(rt.sessions, key.id)
     assert client.get("/ui/gallery", follow_redirects=False).status_code == 303
+
+
+def test_a_photos_face_boxes_are_drawn_where_detection_found_them(rt: Runtime) -> None:
+    """For a model of detected faces, the person page draws each stored face box (as shares
+    of the photo) and says the detection outcome."""
+    from dataclasses import replace
+
+    from pipelines.api.ui.gallery import photo_views
+    from pipelines.services.crops import CropSpec
+    from pipelines.services.detection import detector
+    from pipelines.services.models import resolve_model
+    from storage.faces import StoredFace, add_detection
+    from storage.images import labelled_images
+
+    det = detector()
+    with rt.sessions.begin() as s:
+        (one, _, _), (two, _, _) = labelled_images(session=s)[:2]
+        face = StoredFace(0, (10, 20, 50, 80), [[0.0, 0.0]] * 5, 1.0, 30.0, chosen=True)
+        for image_id, outcome, faces in ((one, "ok", [face]), (two, "no_face", [])):
+            add_detection(
+                session=s,
+                face_image_id=image_id,
+                detector=det.name,
+                detector_version=det.version,
+                outcome=outcome,
+                faces=faces,
+            )
+    # A detect-mode model with no vectors yet: what detection made of each photo shows.
+    model = replace(resolve_model(rt.sessions, None), id=10_000, crop=CropSpec.dlib_chips())
+    views = photo_views(rt, [one, two], model)
+    width, height = views[one].width, views[one].height
+    assert width and height
+    box = views[one].boxes[0]
+    assert box.chosen and (box.left, box.top) == (100 * 10 / width, 100 * 20 / height)
+    assert (box.width, box.height) == (100 * 40 / width, 100 * 60 / height)
+    assert views[one].outcome == "waiting" and views[two].outcome == "no_face"
+    assert views[two].boxes == []
