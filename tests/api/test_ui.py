@@ -103,6 +103,11 @@ def test_writes_need_the_csrf_token_and_a_write_key(client: TestClient, keys: Ke
     r = client.post("/ui/person/remove", data={"csrf": token, "name": "person_0000"})
     assert r.status_code == 403
 
+    photo = {"image": ("p.png", b"not even an image")}
+    assert client.post("/ui/identify", files=photo).status_code == 403  # no CSRF header
+    r = client.post("/ui/identify", files=photo, headers={"X-CSRF-Token": token})
+    assert r.status_code == 422 and "not a recognised image" in r.json()["detail"]
+
     token = sign_in(client, keys.write)
     assert client.post("/ui/keys", data={"scope": "read"}).status_code == 403  # no token
     assert client.post("/ui/keys", data={"csrf": "forged", "scope": "read"}).status_code == 403
