@@ -124,14 +124,19 @@ def test_writes_need_the_csrf_token_and_a_write_key(client: TestClient, keys: Ke
 
 
 def test_names_are_escaped_and_removal_goes_through_a_job(
-    client: TestClient, keys: Keys, prepared: Prepared
+    client: TestClient, keys: Keys, prepared: Prepared, rt: Runtime, tmp_path: Path
 ) -> None:
+    from siamese.synthetic import generate_gallery
+
     token = sign_in(client, keys.write)
     photo = next((prepared.gallery / "person_0001").iterdir()).read_bytes()
+    (new, _), *_ = generate_gallery(
+        tmp_path, identities=1, per_identity=1, seed=9, first_identity=300
+    )
     r = client.post(
         "/ui/enrol",
         data={"csrf": token, "name": HOSTILE},
-        files=[("images", ("<b>x</b>.png", photo))],
+        files=[("images", ("<b>x</b>.png", photo)), ("images", ("new.png", new.read_bytes()))],
         follow_redirects=False,
     )
     assert r.status_code == 303, r.text
@@ -148,6 +153,19 @@ def test_names_are_escaped_and_removal_goes_through_a_job(
     assert too_big.status_code == 413 and "big.png is larger than" in too_big.text
     listed = client.get("/ui/gallery", params={"q": "onerror"})
     assert HOSTILE not in listed.text and "1 person" in listed.text
+
+    # Removal: confirmed on a page of its own, then a job; the photo and its thumbnails go.
+    thumb = re.search(r'src="(/ui/thumbs/[0-9a-f]{64}\.jpg)\?size=160', listed.text)
+    assert thumb is not None and client.get(thumb.group(1)).status_code == 200
+    assert list((rt.settings.home_dir / "cache" / "thumbs").rglob("*.jpg"))
+    confirm = client.get("/ui/person/remove", params={"name": HOSTILE})
+    assert confirm.status_code == 200 and 'id="confirm-remove"' in confirm.text
+    gone = client.post(
+        "/ui/person/remove", data={"csrf": token, "name": HOSTILE}, follow_redirects=False
+    )
+    assert gone.status_code == 303 and gone.headers["location"].startswith("/ui/jobs/")
+    assert client.get(thumb.group(1)).status_code == 404
+    assert not list((rt.settings.home_dir / "cache" / "thumbs").rglob(thumb.group(1)[11:75] + "*"))
 
 
 def test_no_ui_leaves_the_console_out(rt: Runtime) -> None:

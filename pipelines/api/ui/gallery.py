@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.api.gallery import upload_path
+from pipelines.api import gallery as api_gallery
+from pipelines.api.ui import thumbs
 from pipelines.services.models import ModelRef
 from pipelines.services.runtime import Runtime
 from storage.identities import IdentitySummary
@@ -169,6 +170,20 @@ def person_view(rt: Runtime, name: str, model: ModelRef | None) -> PersonView:
     )
 
 
+def remove_person(rt: Runtime, name: str) -> api_gallery.Removal:
+    """The API's removal (rows, then stored uploads; ``UnknownIdentityError`` for no such
+    person), then the console's cached thumbnails of the person's photos."""
+    from storage.identities import find_identity
+    from storage.images import images_of_identity
+
+    with rt.sessions() as s:
+        ident = find_identity(session=s, name=name)
+        digests = [im.sha256 for im in images_of_identity(session=s, identity_id=ident.id)]
+    removal = api_gallery.remove(rt, name)
+    thumbs.forget(rt, [d for d in digests if d])
+    return removal
+
+
 def remove_photo(rt: Runtime, image_id: int) -> str | None:
     """Delete one photo's rows, then its stored upload; the name of the person it belonged to
     (None when there is no such photo). The next published index leaves its vector out;
@@ -181,7 +196,8 @@ def remove_photo(rt: Runtime, image_id: int) -> str | None:
             return None
         sha, name = row.sha256, row.identity.name if row.identity is not None else None
     if sha:
-        upload_path(rt, sha).unlink(missing_ok=True)
+        api_gallery.upload_path(rt, sha).unlink(missing_ok=True)
+        thumbs.forget(rt, [sha])
     logger.info("removed photo %d of %r", image_id, name)
     return name
 
@@ -190,7 +206,7 @@ def photo_file(rt: Runtime, sha256: str) -> Path | None:
     """The stored bytes with this digest: an upload, else the file the gallery imported."""
     from storage.images import find_by_sha256
 
-    path = upload_path(rt, sha256)  # ValueError for anything but 64 hex digits
+    path = api_gallery.upload_path(rt, sha256)  # ValueError for anything but 64 hex digits
     if path.is_file():
         return path
     with rt.sessions() as s:

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from pipelines.api import gallery as api_gallery
 from pipelines.api.deps import State
 from pipelines.api.errors import message_of
 from pipelines.api.ui import gallery as ui_gallery
@@ -69,7 +68,7 @@ async def remove_person(request: Request, state: State, v: SignedIn) -> Response
     form = await checked_form(request, v, write=True)
     name = str(form.get("name") or "")
     try:
-        await run_in_threadpool(api_gallery.remove, state.rt, name)
+        await run_in_threadpool(ui_gallery.remove_person, state.rt, name)
     except user_errors() as exc:
         return problem(request, v, 404, message_of(exc))
     job = await run_in_threadpool(state.jobs.submit, "remove", name)

@@ -68,3 +68,13 @@ def thumbnail(
         fh.write(data)
     os.replace(tmp, path)
     return path
+
+
+def forget(rt: Runtime, digests: list[str]) -> int:
+    """Delete the cached thumbnails of these photos (after a removal); how many files."""
+    gone = 0
+    for sha in digests:
+        for path in (thumbs_dir(rt) / sha[:2]).glob(f"{sha}-*.jpg"):
+            path.unlink(missing_ok=True)
+            gone += 1
+    return gone
