@@ -132,6 +132,8 @@ def labelled_images(*, session: Session) -> list[tuple[int, str, str]]:
         .order_by(Identity.name, FaceImage.id)
     )
     return [(int(i), str(u), str(n)) for i, u, n in session.execute(stmt)]
+
+
 def get_image(*, session: Session, image_id: int) -> FaceImage | None:
     return session.get(FaceImage, image_id)
 
