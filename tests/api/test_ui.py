@@ -251,3 +251,21 @@ def test_a_photos_face_boxes_are_drawn_where_detection_found_them(rt: Runtime) -
     assert (box.width, box.height) == (100 * 40 / width, 100 * 60 / height)
     assert views[one].outcome == "waiting" and views[two].outcome == "no_face"
     assert views[two].boxes == []
+
+
+def test_reports_open_for_a_session_and_nothing_outside_them(
+    client: TestClient, keys: Keys, rt: Runtime
+) -> None:
+    reports = rt.settings.reports_dir / "demo"
+    reports.mkdir(parents=True)
+    (reports / "report.html").write_text("<h1>figures</h1>")
+    (reports / "outside.html").symlink_to(rt.settings.home_dir / "siamid.db")
+    url = "/ui/reports/demo/report.html"
+    assert client.get(url, follow_redirects=False).headers["location"].startswith("/ui/signin")
+    sign_in(client, keys.read)
+    assert "demo/report.html" in client.get("/ui/system").text
+    r = client.get(url)
+    assert r.status_code == 200 and r.text == "<h1>figures</h1>"
+    assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none'
+    for escape in ("/ui/reports/demo/outside.html", "/ui/reports/%2e%2e/siamid.db"):
+        assert client.get(escape).status_code == 404, escape

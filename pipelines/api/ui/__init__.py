@@ -43,13 +43,14 @@ def install(app: FastAPI, settings: ApiSettings, home: Path) -> None:
 
     async def sign_in_first(request: Request, exc: Exception) -> Response:
         """Pages send the browser to sign in (and back); images and scripts' calls get 401."""
+        path = request.url.path
         page = request.method == "GET" and not (
-            request.url.path.startswith("/ui/thumbs/")
-            or request.url.path.startswith("/ui/reports/")
-            or request.url.path.endswith("/status")
+            path.startswith("/ui/thumbs/")
+            or (path.startswith("/ui/reports/") and not path.endswith(".html"))
+            or path.endswith("/status")
         )
         if page:
-            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            here = path + (f"?{request.url.query}" if request.url.query else "")
             response: Response = redirect("/ui/signin?next=" + quote(here, safe=""))
         else:
             response = PlainTextResponse("sign in first", 401, headers=SECURITY_HEADERS)

@@ -60,6 +60,11 @@ class SignInRequired(Exception):
     """No valid session: pages redirect to sign-in, everything else answers 401."""
 
 
+class Forbidden(Exception):
+    """A POST without this session's CSRF token, from another origin, or needing a write key:
+    answered 403 with a page that says which."""
+
+
 @dataclass(frozen=True)
 class Visitor:
     session: SessionData
@@ -91,7 +96,6 @@ def templates() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.globals["person_url"] = person_url
-    env.filters["dist"] = lambda v: "–" if v is None else f"{v:.3f}"
     return env
 
 
@@ -164,10 +168,6 @@ async def checked_form(request: Request, v: Visitor, *, write: bool, max_files: 
             "(`siamid apikey create --scope write`)"
         )
     return form
-
-
-class Forbidden(Exception):
-    pass
 
 
 def upload_file(part: UploadFile) -> FastApiUpload:
