@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -38,6 +39,17 @@ def need_dir(path: Path) -> Path:
     if not path.is_dir():
         missing(f"data set not found at {path}")
     return path
+
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
+
+def chromium() -> str:
+    """The browser the Playwright tests drive (Debian's Chromium: Playwright downloads none)."""
+    for name in CHROMIUM_NAMES:
+        if path := shutil.which(name):
+            return path
+    missing("Chromium is not installed (apt-get install chromium; .ci/run installs it)")
 
 
 def postgres_admin_url() -> str:

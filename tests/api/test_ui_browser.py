@@ -28,7 +28,7 @@ from pipelines.services.calibration import calibrate
 from pipelines.services.runtime import open_runtime
 from siamese.synthetic import generate_gallery
 from tests.api.support import Prepared, home_settings
-from tests.pipelines.test_report_browser import chromium
+from tests.support import chromium
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 NEWCOMER = "Ada Newcomer"

@@ -7,23 +7,13 @@ installs it.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipelines.services.report import ReportData, write_report
-from tests.support import missing
-
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
-
-
-def chromium() -> str:
-    for name in CHROMIUM_NAMES:
-        if path := shutil.which(name):
-            return path
-    missing("Chromium is not installed (apt-get install chromium; .ci/run installs it)")
+from tests.support import chromium
 
 
 @pytest.mark.parametrize("embed", [True, False])
