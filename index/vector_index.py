@@ -18,6 +18,7 @@ vectors are added with ``add_with_ids`` using int64 database ids, ``search`` ret
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Iterator
@@ -534,7 +535,10 @@ class VectorIndex:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = tmp_path_for(final)
         try:
-            faiss.write_index(self._index, str(tmp))
+            try:
+                faiss.write_index(self._index, str(tmp))
+            except RuntimeError as exc:
+                raise _as_os_error(exc, tmp) from exc
             fsync_path(tmp)
             digest = sha256_file(tmp)
             commit_tmp(tmp, final, overwrite=True)
@@ -747,3 +751,12 @@ def _faiss_reason(exc: BaseException) -> str:
 def _file_identity(p: Path) -> tuple[int, int, int]:
     st = p.stat()
     return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _as_os_error(exc: RuntimeError, path: Path) -> BaseException:
+    """faiss reports a failed write as a RuntimeError ending in the C library's reason; a full
+    disk or quota becomes the ``OSError`` it is, so callers tell it from a bug."""
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        if f"({os.strerror(code)})" in str(exc):
+            return OSError(code, os.strerror(code), str(path))
+    return exc

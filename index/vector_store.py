@@ -188,6 +188,11 @@ class VectorStore:
             raise VectorStoreError(
                 f"refusing to overwrite existing shard file {final}; shards are immutable"
             ) from exc
+        except OSError as exc:
+            unlink_quiet(tmp)
+            if exc.filename is None:  # a failed write names no file: name the shard's
+                raise OSError(exc.errno, exc.strerror, str(final)) from exc
+            raise
         except BaseException:
             unlink_quiet(tmp)
             raise

@@ -72,6 +72,38 @@ class ClusterError(SiamidError):
     """The cluster options cannot work: no scheduler there, or no API the workers reach."""
 
 
+class PrefectApiError(SiamidError):
+    """``PREFECT_API_URL`` names a Prefect server that does not answer."""
+
+
+#: How long to wait for the Prefect server's /health before saying it does not answer.
+PREFECT_API_TIMEOUT_S = 3.0
+
+
+def check_prefect_api(timeout_s: float = PREFECT_API_TIMEOUT_S) -> None:
+    """Ask the configured Prefect server's ``/health`` once, before a flow starts.
+
+    Without this, a flow against a server that is down retries its client calls for half a
+    minute and ends in a traceback. Any HTTP answer counts as reachable (a cloud workspace may
+    want a key for /health); only no answer is an error. No ``PREFECT_API_URL``: the flow runs
+    against a temporary local server, nothing to check.
+    """
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=timeout_s)
+    except httpx.TransportError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PrefectApiError(
+            f"the Prefect API at PREFECT_API_URL={url} does not answer ({reason}); start it "
+            "(`prefect server start`) or unset PREFECT_API_URL to run on a temporary local one"
+        ) from None
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """Where chunk tasks run: the scheduler at ``address``, or ``workers`` local processes."""

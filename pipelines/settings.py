@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         default=50_000_000, ge=1, description="larger images are rejected (decompression bombs)"
     )
     torch_threads: int = Field(default=0, ge=0, description="0 = torch's default")
+    sqlite_busy_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="how long a SQLite writer waits for another one before 'database is locked'",
+    )
     gallery_growth_warning: float = Field(
         default=1.5, gt=1.0, description="warn when the gallery grew this much since calibration"
     )

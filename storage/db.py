@@ -11,12 +11,19 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+#: How long a SQLite writer waits for another writer's transaction before "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 60.0
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine; SQLite gets foreign keys, WAL and a busy timeout (flows share it)."""
+
+def make_engine(
+    url: str, *, busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S, **kwargs: Any
+) -> Engine:
+    """An engine; SQLite gets foreign keys, WAL and a busy timeout (two writers take turns
+    instead of failing). Server databases get ``pool_pre_ping``: a connection that died with a
+    server restart is replaced before use, so the service recovers by itself."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        kwargs.setdefault("connect_args", {"timeout": 60})
+        kwargs.setdefault("connect_args", {"timeout": busy_timeout_s})
         engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")

@@ -34,7 +34,8 @@ Open-set face identification against the published index: **who is this, or nobo
 Every `/v1` route needs an `X-API-Key` header: a key from
 `siamid apikey create --scope read` (identify, search, list, show, jobs) or `--scope write`
 (also enrol and remove). Errors are `{"detail": "..."}`: 4xx for what a request can fix,
-503 while no index is loaded.
+503 with `Retry-After` while no index is loaded or the database does not answer, 507 when the
+disk is full.
 """
 
 
@@ -95,7 +96,8 @@ def create_app(
         from pipelines.api import ui
 
         ui.install(app, api, rt.settings.home_dir)
-    # The last added is the outermost: metrics see every answer, the 413s included.
+    # The last added is the outermost: metrics see every answer, the 413s and 500s included.
+    app.add_middleware(errors.BugMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -130,9 +130,20 @@ class LiveIdentifier:
             self._thread = None
 
     def _poll(self) -> None:
+        from pipelines.services.errors import database_unavailable
+
+        outage: str | None = None  # the reason while the database does not answer
         while not self._stop.is_set():
             try:
                 self.refresh()
-            except Exception:  # a database hiccup must not end polling
-                logger.exception("checking for a newer index version failed")
+                if outage is not None:
+                    logger.warning("the database answers again; polling resumed")
+                outage = None
+            except Exception as exc:  # a database hiccup must not end polling
+                reason = database_unavailable(exc)
+                if reason is None:
+                    logger.exception("checking for a newer index version failed")
+                elif outage is None:  # one line per outage, not one per poll
+                    logger.warning("checking for a newer index version: %s", reason)
+                outage = reason or outage
             self._stop.wait(self.poll_seconds)

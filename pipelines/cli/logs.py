@@ -50,9 +50,11 @@ class UserErrorFilter(logging.Filter):
         self.names = tuple(sorted(found))
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from pipelines.services.errors import fault_message
+
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None:
-            return not isinstance(exc, self.errors)
+        if exc is not None:  # a full disk or a database that is down is one line too
+            return not isinstance(exc, self.errors) and fault_message(exc) is None
         if record.name.startswith("prefect") and record.levelno >= logging.ERROR:
             return not any(name in record.getMessage() for name in self.names)
         return True

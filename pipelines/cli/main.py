@@ -49,11 +49,18 @@ def _options(
 
 
 def main() -> None:
+    from pipelines.services.errors import fault_message
+
     configure_logging(verbose=False)
     try:
         app()
     except user_errors() as exc:
         message = str(exc.args[0]) if isinstance(exc, LookupError) and exc.args else str(exc)
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(2)
+    except Exception as exc:  # a full disk or a database that is down: one line, not a bug
+        if (message := fault_message(exc)) is None:
+            raise
         typer.echo(f"error: {message}", err=True)
         sys.exit(2)
 

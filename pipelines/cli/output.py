@@ -26,9 +26,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def quiet_flow_failures() -> None:
-    """Prefect's reports of runs that failed on a user error stay quiet (see :mod:`.logs`)."""
+    """Before a command runs a flow: fail at once when ``PREFECT_API_URL`` does not answer;
+    Prefect's reports of runs that failed on a user error stay quiet (see :mod:`.logs`)."""
     from pipelines.cli.logs import quiet_flow_failures as quiet
+    from pipelines.cluster import check_prefect_api
 
+    check_prefect_api()
     quiet(user_errors())
 
 

@@ -22,6 +22,7 @@ from pipelines.cluster import Completed, failure_report, on_dask, submit_all
 from pipelines.services import detection, detection_chunks, indexing
 from pipelines.services.detection_chunks import DetectedChunk
 from pipelines.services.encoding import FileItem
+from pipelines.services.errors import worth_retrying
 from pipelines.services.paging import WorkPlan
 from pipelines.services.runtime import process_runtime
 from pipelines.services.worker import RunTarget, worker_runtime
@@ -42,7 +43,7 @@ def count_undetected() -> WorkPlan:
     return detection.plan_detection(process_runtime())
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=worth_retrying, cache_policy=NO_CACHE)
 def detect_chunk(items: list[FileItem], multiple: str, target: RunTarget) -> DetectedChunk:
     return detection_chunks.detect_chunk(worker_runtime(target), items, multiple=multiple)
 

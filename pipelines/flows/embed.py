@@ -31,10 +31,12 @@ from pipelines.services import embedding, indexing
 from pipelines.services.detection import DetectionSummary
 from pipelines.services.embedding import ChunkResult, FailedImage
 from pipelines.services.encoding import DEFAULT_BATCH_SIZE, FileItem
+from pipelines.services.errors import worth_retrying
 from pipelines.services.indexing import IndexRun
 from pipelines.services.models import ModelRef
 from pipelines.services.publishing import RETIRED_GRACE, Collected, IndexResult
 from pipelines.services.runtime import process_runtime
+from pipelines.services.stopping import StopOnSigterm
 from pipelines.services.worker import RunTarget, worker_runtime
 
 logger = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ def count_pending(model: ModelRef) -> embedding.PendingPlan:
     return embedding.plan_pending(process_runtime(), model)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=worth_retrying, cache_policy=NO_CACHE)
 def embed_chunk(
     model: ModelRef, items: list[FileItem], batch_size: int, workers: int, target: RunTarget
 ) -> ChunkResult:
@@ -186,20 +188,23 @@ def _embed_in_process(
     workers: int,
     target: RunTarget,
 ) -> ChunksDone:
-    """The chunks one after the other in this process (a chunk that fails fails the run)."""
+    """The chunks one after the other in this process (a chunk that fails fails the run);
+    SIGTERM stops the run between two chunks (:mod:`pipelines.services.stopping`)."""
     embedded, failed = 0, list[FailedImage]()
-    for n, items in enumerate(batches, start=1):
-        result = embed_chunk(ref, items, batch_size, workers, target)
-        embedded += result.embedded
-        failed.extend(result.failed)
-        logger.info(
-            "embedded chunk %d/%d: %d/%d images (%.0f img/s)",
-            n,
-            max(of.chunks, n),
-            embedded,
-            of.images,
-            result.embedded / max(result.seconds, 1e-9),
-        )
+    with StopOnSigterm("run `siamid embed` again") as stop:
+        for n, items in enumerate(batches, start=1):
+            stop.check(f"chunk {n - 1}/{max(of.chunks, n)} ({embedded} images embedded)")
+            result = embed_chunk(ref, items, batch_size, workers, target)
+            embedded += result.embedded
+            failed.extend(result.failed)
+            logger.info(
+                "embedded chunk %d/%d: %d/%d images (%.0f img/s)",
+                n,
+                max(of.chunks, n),
+                embedded,
+                of.images,
+                result.embedded / max(result.seconds, 1e-9),
+            )
     return ChunksDone(embedded, failed)
 
 

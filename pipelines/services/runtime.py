@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipelines import migrations
-from pipelines.services.errors import DatabaseError
+from pipelines.services.errors import DatabaseError, first_line
 from pipelines.services.models import EncoderCache
 from pipelines.settings import Settings
 from siamese.images import DecodeLimits
@@ -32,11 +32,11 @@ class Runtime:
         self.settings.ensure_dirs()
         url = self.settings.db_url
         try:
-            engine = make_engine(url)
+            engine = make_engine(url, busy_timeout_s=self.settings.sqlite_busy_seconds)
             migrations.ensure_schema(engine, url)
         except (OperationalError, ArgumentError, NoSuchModuleError) as exc:
             raise DatabaseError(
-                f"cannot use the database {safe_url(url)}: {_first_line(exc)}; check "
+                f"cannot use the database {safe_url(url)}: {first_line(exc)}; check "
                 "SIAMID_DATABASE_URL (and that its server is running)"
             ) from None
         return engine
@@ -65,11 +65,6 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return repr(url)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def open_runtime(settings: Settings | None = None) -> Runtime:
