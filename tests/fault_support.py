@@ -102,7 +102,7 @@ def own_postgres() -> Iterator[OwnPostgres]:
         shutil.chown(folder, "postgres")
     pg = OwnPostgres(binaries, folder / "data", free_port())
     try:
-        pg._as_pg("initdb", "-D", str(pg.data), "-A", "trust", "-U", "siamid", "-E", "UTF8")
+        pg._as_pg("initdb", "-D", str(pg.data), "-A", "trust", "-U", "siamid", "-E", "UTF8", "-N")
         pg.start()
         try:
             yield pg

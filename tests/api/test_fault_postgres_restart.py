@@ -28,7 +28,7 @@ from siamese.synthetic import generate_gallery
 from tests.api.support import home_settings, quick_model
 from tests.fault_support import child_env, free_port, own_postgres, siamid_command, wait_http
 
-OUTAGE_S = 2.0
+OUTAGE_S = 1.5
 RECOVERY_LIMIT_S = 5.0
 
 
@@ -105,7 +105,7 @@ def test_postgres_stopped_and_started_under_search_load(tmp_path: Path) -> None:
                 a.started >= t_back and a.status == 200 for c in clients for a in c.answers[-20:]
             ):
                 time.sleep(0.05)
-            time.sleep(1.0)  # and it stays up
+            time.sleep(0.5)  # and it stays up
             for c in clients:
                 c.stop.set()
             for c in clients:
