@@ -14,6 +14,7 @@ import os
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,6 +26,9 @@ from pipelines.services.models import ModelRef
 from pipelines.services.runtime import Runtime
 
 logger = logging.getLogger(__name__)
+
+#: How long a job waits for the database to record its state (start, finish) before giving up.
+RECORD_PATIENCE_S = 30.0
 
 
 class UnknownJobError(SiamidError):
@@ -158,23 +162,49 @@ class JobRunner:
 
     def _loop(self) -> None:
         while (job_id := self._queue.get()) is not None:
-            self._run(job_id)
+            try:
+                self._run(job_id)
+            except Exception:  # the thread outlives one job, whatever happened to it
+                logger.exception("job %s could not be run", job_id)
+
+    def _recorded(self, write: Callable[[], None], patience_s: float = RECORD_PATIENCE_S) -> None:
+        """One SQL write of the job's state; while the database does not answer (a restart),
+        again every second, up to ``patience_s``: a job must not stay "running" for a blip."""
+        from pipelines.services.errors import database_unavailable
+
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                write()
+                return
+            except Exception as exc:
+                reason = database_unavailable(exc)
+                if reason is None or time.monotonic() > deadline:
+                    raise
+                logger.warning("recording a job's state: %s; trying again", reason)
+                time.sleep(1.0)
 
     def _run(self, job_id: str) -> None:
-        from pipelines.services.errors import user_errors
+        from pipelines.services.errors import fault_message, user_errors
         from storage.jobs import finish_job, start_job
 
-        with self.rt.sessions.begin() as s:
-            start_job(session=s, job_id=job_id)
+        def started() -> None:
+            with self.rt.sessions.begin() as s:
+                start_job(session=s, job_id=job_id)
+
+        self._recorded(started)
         result: dict[str, Any] | None = None
         error: str | None = None
         try:
             result = self.work(self.rt)
         except user_errors() as exc:
             error = str(exc.args[0]) if isinstance(exc, LookupError) and exc.args else str(exc)
-        except Exception:
-            logger.exception("job %s failed", job_id)
-            error = "internal error while indexing; the server log has the details"
+        except Exception as exc:
+            if (error := fault_message(exc)) is not None:  # the database or the disk
+                logger.error("job %s failed: %s", job_id, error)
+            else:
+                logger.exception("job %s failed", job_id)
+                error = "internal error while indexing; the server log has the details"
         if error is None and self.after is not None:
             # Before the job reads as done: a client that polls "done" and then asks this
             # worker gets the new version (the other workers poll it within seconds).
@@ -182,8 +212,12 @@ class JobRunner:
                 self.after()
             except Exception:
                 logger.exception("refreshing the served index after job %s failed", job_id)
-        with self.rt.sessions.begin() as s:
-            finish_job(session=s, job_id=job_id, result=result, error=error)
+
+        def finished() -> None:
+            with self.rt.sessions.begin() as s:
+                finish_job(session=s, job_id=job_id, result=result, error=error)
+
+        self._recorded(finished)
         logger.info("job %s %s", job_id, "done" if error is None else f"failed: {error}")
 
 

@@ -42,6 +42,10 @@ def shard_pages(images: int, dim: int) -> int:
     return math.ceil((128 + 8 * images) / PAGE) + math.ceil((128 + 4 * images * dim) / PAGE)
 
 
+def error_line(err: str) -> str:
+    return next((line for line in err.splitlines() if line.startswith("error:")), "")
+
+
 def embed(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """`siamid embed` through the command line's entry point: (exit code, stderr)."""
     monkeypatch.setattr(sys, "argv", ["siamid", "embed", "--chunk-size", str(CHUNK)])
@@ -100,7 +104,7 @@ def test_disk_full_during_embed_and_publish(
         filler = fill(mount, leave_bytes=(shard_pages(CHUNK, dim) + 1) * PAGE)
         code, err = embed(monkeypatch, capsys)
         with capsys.disabled():
-            print(f"\nFAULT disk-full during embed: exit {code}; {err.strip()}")
+            print(f"\nFAULT disk-full during embed: exit {code}; {error_line(err)}")
         assert code == 2 and "error: no space left on device writing " in err, err
         assert str(mount) in err.split("error:")[1], err  # names the file on the full disk
         assert "Traceback" not in err, err
@@ -121,7 +125,7 @@ def test_disk_full_during_embed_and_publish(
         filler = fill(mount, leave_bytes=(2 * shard_pages(CHUNK, dim) + 1) * PAGE)
         code, err = embed(monkeypatch, capsys)
         with capsys.disabled():
-            print(f"FAULT disk-full during publish: exit {code}; {err.strip()}")
+            print(f"FAULT disk-full during publish: exit {code}; {error_line(err)}")
         assert code == 2 and "error: no space left on device writing " in err, err
         assert str(mount) in err.split("error:")[1], err  # names the file on the full disk
         assert "Traceback" not in err, err

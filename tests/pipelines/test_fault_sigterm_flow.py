@@ -61,7 +61,8 @@ def test_sigterm_stops_embed_between_chunks(
     killer.join(5)
     done = embedded(rt)
     with capsys.disabled():
-        print(f"\nFAULT sigterm-embed: exit {code}, {done} of 32 images committed: {err.strip()}")
+        line = next((x for x in err.splitlines() if x.startswith("error:")), "")
+        print(f"\nFAULT sigterm-embed: exit {code}, {done} of 32 images committed: {line}")
     assert code == 2, err
     assert "error: stopped on SIGTERM after chunk " in err and "Traceback" not in err, err
     assert 0 < done < 32 and done % CHUNK == 0, done  # whole chunks, no partial one
