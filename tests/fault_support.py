@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -97,6 +98,11 @@ def own_postgres() -> Iterator[OwnPostgres]:
     if binaries is None:
         skip_or_fail("PostgreSQL's binaries are not under /usr/lib/postgresql/*/bin")
         raise AssertionError  # not reached
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            skip_or_fail("running as root, the server needs a `postgres` user (.ci/run adds it)")
     folder = Path(tempfile.mkdtemp(prefix="siamid-fault-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
@@ -119,10 +125,13 @@ def small_filesystem(mountpoint: Path, size: str) -> Iterator[Path]:
     if os.geteuid() != 0:
         skip_or_fail("mounting a size-limited tmpfs needs root")
     mountpoint.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
+    mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mountpoint)],
-        check=True,
+        capture_output=True,
+        text=True,
     )
+    if mounted.returncode:
+        skip_or_fail(f"cannot mount a tmpfs at {mountpoint}: {mounted.stderr.strip()}")
     try:
         yield mountpoint
     finally:

@@ -20,6 +20,8 @@ from pipelines.services.runtime import open_runtime
 from tests.api.support import Keys, Prepared, home_settings, wait_ready
 from tests.fault_support import fill, small_filesystem
 
+pytestmark = pytest.mark.fault
+
 
 def test_database_locked_is_503_with_retry_after(home: Path, api_settings: ApiSettings) -> None:
     rt = open_runtime(home_settings(home, sqlite_busy_seconds=0.3))

@@ -42,7 +42,7 @@ from tests.fault_support import (
     wait_http,
 )
 
-pytestmark = pytest.mark.postgres
+pytestmark = pytest.mark.fault
 
 OUTAGE_S = 1.5
 RECOVERY_LIMIT_S = 5.0

@@ -33,6 +33,8 @@ from storage.registry import get_model_version
 from tests.fault_support import fill, small_filesystem
 from tests.pipelines.conftest import quick_model
 
+pytestmark = pytest.mark.fault
+
 CHUNK = 4
 PAGE = 4096
 

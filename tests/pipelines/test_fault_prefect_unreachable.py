@@ -17,6 +17,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from pipelines.cli import main
 from tests.fault_support import free_port
 
+pytestmark = pytest.mark.fault
+
 LIMIT_S = 5.0  # the check waits at most 3 s; a refused connection answers at once
 
 

@@ -23,6 +23,8 @@ from pipelines.services.runtime import Runtime
 from storage.indexes import published_index
 from storage.models import Embedding
 
+pytestmark = pytest.mark.fault
+
 CHUNK = 2
 
 
@@ -54,11 +56,16 @@ def test_sigterm_stops_embed_between_chunks(
             time.sleep(0.005)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    before = signal.getsignal(signal.SIGTERM)
-    killer = threading.Thread(target=terminate_after_first_shard, daemon=True)
-    killer.start()
-    code, err = embed(monkeypatch, capsys)
-    killer.join(5)
+    stray: list[int] = []  # a SIGTERM that came when no run was listening: never pytest's end
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: stray.append(signum))
+    try:
+        killer = threading.Thread(target=terminate_after_first_shard, daemon=True)
+        killer.start()
+        code, err = embed(monkeypatch, capsys)
+        killer.join(5)
+        net = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
     done = embedded(rt)
     with capsys.disabled():
         line = next((x for x in err.splitlines() if x.startswith("error:")), "")
@@ -68,7 +75,8 @@ def test_sigterm_stops_embed_between_chunks(
     assert 0 < done < 32 and done % CHUNK == 0, done  # whole chunks, no partial one
     with rt.sessions() as s:
         assert published_index(session=s) is None  # nothing published half-way
-    assert signal.getsignal(signal.SIGTERM) == before  # the handlers are put back
+    assert not stray, "SIGTERM came after the run stopped listening"
+    assert net is not None and net.__name__ == "<lambda>"  # the run put the handlers back
 
     code, err = embed(monkeypatch, capsys)
     assert code == 0, err

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from pipelines.services.runtime import open_runtime
@@ -22,6 +23,8 @@ from siamese.synthetic import generate_gallery
 from storage.models import FaceImage
 from tests.api.support import home_settings
 from tests.fault_support import child_env
+
+pytestmark = pytest.mark.fault
 
 HOLD_S = 1.5
 
