@@ -47,7 +47,11 @@ def embed_cmd(
 
     quiet_flow_failures()
     cluster = ClusterSpec.from_options(dask, dask_workers)
-    runtime()
+    from pipelines.services.models import resolve_model
+
+    # an unknown or unusable model, or --faces other than its own, fails before Prefect starts
+    ref = resolve_model(runtime().sessions, model)
+    ref.crop.check(chosen(faces), ref.name)
     with flow_on(embed_flow, cluster) as run:
         out = run(
             model=model,

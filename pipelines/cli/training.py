@@ -104,7 +104,10 @@ def train_cmd(
         raise CliError(str(exc)) from None
     if data is not None:
         data_folder(data, "identity")
-    runtime()  # create and migrate the database up front
+    from pipelines.services.training import trainable_set
+
+    # the data is imported and checked before Prefect starts (the flow finds it done)
+    trainable_set(runtime(), data, options)
     trained = train_flow(data=str(data) if data else None, options=options)
     v = trained.validation
     eer = "n/a" if v.eer is None else f"{100 * v.eer:.2f}%"

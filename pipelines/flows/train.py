@@ -14,10 +14,7 @@ from pipelines.services.training import TrainedModel, TrainingSet, TrainOptions
 
 @task(cache_policy=NO_CACHE)
 def collect_training_set(data: str | None, options: TrainOptions) -> TrainingSet:
-    ts = training.training_set(process_runtime(), Path(data) if data else None, options.crop())
-    if not (options.pretrained and options.head_epochs == 0):  # zero-shot trains nothing
-        training.check_training_set(ts, options.configs()[0], data or "the gallery")
-    return ts
+    return training.trainable_set(process_runtime(), Path(data) if data else None, options)
 
 
 @task(cache_policy=NO_CACHE)

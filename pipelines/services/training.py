@@ -207,6 +207,15 @@ def check_training_set(ts: TrainingSet, config: TrainConfig, source: str) -> Non
         )
 
 
+def trainable_set(rt: Runtime, data: Path | None, options: TrainOptions) -> TrainingSet:
+    """The training set of ``data`` (imported first) or of the gallery, refused when it cannot
+    train (a zero-shot registration trains nothing and needs no data)."""
+    ts = training_set(rt, data, options.crop())
+    if not (options.pretrained and options.head_epochs == 0):
+        check_training_set(ts, options.configs()[0], str(data) if data else "the gallery")
+    return ts
+
+
 def _log_epoch(report: Any) -> None:
     last = report.epoch == report.epochs
     level = logging.INFO if last or report.epoch % EPOCH_LOG_EVERY == 0 else logging.DEBUG

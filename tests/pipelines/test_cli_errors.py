@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,21 +65,57 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_user_error_is_one_line_exit_2_no_traceback(
-    workspace: Path, tmp_path: Path, case: str
-) -> None:
-    args, hint = CASES[case]
-    env = {**os.environ, "SIAMID_HOME": str(tmp_path / "home"), "SIAMID_TORCH_THREADS": "1"}
-    env.pop("SIAMID_DATABASE_URL", None)
+#: Run through the installed console script in a process of their own; the rest run
+#: ``main()`` in this process (the same code, without an interpreter start per case).
+THROUGH_THE_SCRIPT = ("embed before train", "database that cannot connect")
+
+
+def _environment(tmp_path: Path, case: str) -> dict[str, str]:
+    env = {"SIAMID_HOME": str(tmp_path / "home"), "SIAMID_TORCH_THREADS": "1"}
     if case == "database that cannot connect":
         env["SIAMID_DATABASE_URL"] = "postgresql+psycopg://nobody@127.0.0.1:1/siamid"
-    argv = [a.format(ws=workspace, people=workspace / "people") for a in args]
+    return env
+
+
+def _stderr_in_process(
+    argv: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> tuple[int, str]:
+    from pipelines.cli import main
+
+    monkeypatch.delenv("SIAMID_DATABASE_URL", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["siamid", *argv])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return int(exited.value.code or 0), capsys.readouterr().err
+
+
+def _stderr_of_the_script(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    full = {k: v for k, v in os.environ.items() if k != "SIAMID_DATABASE_URL"}
     proc = subprocess.run(
-        [str(SIAMID), *argv], capture_output=True, text=True, env=env, timeout=300
+        [str(SIAMID), *argv], capture_output=True, text=True, env={**full, **env}, timeout=300
     )
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_user_error_is_one_line_exit_2_no_traceback(
+    workspace: Path,
+    tmp_path: Path,
+    case: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args, hint = CASES[case]
+    argv = [a.format(ws=workspace, people=workspace / "people") for a in args]
+    env = _environment(tmp_path, case)
+    if case in THROUGH_THE_SCRIPT:
+        code, stderr = _stderr_of_the_script(argv, env)
+    else:
+        code, stderr = _stderr_in_process(argv, env, monkeypatch, capsys)
+    assert code == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
     assert hint in errors[0], errors[0]
