@@ -5,7 +5,8 @@ portrait), runs ``faces.Detector`` with each method of :mod:`faces.methods` - ``
 ``cnn`` (dlib's CNN ported to torch) and ``hog+cnn`` (HOG, the CNN on photos HOG finds no face
 in) - and, as the baseline, ``hog+cnn`` as it was before the port: the same Detector with
 dlib's own ``cnn_face_detection_model_v1`` as the fallback, one photo at a time. Photos are
-decoded first (not timed); detection runs ``--batch`` photos per ``detect_many`` call on one
+decoded first (not timed); detection runs ``--batch`` photos per ``detect_many`` call, each
+batch through every detector in turn (the load of a shared machine falls on all alike), on one
 thread (torch, OMP and BLAS pinned to 1). Reports photos with at least one face, faces, faces
 the CNN found, and the mean and median ms per photo.
 
@@ -88,25 +89,31 @@ def att_photos(limit: int | None, seed: int) -> list[np.ndarray]:
     return out
 
 
-def measure(detector: Detector, photos: list[np.ndarray], batch: int) -> dict[str, Any]:
-    seconds: list[float] = []
-    found = []
+def measure(detectors: dict[str, Detector], photos: list[np.ndarray], batch: int) -> dict:
+    """Each detector on each batch in turn (interleaved, so that the machine's changing load
+    falls on all of them alike): per method, faces found and time per photo."""
+    seconds: dict[str, list[float]] = {m: [] for m in detectors}
+    found: dict[str, list] = {m: [] for m in detectors}
     for i in range(0, len(photos), batch):
         chunk = photos[i : i + batch]
-        t0 = time.perf_counter()
-        found += detector.detect_many(chunk)
-        seconds += [(time.perf_counter() - t0) / len(chunk)] * len(chunk)
+        for method, det in detectors.items():
+            t0 = time.perf_counter()
+            found[method] += det.detect_many(chunk)
+            seconds[method] += [(time.perf_counter() - t0) / len(chunk)] * len(chunk)
     n = len(photos)
-    with_face = sum(bool(f) for f in found)
-    return {
-        "photos": n,
-        "photos_with_a_face": with_face,
-        "share_with_a_face": with_face / n,
-        "faces": sum(len(f) for f in found),
-        "photos_found_by_cnn": sum(bool(f) and f[0].found_by == "cnn" for f in found),
-        "mean_ms": 1e3 * sum(seconds) / n,
-        "median_ms": 1e3 * median(seconds),
-    }
+    out = {}
+    for method in detectors:
+        with_face = sum(bool(f) for f in found[method])
+        out[method] = {
+            "photos": n,
+            "photos_with_a_face": with_face,
+            "share_with_a_face": with_face / n,
+            "faces": sum(len(f) for f in found[method]),
+            "photos_found_by_cnn": sum(bool(f) and f[0].found_by == "cnn" for f in found[method]),
+            "mean_ms": 1e3 * sum(seconds[method]) / n,
+            "median_ms": 1e3 * median(seconds[method]),
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     for det in detectors.values():  # warm-up
         det.detect_many([sets["AT&T"][0], sets["celeba_wild"][0]])
     for set_name, photos in sets.items():
-        for method, det in detectors.items():
-            r = measure(det, photos, args.batch)
+        for method, r in measure(detectors, photos, args.batch).items():
             record["results"][f"{set_name} / {method}"] = r
             print(f"{set_name} / {method}: {r}", file=sys.stderr, flush=True)
     record["loadavg_end"] = os.getloadavg()
