@@ -166,10 +166,15 @@ class Detector:
         """Everything that changes this detector's output, as one string.
 
         dlib's version, this module's revision, the shape predictor file's digest and each
-        parameter; storage compares it with the version that detected a photo before.
+        parameter; with the CNN, its file's digest (the torch port: ``mmod-torch``, so
+        detections of dlib's own CNN are redone once), its pixel budget and the method, so that
+        ``cnn`` and ``hog+cnn`` differ here too (the evaluation's cache is keyed on the version
+        alone). Storage compares it with the version that detected a photo before.
         """
         rotations = ",".join(str(r) for r in self.rotations)
-        cnn = f";mmod:{self._cnn.digest};cnnpx<={self.cnn_max_pixels}" if self._cnn else ""
+        cnn = ""
+        if self._cnn is not None:
+            cnn = f";mmod-torch:{self._cnn.digest};cnnpx<={self.cnn_max_pixels};{self.method}"
         return (
             f"dlib{dlib.__version__};rev{ALGORITHM_REVISION};sp5:{self._model_digest}"
             f";up<{self.upsample_below}x{self.max_upsample};px<={self.max_pixels}"

@@ -339,7 +339,9 @@ def test_cnn_fallback_model_file_is_checked_and_named_in_the_version(
     with pytest.raises(ValueError, match="cnn_max_pixels"):
         Detector(shape_predictor_path, cnn_path=cnn_detector.cnn_path, cnn_max_pixels=100)
     assert cnn_detector.name == "dlib-hog+mmod+sp5" and detector.name == "dlib-hog+sp5"
-    assert cnn_detector.version.startswith(detector.version) and "mmod:" in cnn_detector.version
+    assert (
+        cnn_detector.version.startswith(detector.version) and "mmod-torch:" in cnn_detector.version
+    )
     smaller = Detector(shape_predictor_path, cnn_path=cnn_detector.cnn_path, cnn_max_pixels=10**5)
     assert smaller.version != cnn_detector.version
 
@@ -404,7 +406,7 @@ def test_detector_methods_name_themselves_and_cnn_alone_batches(
         "dlib-hog+mmod+sp5",
         "dlib-mmod+sp5",
     )
-    assert len({hog.version, cnn.version, cnn_detector.version}) >= 2  # hog skips the CNN file
+    assert len({hog.version, cnn.version, cnn_detector.version}) == 3
     photos = [att_face(s, 1) for s in (4, 11, 30)]
     batched = cnn.detect_many(photos)
     for photo, faces in zip(photos, batched, strict=True):
