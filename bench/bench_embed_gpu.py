@@ -18,7 +18,10 @@ out like the ``face_recognition_models`` package.
   batches of ``--batch-size`` (and float32 for comparison);
 * the descriptors' agreement: GPU float16 vs GPU float32 vs CPU float32 (max L2 distance);
 * **fine-tuning**: ``train_stages`` (the ``--tune last-stages`` mode) on the photos' trunk
-  activations, bfloat16 autocast on CUDA, and one full-network forward+backward throughput.
+  activations, bfloat16 autocast on CUDA, and one full-network forward+backward throughput;
+* **detection**: dlib's CNN face detector in torch (``faces.mmod.MmodDetector``) on the photos
+  (decoded once), in batches of ``--detect-batches`` photos, float16 autocast on CUDA: photos/s,
+  and how many photos give the same boxes (within 1 px) as the float32 CPU run on the first 64.
 
     python bench/bench_embed_gpu.py prepare --photos 1200 --out .devdata
     python3 bench/bench_embed_gpu.py run --carry .devdata --out result.json
@@ -92,6 +95,9 @@ def prepare(args: argparse.Namespace) -> None:
     (pkg / "models").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     shutil.copyfile(model_file(FACE_RESNET), pkg / "models" / FACE_RESNET)
+    from pipelines.services.model_files import CNN_FACE_DETECTOR
+
+    shutil.copyfile(model_file(CNN_FACE_DETECTOR), pkg / "models" / CNN_FACE_DETECTOR)
     (out / "wheels.txt").write_text("".join(f"{w}=={version(w)}\n" for w in WHEELS))
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"{len(rows)} photos of {len(people)} people, {size / 2**20:.1f} MiB in {out}")
@@ -341,9 +347,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return round(rate, 1)
 
     record["full_network_train_images_per_s"] = section("full_network", full_network)
+    record["detection"] = section("detection", lambda: detection(args, paths, device))
     if device.type == "cuda":
         record["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return record
+
+
+def detection(args: argparse.Namespace, paths: list[str], device: Any) -> dict[str, Any]:
+    """dlib's CNN face detector in torch: photos/s per batch size, and agreement with the CPU."""
+    import torch
+    from PIL import Image
+
+    from faces.mmod import MmodDetector
+    from pipelines.services.model_files import CNN_FACE_DETECTOR, model_file
+
+    images = []
+    for path in paths:
+        with Image.open(path) as im:
+            images.append(np.asarray(im.convert("RGB")))
+    out: dict[str, Any] = {"photos": len(images)}
+    gpu = MmodDetector(model_file(CNN_FACE_DETECTOR), device=device, max_batch_pixels=10**12)
+    for batch in (int(b) for b in args.detect_batches.split(",")):
+        gpu.detect(images[:batch])  # warm-up (cuDNN picks its algorithms)
+        _sync()
+        t0 = time.perf_counter()
+        for i in range(0, len(images), batch):
+            gpu.detect(images[i : i + batch])
+        _sync()
+        out[f"photos_per_s_batch_{batch}"] = round(len(images) / (time.perf_counter() - t0), 1)
+        print(f"detection, batches of {batch}: {out[f'photos_per_s_batch_{batch}']} photos/s")
+    cpu = MmodDetector(model_file(CNN_FACE_DETECTOR))
+    sample = images[:64]
+    same = 0
+    for a, b in zip(gpu.detect(sample), cpu.detect(sample), strict=True):
+        same += len(a) == len(b) and all(
+            max(abs(u - v) for u, v in zip(x.rect, y.rect, strict=True)) <= 1
+            for x, y in zip(a, b, strict=True)
+        )
+    out["same_boxes_as_cpu_float32"] = f"{same}/{len(sample)}"
+    if torch.cuda.is_available():
+        out["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    print(json.dumps(out))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -363,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     go.add_argument("--workers", default="4,8,14", help="DataLoader worker counts")
     go.add_argument("--runs", type=int, default=2, help="timed pipeline runs per worker count")
     go.add_argument("--epochs", type=int, default=3, help="last-stages fine-tuning epochs")
+    go.add_argument("--detect-batches", default="32,128", help="photos per detection forward")
     go.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.step == "prepare":

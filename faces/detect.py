@@ -1,5 +1,6 @@
-"""``Detector``: faces and their five landmarks in a photo, with dlib's HOG detector and, for
-photos where it finds none, dlib's CNN face detector.
+"""``Detector``: faces and their five landmarks in a photo, with dlib's HOG detector, dlib's CNN
+face detector (ported to torch, :mod:`faces.mmod`) or HOG with the CNN for the photos HOG finds
+no face in (``method``: ``hog``, ``cnn``, ``hog+cnn``; :mod:`faces.methods`).
 
 Why these choices:
 
@@ -20,13 +21,14 @@ Why these choices:
 - HOG finds upright, roughly frontal faces only: on celeba_wild's in-the-wild photos it finds
   none in 256 of 5,420 (4.7%; turned heads, tilted faces, hands, hats). dlib's CNN (MMOD) face
   detector (``mmod_human_face_detector.dat``) finds a face in 233 of those 256, and dlib's
-  ResNet then names 70% of them right (their nearest photo is the same person). It costs
-  ~0.6 s per 400x300 photo on one core, ~2.5 s enlarged 2x (median 1.3 s over those 256
-  photos; HOG: ~0.07 s per photo, BENCHMARKS.md), so it runs only as a fallback, when
-  given (``cnn_path``), on photos in which HOG finds nothing: once at the photo's size (reduced
-  to ``cnn_max_pixels``), then enlarged 2x if the photo is under ``upsample_below`` and the
-  copy stays within ``cnn_max_pixels``. Its faces get the same 5-point landmarks (dlib's
-  5-point model was trained on both detectors' boxes) and ``found_by="cnn"``.
+  ResNet then names 70% of them right (their nearest photo is the same person). dlib's own
+  code costs ~0.6 s per 400x300 photo on one core; the torch port gives the same boxes
+  (bench/bench_mmod.py) an order of magnitude faster and takes many photos per forward
+  (:meth:`Detector.detect_many`). The CNN searches a photo once at its size (reduced to
+  ``cnn_max_pixels``), then enlarged 2x if it found nothing, the photo is under
+  ``upsample_below`` and the copy stays within ``cnn_max_pixels``: alone (``cnn``) or on
+  the photos HOG finds nothing in (``hog+cnn``). Its faces get the same 5-point landmarks
+  (dlib's 5-point model was trained on both detectors' boxes) and ``found_by="cnn"``.
 - Everything is mapped back to the ORIGINAL photo's coordinates (see :mod:`faces.image`), and
   faces come largest first, the usual subject of a photo.
 
@@ -41,9 +43,10 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dlib
 import numpy as np
@@ -51,6 +54,10 @@ import numpy as np
 from faces.errors import ModelFileError
 from faces.face import Face
 from faces.image import Box, WorkingCopy, check_image, scale_for
+from faces.methods import check_method
+
+if TYPE_CHECKING:
+    from faces.mmod import MmodDetector
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +72,20 @@ REFINE_FACE_WIDTH = 320
 _SP5_PARTS = 5
 
 
+_NAMES = {"hog": "dlib-hog+sp5", "hog+cnn": "dlib-hog+mmod+sp5", "cnn": "dlib-mmod+sp5"}
+
+Found = list[tuple[dlib.rectangle, float]]
+
+
 class Detector:
-    """Detects faces with dlib's HOG detector and places dlib's five landmarks on each.
+    """Detects faces with dlib's HOG and/or CNN detector and places dlib's five landmarks.
 
     ``shape_predictor_path`` is dlib's ``shape_predictor_5_face_landmarks.dat`` (the service
-    layer passes ``model_file(SHAPE_PREDICTOR_5)``). ``cnn_path``, dlib's
-    ``mmod_human_face_detector.dat``, turns on the CNN fallback for photos in which HOG finds no
-    face (see the module's notes); without it a photo HOG finds nothing in has no face.
-    Parameters:
+    layer passes ``model_file(SHAPE_PREDICTOR_5)``). ``method`` is ``hog``, ``cnn`` or
+    ``hog+cnn`` (:mod:`faces.methods`); the CNN ones need ``cnn_path``, dlib's
+    ``mmod_human_face_detector.dat``. Without ``method``, ``cnn_path`` means ``hog+cnn`` and
+    its absence ``hog``. ``cnn_device``: where the CNN runs ("cpu", or "cuda" with float16
+    autocast). Parameters:
 
     - ``upsample_below``: photos whose longer side is under this many pixels are enlarged 2x
       so that faces of ~40 px are found: the default, 800, enlarges the usual 400-640 px web
@@ -107,6 +120,8 @@ class Detector:
         rotations: Sequence[int] = (0,),
         cnn_path: str | os.PathLike[str] | None = None,
         cnn_max_pixels: int = 1_000_000,
+        method: str | None = None,
+        cnn_device: str = "cpu",
     ) -> None:
         if upsample_below < 0:
             raise ValueError(f"upsample_below must be >= 0 px, got {upsample_below}")
@@ -120,6 +135,11 @@ class Detector:
             raise ValueError(f"rotations must be multiples of 90 degrees, got {tuple(rotations)}")
         if cnn_max_pixels < 80 * 80:
             raise ValueError(f"cnn_max_pixels must allow an 80x80 copy, got {cnn_max_pixels}")
+        self.method = check_method(method or ("hog" if cnn_path is None else "hog+cnn"))
+        if self.method != "hog" and cnn_path is None:
+            raise ValueError(
+                f"the {self.method} detector needs cnn_path (mmod_human_face_detector.dat)"
+            )
         self.upsample_below = int(upsample_below)
         self.max_upsample = int(max_upsample)
         self.max_pixels = int(max_pixels)
@@ -130,27 +150,31 @@ class Detector:
         self._predictor, self._model_digest = _load_shape_predictor(self.shape_predictor_path)
         self._detector = dlib.get_frontal_face_detector()
         self.cnn_max_pixels = int(cnn_max_pixels)
-        self.cnn_path = None if cnn_path is None else Path(cnn_path)
-        self._cnn: dlib.cnn_face_detection_model_v1 | None = None
-        self._cnn_digest = ""
+        self.cnn_path = None if cnn_path is None or self.method == "hog" else Path(cnn_path)
+        self._cnn: MmodDetector | None = None
         if self.cnn_path is not None:
-            self._cnn, self._cnn_digest = _load_cnn(self.cnn_path)
+            self._cnn = _load_cnn(self.cnn_path, cnn_device)
 
     @property
     def name(self) -> str:
-        """Which detectors and landmark model: ``dlib-hog+sp5``, ``dlib-hog+mmod+sp5`` with the
-        CNN fallback."""
-        return "dlib-hog+mmod+sp5" if self._cnn is not None else "dlib-hog+sp5"
+        """Which detectors and landmark model: ``dlib-hog+sp5``, ``dlib-hog+mmod+sp5`` (HOG,
+        then the CNN where HOG finds nothing) or ``dlib-mmod+sp5`` (the CNN alone)."""
+        return _NAMES[self.method]
 
     @property
     def version(self) -> str:
         """Everything that changes this detector's output, as one string.
 
         dlib's version, this module's revision, the shape predictor file's digest and each
-        parameter; storage compares it with the version that detected a photo before.
+        parameter; with the CNN, its file's digest (the torch port: ``mmod-torch``, so
+        detections of dlib's own CNN are redone once), its pixel budget and the method, so that
+        ``cnn`` and ``hog+cnn`` differ here too (the evaluation's cache is keyed on the version
+        alone). Storage compares it with the version that detected a photo before.
         """
         rotations = ",".join(str(r) for r in self.rotations)
-        cnn = f";mmod:{self._cnn_digest};cnnpx<={self.cnn_max_pixels}" if self._cnn else ""
+        cnn = ""
+        if self._cnn is not None:
+            cnn = f";mmod-torch:{self._cnn.digest};cnnpx<={self.cnn_max_pixels};{self.method}"
         return (
             f"dlib{dlib.__version__};rev{ALGORITHM_REVISION};sp5:{self._model_digest}"
             f";up<{self.upsample_below}x{self.max_upsample};px<={self.max_pixels}"
@@ -166,7 +190,27 @@ class Detector:
         Coordinates are the original image's, whatever copy they were found on. A photo with
         no face gives ``[]``. Raises :class:`faces.errors.ImageFormatError` for other inputs.
         """
-        img = check_image(image)
+        return self.detect_many([image])[0]
+
+    def detect_many(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """:meth:`detect` for each image; the CNN searches them in batches (one forward pass
+        for many photos), which is what makes it fast."""
+        imgs = [check_image(image) for image in images]
+        found: list[list[Face]] = [[] for _ in imgs]
+        if self.method != "cnn":
+            found = [self._hog_search(img) for img in imgs]
+        if self._cnn is not None:
+            todo = [i for i, faces in enumerate(found) if not faces]
+            for i, faces in self._cnn_search(imgs, todo).items():
+                found[i] = faces
+        for img, faces in zip(imgs, found, strict=True):
+            faces.sort(key=lambda f: (-f.area, -f.score))
+            logger.debug("%dx%d photo: %d face(s)", img.shape[1], img.shape[0], len(faces))
+        return found
+
+    # ------------------------------------------------------------------ internals
+
+    def _hog_search(self, img: np.ndarray) -> list[Face]:
         h, w = img.shape[:2]
         scale = scale_for(
             w,
@@ -177,55 +221,57 @@ class Detector:
         )
         base = WorkingCopy.make(img, scale=scale)
         for degrees in self.rotations:
-            turns = degrees // 90
-            faces = self._detect_on(img, base.turned(turns, self.pad), self._hog)
+            copy = base.turned(degrees // 90, self.pad)
+            faces = self._faces_on(img, copy, self._hog(copy.pixels))
             if faces:
                 if degrees:
                     logger.debug(
                         "found %d face(s) after turning by %d degrees", len(faces), degrees
                     )
-                break
-        if not faces and self._cnn is not None:
-            faces = self._cnn_search(img)
-        faces.sort(key=lambda f: (-f.area, -f.score))
-        logger.debug("%dx%d photo at scale %.3g: %d face(s)", w, h, scale, len(faces))
-        return faces
+                return faces
+        return []
 
-    # ------------------------------------------------------------------ internals
-
-    def _hog(self, pixels: np.ndarray) -> list[tuple[dlib.rectangle, float]]:
+    def _hog(self, pixels: np.ndarray) -> Found:
         rects, scores, _ = self._detector.run(pixels, 0, self.adjust_threshold)
         return list(zip(rects, scores, strict=True))
 
-    def _mmod(self, pixels: np.ndarray) -> list[tuple[dlib.rectangle, float]]:
-        if pixels.ndim == 2:  # the CNN takes RGB only
-            pixels = np.ascontiguousarray(np.repeat(pixels[:, :, None], 3, axis=2))
-        assert self._cnn is not None
-        return [(d.rect, float(d.confidence)) for d in self._cnn(pixels, 0)]
-
-    def _cnn_search(self, img: np.ndarray) -> list[Face]:
-        """The CNN fallback: the photo at its size (reduced to ``cnn_max_pixels``), then 2x."""
+    def _cnn_scales(self, img: np.ndarray) -> list[float]:
+        """The photo at its size (reduced to ``cnn_max_pixels``), then 2x when small."""
         h, w = img.shape[:2]
         scales = [min(1.0, math.sqrt(self.cnn_max_pixels / (w * h)))]
         if max(w, h) < self.upsample_below and 4 * w * h <= self.cnn_max_pixels:
             scales.append(2.0)  # then scales[0] is 1: the photo is within the budget
-        for scale in scales:
-            copy = WorkingCopy.make(img, scale=scale, pad=self.pad)
-            faces = self._detect_on(img, copy, self._mmod)
-            if faces:
-                logger.debug("the CNN fallback found %d face(s) at scale %.3g", len(faces), scale)
-                return [replace(f, found_by="cnn") for f in faces]
-        return []
+        return scales
 
-    def _detect_on(
-        self,
-        img: np.ndarray,
-        copy: WorkingCopy,
-        find: Callable[[np.ndarray], list[tuple[dlib.rectangle, float]]],
-    ) -> list[Face]:
+    def _cnn_search(self, imgs: Sequence[np.ndarray], todo: Sequence[int]) -> dict[int, list[Face]]:
+        """The CNN on the photos ``todo`` (indices into ``imgs``), a batch per scale: each
+        photo at its first scale, then the ones still without a face at their next."""
+        assert self._cnn is not None
+        out: dict[int, list[Face]] = {}
+        pending = list(todo)
+        step = 0
+        while pending:
+            copies = [
+                (i, WorkingCopy.make(imgs[i], scale=scales[step], pad=self.pad))
+                for i in pending
+                if step < len(scales := self._cnn_scales(imgs[i]))
+            ]
+            detections = self._cnn.detect([copy.pixels for _, copy in copies])
+            pending = []
+            for (i, copy), dets in zip(copies, detections, strict=True):
+                found = [(dlib.rectangle(*d.rect), d.score) for d in dets]
+                faces = self._faces_on(imgs[i], copy, found)
+                if faces:
+                    out[i] = [replace(f, found_by="cnn") for f in faces]
+                else:
+                    pending.append(i)
+            step += 1
+        return out
+
+    def _faces_on(self, img: np.ndarray, copy: WorkingCopy, found: Found) -> list[Face]:
         il, it, ir, ib = copy.inner
         faces: list[Face] = []
-        for rect, score in find(copy.pixels):
+        for rect, score in found:
             cx, cy = (rect.left() + rect.right() + 1) / 2, (rect.top() + rect.bottom() + 1) / 2
             if not (il <= cx < ir and it <= cy < ib):
                 continue  # a "face" made of the replicated border
@@ -301,20 +347,12 @@ def _load_cached(path: Path, size: int, mtime_ns: int) -> tuple[dlib.shape_predi
     return predictor, _file_digest(path)
 
 
-def _load_cnn(path: Path) -> tuple[dlib.cnn_face_detection_model_v1, str]:
-    """dlib's CNN face detector at ``path`` and its digest; a clear error when it is not one."""
-    if not path.is_file():
-        raise ModelFileError(
-            f"no CNN face detector at {path}; pass the path of dlib's "
-            "mmod_human_face_detector.dat (pip install face-recognition-models ships it)"
-        )
-    try:
-        model = dlib.cnn_face_detection_model_v1(str(path))
-    except RuntimeError as exc:
-        raise ModelFileError(
-            f"{path} is not dlib's CNN face detector ({exc}); pass mmod_human_face_detector.dat"
-        ) from exc
-    return model, _file_digest(path)
+def _load_cnn(path: Path, device: str) -> MmodDetector:
+    """dlib's CNN face detector at ``path`` in torch; a clear error when it is not one. Loaded
+    only when asked for, so that HOG alone does not import torch."""
+    from faces.mmod import MmodDetector
+
+    return MmodDetector(path, device=device)
 
 
 def _file_digest(path: Path) -> str:

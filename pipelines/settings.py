@@ -6,8 +6,10 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from faces.methods import DEFAULT_DETECTION, DETECTION_METHODS, check_method
 
 
 class Settings(BaseSettings):
@@ -34,6 +36,15 @@ class Settings(BaseSettings):
     gallery_growth_warning: float = Field(
         default=1.5, gt=1.0, description="warn when the gallery grew this much since calibration"
     )
+    detector: str = Field(
+        default=DEFAULT_DETECTION,
+        description=f"face detector: {' | '.join(DETECTION_METHODS)} (a change re-detects)",
+    )
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, value: str) -> str:
+        return check_method(value)
 
     @cached_property
     def home_dir(self) -> Path:

@@ -41,12 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from siamese.dlib_format import (
+from dlibfile.format import (
     STRUCTURAL_PREFIXES,
     AffineLayer,
     ConvLayer,
     DlibFormatError,
     FcLayer,
+    InputRgbLayer,
+    MetricLoss,
     PoolLayer,
     read_dlib_network,
 )
@@ -364,6 +366,12 @@ def load_dlib_resnet(path: str | Path) -> DlibFaceResNet:
     model = DlibFaceResNet()
     slots = model.dlib_layers()
     net = read_dlib_network(path, [token for token, _ in slots])
+    if not isinstance(net.loss, MetricLoss) or not isinstance(net.input, InputRgbLayer):
+        raise DlibFormatError(
+            f"{path}: holds a {type(net.loss).__name__} network on {type(net.input).__name__}, "
+            "not dlib's face-recognition ResNet (loss_metric on 150x150 chips); use "
+            "dlib_face_recognition_resnet_model_v1.dat"
+        )
     if (net.input.rows, net.input.cols) != (INPUT_SIZE, INPUT_SIZE):
         raise DlibFormatError(
             f"{path}: the input layer takes {net.input.rows}x{net.input.cols} images, the "

@@ -10,6 +10,7 @@ import typer
 from pipelines.cli.options import (
     BackboneChoice,
     CalibrateOnChoice,
+    DetectorOpt,
     EpochsOpt,
     FacesChoice,
     FlipOpt,
@@ -19,6 +20,7 @@ from pipelines.cli.options import (
     TuneOpt,
     chosen,
     data_folder,
+    use_detector,
 )
 from pipelines.cli.output import CliError, emit_json, quiet_flow_failures, runtime
 from siamese.openset import DEFAULT_TARGET_FPIR, rate_label
@@ -77,9 +79,11 @@ def evaluate_cmd(
     ] = None,
     tune: TuneOpt = None,
     flip_average: FlipOpt = False,
+    detector: DetectorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Identity-disjoint open-set evaluation: DIR/FPIR, FNIR, rank-1/CMC, DET; HTML report."""
+    use_detector(detector)
     from pipelines.flows.evaluate import evaluate_flow
     from pipelines.services.evaluation import Protocol, headline_dir
     from pipelines.services.training import TrainOptions

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli.options import DaskOpt, DaskWorkersOpt, JsonOpt, MultipleChoice, WaitOpt
+from pipelines.cli.options import (
+    DaskOpt,
+    DaskWorkersOpt,
+    DetectorOpt,
+    JsonOpt,
+    MultipleChoice,
+    WaitOpt,
+    use_detector,
+)
 from pipelines.cli.output import (
     CliError,
     emit_json,
@@ -53,9 +61,11 @@ def gallery_import(
     dask: DaskOpt = None,
     dask_workers: DaskWorkersOpt = None,
     wait: WaitOpt = 0.0,
+    detector: DetectorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Import a gallery; bad files are recorded as rejected with a reason and the import goes on."""
+    use_detector(detector)
     from pipelines.cluster import ClusterSpec
     from pipelines.services.gallery import import_items, read_manifest, scan_image_folder
     from siamese.images import DecodeLimits

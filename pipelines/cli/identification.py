@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from pipelines.cli.options import FacesCheck, JsonOpt, TargetFpirOpt, TemplateChoice, chosen
+from pipelines.cli.options import (
+    DetectorOpt,
+    FacesCheck,
+    JsonOpt,
+    TargetFpirOpt,
+    TemplateChoice,
+    chosen,
+    use_detector,
+)
 from pipelines.cli.output import CliError, emit_json, runtime
 from siamese.openset import DEFAULT_TARGET_FPIR
 
@@ -35,8 +43,10 @@ def identify_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per probe (per face in detect mode).")
     ] = False,
+    detector: DetectorOpt = None,
 ) -> None:
     """Identify probes against the published index: a match within the threshold, or unknown."""
+    use_detector(detector)
     from pipelines.services.gallery import read_manifest
     from pipelines.services.identification import Identifier, probe_files
 

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli.options import DaskOpt, DaskWorkersOpt, FacesCheck, JsonOpt, WaitOpt, chosen
+from pipelines.cli.options import (
+    DaskOpt,
+    DaskWorkersOpt,
+    DetectorOpt,
+    FacesCheck,
+    JsonOpt,
+    WaitOpt,
+    chosen,
+    use_detector,
+)
 from pipelines.cli.output import emit_json, quiet_flow_failures, runtime
 
 app = typer.Typer()
@@ -39,9 +48,11 @@ def embed_cmd(
     dask_workers: DaskWorkersOpt = None,
     wait: WaitOpt = 0.0,
     faces: FacesCheck = None,
+    detector: DetectorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed images lacking a vector, drop removed ones, publish a new index version."""
+    use_detector(detector)
     from pipelines.cluster import ClusterSpec, flow_on
     from pipelines.flows.embed import embed_flow
 

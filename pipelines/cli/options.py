@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from faces.methods import DETECTION_METHODS
 from pipelines.cli.output import CliError
 from pipelines.services.crops import FACE_MODES
 from pipelines.services.detection import MULTIPLE_FACES
@@ -33,6 +34,7 @@ BackboneChoice = _choices("BackboneChoice", BACKBONES)
 TuneChoice = _choices("TuneChoice", TUNE_MODES)
 TemplateChoice = _choices("TemplateChoice", TEMPLATES)
 CalibrateOnChoice = _choices("CalibrateOnChoice", CALIBRATE_ON)
+DetectorChoice = _choices("DetectorChoice", DETECTION_METHODS)
 
 
 def chosen(choice: StrEnum | None) -> str | None:
@@ -48,6 +50,25 @@ def data_folder(data: Path, what: str = "person") -> Path:
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+
+DetectorOpt = Annotated[
+    DetectorChoice | None,  # type: ignore[valid-type]
+    typer.Option(
+        "--detector",
+        help="Face detector: hog, cnn (dlib's CNN in torch) or hog+cnn (the CNN where HOG finds "
+        "no face); default SIAMID_DETECTOR. Part of the detector's version: a change re-detects.",
+    ),
+]
+
+
+def use_detector(choice: StrEnum | None) -> None:
+    """Make ``--detector`` this run's choice: it becomes ``SIAMID_DETECTOR``, which the detection
+    service reads, here and in the Dask workers this process starts."""
+    import os
+
+    if choice is not None:
+        os.environ["SIAMID_DETECTOR"] = choice.value
+
 
 BACKBONE_HELP = (
     "small-cnn or chopra2005 (trained from scratch) or dlib-resnet (dlib's pretrained face "

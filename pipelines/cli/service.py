@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from pipelines.cli.logs import PROGRESS_LOGGERS
-from pipelines.cli.options import JsonOpt
+from pipelines.cli.options import DetectorOpt, JsonOpt, use_detector
 from pipelines.cli.output import emit_json, runtime
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,10 @@ def api_cmd(
             "--no-ui", help="Leave out the web console under /ui/ (SIAMID_API_UI=0): API only."
         ),
     ] = False,
+    detector: DetectorOpt = None,
 ) -> None:
     """Serve the HTTP API (FastAPI + uvicorn); OpenAPI docs at /docs, web console at /ui/."""
+    use_detector(detector)
     import os
 
     import uvicorn

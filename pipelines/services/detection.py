@@ -3,9 +3,11 @@
 Detection runs once per image and detector version and is stored in SQL (``face_detection``,
 ``face``); a new detector version re-detects incrementally, as a new model re-embeds.
 
-The detector is dlib's HOG detector with dlib's CNN detector as its fallback for photos in which
-HOG finds nothing (:class:`faces.detect.Detector`); both files come with
-``face_recognition_models``.
+The detector (:class:`faces.detect.Detector`) is chosen by ``SIAMID_DETECTOR`` (the command
+line's ``--detector``): dlib's HOG detector, dlib's CNN detector in torch, or HOG with the CNN
+for the photos in which HOG finds nothing (:mod:`faces.methods`); both model files come with
+``face_recognition_models``. The choice is part of the detector's name and version, so a
+change re-detects incrementally.
 
 Policies, per photo:
 - no face, by either detector -> ``no_face`` (a detect-mode model cannot enrol it);
@@ -19,6 +21,7 @@ Policies, per photo:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -48,15 +51,36 @@ Progress = Callable[[int, int], None]
 _local = threading.local()
 
 
+def detection_method() -> str:
+    """The detector chosen for this process (``SIAMID_DETECTOR``, checked by the settings)."""
+    from pipelines.settings import Settings
+
+    return Settings().detector
+
+
 def detector():  # type: ignore[no-untyped-def]  # -> faces.detect.Detector
-    """This thread's detector (dlib's scanner is not thread-safe; building one takes ~0.3 s)."""
-    if getattr(_local, "detector", None) is None:
+    """This thread's detector of the chosen method (dlib's scanner is not thread-safe; building
+    one takes ~0.3 s). A changed ``SIAMID_DETECTOR`` builds the new one."""
+    key = os.environ.get("SIAMID_DETECTOR", "")
+    if getattr(_local, "detector", None) is None or _local.key != key:
         from faces.detect import Detector
 
+        method = detection_method()
         _local.detector = Detector(
-            model_file(SHAPE_PREDICTOR_5), cnn_path=model_file(CNN_FACE_DETECTOR)
+            model_file(SHAPE_PREDICTOR_5),
+            cnn_path=model_file(CNN_FACE_DETECTOR),
+            method=method,
+            cnn_device="cuda" if method != "hog" and _cuda() else "cpu",
         )
+        _local.key = key
     return _local.detector
+
+
+def _cuda() -> bool:
+    """Whether the CNN should run on a GPU: one is present (torch already imported by the CNN)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 @dataclass(frozen=True)
@@ -119,6 +143,73 @@ def detect_file(path: str | Path, limits: DecodeLimits, multiple: str = "largest
         return PhotoFaces("error", [], None, f"{rej.reason}: {rej.detail}")
 
 
+#: Photos per :meth:`faces.detect.Detector.detect_many` call in gallery runs: the CNN searches
+#: them in one forward pass (a few per CPU core; a GPU takes more).
+DETECT_BATCH = 16
+
+
+class _Decoded:
+    """A map-style data set of decoded photos (array, or the rejection) for a DataLoader."""
+
+    def __init__(self, paths: Sequence[str | Path], limits: DecodeLimits) -> None:
+        self.paths, self.limits = list(paths), limits
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray | ImageRejected:
+        try:
+            return as_array(read_photo(self.paths[i], self.limits))
+        except ImageRejected as rej:
+            return rej
+
+
+def _decoded(
+    paths: Sequence[str | Path], limits: DecodeLimits, batch: int, workers: int
+) -> Iterator[list[np.ndarray | ImageRejected]]:
+    """The photos decoded, ``batch`` at a time, in order; by ``workers`` DataLoader processes
+    (decoding overlaps detection) or in this process when 0."""
+    data = _Decoded(paths, limits)
+    if workers <= 0:
+        for start in range(0, len(data), batch):
+            yield [data[i] for i in range(start, min(start + batch, len(data)))]
+        return
+    from torch.utils.data import DataLoader
+
+    yield from DataLoader(
+        data, batch_size=batch, num_workers=workers, collate_fn=list, prefetch_factor=2
+    )
+
+
+def detect_files(
+    paths: Sequence[str | Path],
+    limits: DecodeLimits,
+    multiple: str = "largest",
+    *,
+    batch: int = DETECT_BATCH,
+    workers: int = 0,
+    seconds: list[float] | None = None,
+) -> Iterator[PhotoFaces]:
+    """:func:`detect_file` for many files, in order, detected ``batch`` photos at a time
+    (decoded by ``workers`` DataLoader processes when > 0). ``seconds``, when given, gets
+    each photo's share of its batch's detection time."""
+    import time
+
+    det = detector()
+    for photos in _decoded(paths, limits, batch, workers):
+        arrays = [p for p in photos if isinstance(p, np.ndarray)]
+        t0 = time.perf_counter()
+        found = iter(det.detect_many(arrays))
+        share = (time.perf_counter() - t0) / max(len(arrays), 1)
+        for p in photos:
+            if isinstance(p, ImageRejected):
+                yield PhotoFaces("error", [], None, f"{p.reason}: {p.detail}")
+            else:
+                yield classify(next(found), multiple)
+            if seconds is not None:
+                seconds.append(share if isinstance(p, np.ndarray) else 0.0)
+
+
 def store_detection(session: Session, image_id: int, found: PhotoFaces) -> None:
     """Record what the current detector found in one gallery image (in ``session``)."""
     from storage.faces import add_detection
@@ -150,38 +241,45 @@ def detect_paths(
     import json
 
     version = hashlib.sha256(detector().version.encode()).hexdigest()[:16]
-    out = []
-    for n, p in enumerate(paths, start=1):
-        entry = None
+    out: list[PhotoFaces | None] = [None] * len(paths)
+    entries: list[Path | None] = [None] * len(paths)
+    done = 0
+    for n, p in enumerate(paths):
         if cache is not None:
             try:
                 digest = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-                entry = cache / version / digest[:2] / f"{digest}.json"
+                entries[n] = cache / version / digest[:2] / f"{digest}.json"
             except OSError:
-                entry = None
+                entries[n] = None
+        entry = entries[n]
         if entry is not None and entry.is_file():
             data = json.loads(entry.read_text())
-            found = PhotoFaces(
+            out[n] = PhotoFaces(
                 data["outcome"],
                 [Face.from_dict(f) for f in data["faces"]],
                 data["chosen"],
                 data["detail"],
             )
-        else:
-            found = detect_file(p, limits)
-            if entry is not None:
-                entry.parent.mkdir(parents=True, exist_ok=True)
-                record = {
-                    "outcome": found.outcome,
-                    "faces": [f.to_dict() for f in found.faces],
-                    "chosen": found.chosen,
-                    "detail": found.detail,
-                }
-                entry.write_text(json.dumps(record))
-        out.append(found)
+            done += 1
+            if progress is not None:
+                progress(done, len(paths))
+    todo = [n for n, found in enumerate(out) if found is None]
+    for n, found in zip(todo, detect_files([paths[n] for n in todo], limits), strict=True):
+        out[n] = found
+        entry = entries[n]
+        if entry is not None:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            record = {
+                "outcome": found.outcome,
+                "faces": [f.to_dict() for f in found.faces],
+                "chosen": found.chosen,
+                "detail": found.detail,
+            }
+            entry.write_text(json.dumps(record))
+        done += 1
         if progress is not None:
-            progress(n, len(paths))
-    return out
+            progress(done, len(paths))
+    return [found for found in out if found is not None]
 
 
 def stored_faces(faces: Sequence[Face], chosen: int | None) -> list[StoredFace]:

@@ -9,7 +9,6 @@ detected, not every detection stored before it.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pipelines.services.detection import (
     DetectionSummary,
     PhotoFaces,
-    detect_file,
+    detect_files,
     detector,
     plan_detection,
     store_detection,
@@ -59,13 +58,10 @@ def detect_chunk(
             detector_version=det.version,
         )
     out = DetectedChunk(0)
+    todo = [(image_id, source) for image_id, source, _sha in items if image_id not in done]
     found: list[tuple[int, PhotoFaces]] = []
-    for image_id, source, _sha in items:
-        if image_id in done:
-            continue
-        t0 = time.perf_counter()
-        faces = detect_file(source, rt.limits, multiple)
-        out.seconds.append(time.perf_counter() - t0)
+    detected = detect_files([src for _, src in todo], rt.limits, multiple, seconds=out.seconds)
+    for (image_id, _source), faces in zip(todo, detected, strict=True):
         out.outcomes[faces.outcome] += 1
         found.append((image_id, faces))
         if progress is not None:

@@ -10,6 +10,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUND = ("siamese", "faces", "index", "storage")
+#: Below the ground floor: readers of third-party file formats that ground-floor packages share
+#: (dlib's .dat networks for siamese's face ResNet and faces' CNN detector). They import no
+#: package of this project.
+BASEMENT = ("dlibfile",)
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
@@ -39,6 +43,13 @@ def test_ground_floor_packages_import_neither_each_other_nor_prefect() -> None:
     for pkg in GROUND:
         others = tuple(p for p in GROUND if p != pkg) + ("prefect", "pipelines")
         bad += _violations(pkg, others)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_basement_imports_no_package_of_this_project() -> None:
+    bad = []
+    for pkg in BASEMENT:
+        bad += _violations(pkg, GROUND + ("prefect", "pipelines"))
     assert not bad, "\n".join(bad)
 
 

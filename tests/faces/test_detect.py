@@ -339,7 +339,9 @@ def test_cnn_fallback_model_file_is_checked_and_named_in_the_version(
     with pytest.raises(ValueError, match="cnn_max_pixels"):
         Detector(shape_predictor_path, cnn_path=cnn_detector.cnn_path, cnn_max_pixels=100)
     assert cnn_detector.name == "dlib-hog+mmod+sp5" and detector.name == "dlib-hog+sp5"
-    assert cnn_detector.version.startswith(detector.version) and "mmod:" in cnn_detector.version
+    assert (
+        cnn_detector.version.startswith(detector.version) and "mmod-torch:" in cnn_detector.version
+    )
     smaller = Detector(shape_predictor_path, cnn_path=cnn_detector.cnn_path, cnn_max_pixels=10**5)
     assert smaller.version != cnn_detector.version
 
@@ -387,3 +389,27 @@ def test_cnn_fallback_on_celeba_photos_hog_finds_no_face_in(cnn_detector: Detect
         faces = cnn_detector.detect(rgb)
         assert len(faces) >= 1 and faces[0].found_by == "cnn", name
         assert faces[0].eye_span > 30, (name, faces[0])
+
+
+@pytest.mark.att
+def test_detector_methods_name_themselves_and_cnn_alone_batches(
+    shape_predictor_path: Path, cnn_path: Path, cnn_detector: Detector
+) -> None:
+    with pytest.raises(ValueError, match="hog, cnn, hog\\+cnn"):
+        Detector(shape_predictor_path, method="yolo")
+    with pytest.raises(ValueError, match="needs cnn_path"):
+        Detector(shape_predictor_path, method="cnn")
+    cnn = Detector(shape_predictor_path, cnn_path=cnn_path, method="cnn")
+    hog = Detector(shape_predictor_path, cnn_path=cnn_path, method="hog")
+    assert (hog.name, cnn_detector.name, cnn.name) == (
+        "dlib-hog+sp5",
+        "dlib-hog+mmod+sp5",
+        "dlib-mmod+sp5",
+    )
+    assert len({hog.version, cnn.version, cnn_detector.version}) == 3
+    photos = [att_face(s, 1) for s in (4, 11, 30)]
+    batched = cnn.detect_many(photos)
+    for photo, faces in zip(photos, batched, strict=True):
+        assert len(faces) == 1 and faces[0].found_by == "cnn"
+        (alone,) = cnn.detect(photo)
+        assert np.allclose(alone.box, faces[0].box) and abs(alone.score - faces[0].score) < 1e-4

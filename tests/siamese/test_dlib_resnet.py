@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from siamese.dlib_format import DlibFormatError, DlibTruncatedError, read_dlib_network
+from dlibfile.format import DlibFormatError, DlibTruncatedError, read_dlib_network
 from siamese.dlib_resnet import (
     EMBEDDING_DIM,
     DlibAffine,

@@ -1,9 +1,11 @@
 """Reading a network saved by dlib's DNN tools (``serialize(file) << net``) without dlib.
 
-This module knows dlib's byte format and the layer kinds the face-recognition ResNet uses; it
-does not know the network's wiring. The caller passes the expected layer sequence (see
-:func:`siamese.dlib_resnet.dlib_layer_tokens`) and gets back the layers' parameters in forward
-order, each checked against what was expected.
+This module knows dlib's byte format and the layer kinds that dlib's face-recognition ResNet
+(``dlib_face_recognition_resnet_model_v1.dat``, read by :mod:`siamese.dlib_resnet`) and dlib's
+CNN face detector (``mmod_human_face_detector.dat``, read by :mod:`faces.mmod`) use; it does not
+know a network's wiring. The caller passes the expected layer sequence and the file it expects
+(named in every error) and gets back the layers' parameters in forward order, each checked
+against what was expected, with the loss layer's and the input layer's settings.
 
 The format, from dlib's sources (paths in github.com/davisking/dlib):
 
@@ -23,8 +25,18 @@ The format, from dlib's sources (paths in github.com/davisking/dlib):
   inwards (tag and skip layers are nothing but a version 1: no tag id is stored), then the
   input layer's details, then each layer's details and bookkeeping from the innermost outwards.
 * Layer details (``dlib/dnn/layers.h``, ``dlib/dnn/input.h``, ``dlib/dnn/loss.h``): each
-  starts with a version string; the face model was written by an older dlib and uses
-  ``con_4``, ``affine_`` and ``fc_2``, which current dlib still reads.
+  starts with a version string; both models were written by an older dlib and use ``con_4``,
+  ``affine_``/``bn_con2`` and ``fc_2``, which current dlib still reads.
+* ``loss_mmod_`` (``dlib/dnn/loss.h``) stores ``mmod_options``: an int version (1-4); the
+  detector windows (version 1: one width and height; later: a vector of
+  ``detector_window_details``, each an int version, width, height and, from version 2, a label);
+  the losses per false alarm and per miss and the truth-match IoU (doubles); two
+  ``test_box_overlap`` (IoU and percent-covered thresholds, doubles) for non-max suppression
+  and for ignore boxes; from version 3 ``assume_image_pyramid`` (one byte); from version 4
+  ``use_bounding_box_regression`` (bool) and ``bbr_lambda`` (double).
+* ``input_rgb_image_pyramid`` (``dlib/dnn/input.h``) stores its three means; the ``...2``
+  version adds the pyramid padding and outer padding (10 and 11 otherwise). Which
+  ``pyramid_down<N>`` it was compiled with is not stored.
 """
 
 from __future__ import annotations
@@ -59,10 +71,13 @@ _DETAIL_VERSIONS: dict[str, frozenset[str]] = {
     "fc": frozenset({"fc_2", "fc_3"}),
 }
 
-_REDOWNLOAD = (
-    "download dlib_face_recognition_resnet_model_v1.dat again (dlib.net/files, or reinstall "
-    "face-recognition-models)"
-)
+#: The file :func:`read_dlib_network` expects unless told otherwise.
+RESNET_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+MMOD_FILE = "mmod_human_face_detector.dat"
+
+
+def _redownload(model_file: str) -> str:
+    return f"download {model_file} again (dlib.net/files, or reinstall face-recognition-models)"
 
 
 class DlibFormatError(ValueError):
@@ -84,6 +99,45 @@ class InputRgbLayer:
     mean_rgb: tuple[float, float, float]
     rows: int
     cols: int
+
+
+@dataclass(frozen=True)
+class InputRgbPyramidLayer:
+    """``input_rgb_image_pyramid<pyramid_down<N>>``: ``(value - mean) / 256`` per RGB plane,
+    the photo's pyramid tiled in one image with ``padding`` px between levels and
+    ``outer_padding`` px around (``N`` is compiled in, not stored)."""
+
+    mean_rgb: tuple[float, float, float]
+    padding: int
+    outer_padding: int
+
+
+@dataclass(frozen=True)
+class DetectorWindow:
+    """One of ``mmod_options::detector_windows``: the sliding window's size in pixels."""
+
+    width: int
+    height: int
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class BoxOverlap:
+    """dlib's ``test_box_overlap``: two boxes overlap when their intersection over the box
+    bounding both exceeds ``iou`` or covers more than ``percent_covered`` of either."""
+
+    iou: float
+    percent_covered: float
+
+
+@dataclass(frozen=True)
+class MmodLoss:
+    """``loss_mmod_``: the settings detection needs (windows, non-max suppression)."""
+
+    windows: tuple[DetectorWindow, ...]
+    nms: BoxOverlap
+    assume_image_pyramid: bool
+    bounding_box_regression: bool
 
 
 @dataclass(frozen=True)
@@ -169,8 +223,8 @@ class DlibNetwork:
     """
 
     path: Path
-    loss: MetricLoss
-    input: InputRgbLayer
+    loss: MetricLoss | MmodLoss
+    input: InputRgbLayer | InputRgbPyramidLayer
     layers: list[Layer]
     numbers: list[int]
 
@@ -182,7 +236,8 @@ class DlibNetwork:
 class _Reader:
     """Cursor over the file's bytes; every read that runs past the end is a clear error."""
 
-    def __init__(self, data: bytes, path: Path) -> None:
+    def __init__(self, data: bytes, path: Path, model_file: str = RESNET_FILE) -> None:
+        self.model_file = model_file
         self.data = data
         self.view = memoryview(data)
         self.pos = 0
@@ -192,8 +247,8 @@ class _Reader:
     def fail(self, problem: str, cls: type[DlibFormatError] = DlibFormatError) -> DlibFormatError:
         return cls(
             f"{self.path}: {problem} (at byte {self.pos} of {len(self.data)}, reading "
-            f"{self.context}); it is not an intact dlib face-recognition ResNet .dat file - "
-            f"{_REDOWNLOAD}"
+            f"{self.context}); it is not an intact {self.model_file} - "
+            f"{_redownload(self.model_file)}"
         )
 
     def take(self, n: int) -> memoryview:
@@ -393,10 +448,9 @@ def _read_details(r: _Reader, token: str, number: int) -> Layer:
     allowed = _DETAIL_VERSIONS[token]
     if version not in allowed:
         raise DlibFormatError(
-            f"{r.path}: layer<{number}> is '{version}' in the file where the dlib face "
-            f"ResNet has '{token}' ({' / '.join(sorted(allowed))}); this "
-            "file holds a different network. Use dlib_face_recognition_resnet_model_v1.dat "
-            "(dlib's examples/dnn_face_recognition_ex.cpp architecture)"
+            f"{r.path}: layer<{number}> is '{version}' in the file where {r.model_file} "
+            f"has '{token}' ({' / '.join(sorted(allowed))}); this "
+            f"file holds a different network. Use {r.model_file}"
         )
     if token == "con":
         return _read_con(r, version)
@@ -432,7 +486,7 @@ def _read_input_trailer(r: _Reader, version: int) -> None:
         r.unsigned()  # sample expansion factor
 
 
-def _read_loss(r: _Reader) -> MetricLoss:
+def _read_loss(r: _Reader) -> MetricLoss | MmodLoss:
     r.context = "the loss layer"
     if not r.data:
         raise r.fail("the file is empty", DlibTruncatedError)
@@ -446,34 +500,77 @@ def _read_loss(r: _Reader) -> MetricLoss:
     if first != 1 or not name.startswith("loss_"):
         raise DlibFormatError(
             f"{r.path}: does not start like a dlib DNN (a loss layer's version and name); it "
-            "is not dlib_face_recognition_resnet_model_v1.dat - another dlib model (e.g. a "
+            f"is not {r.model_file} - another dlib model (e.g. a "
             "shape predictor) or not a dlib file at all"
         )
     if name == "loss_metric_":
         return MetricLoss(margin=0.1, distance_threshold=0.75)  # dlib's old hard-coded values
     if name == "loss_metric_2":
         return MetricLoss(margin=r.scalar(), distance_threshold=r.scalar())
+    if name == "loss_mmod_":
+        return _read_mmod_options(r)
     raise DlibFormatError(
-        f"{r.path}: the network's loss layer is '{name}', not loss_metric; this is not a dlib "
-        "face-recognition (metric) network. Use dlib_face_recognition_resnet_model_v1.dat"
+        f"{r.path}: the network's loss layer is '{name}', neither loss_metric nor loss_mmod; "
+        f"this is not {r.model_file}"
     )
 
 
-def _read_input(r: _Reader) -> InputRgbLayer:
+def _read_mmod_options(r: _Reader) -> MmodLoss:
+    """``mmod_options`` (dlib/dnn/loss.h ``deserialize(mmod_options&)``)."""
+    r.context = "the loss layer's mmod_options"
+    version = r.version((1, 2, 3, 4), "mmod_options")
+    if version == 1:
+        windows = [DetectorWindow(r.unsigned(), r.unsigned())]
+    else:
+        windows = []
+        for _ in range(r.unsigned()):
+            item = r.version((1, 2), "a detector window")
+            width, height = r.unsigned(), r.unsigned()
+            windows.append(DetectorWindow(width, height, r.string() if item == 2 else ""))
+    for _ in range(3):  # loss per false alarm, per missed target, truth-match IoU
+        r.scalar()
+    nms = BoxOverlap(iou=r.scalar(), percent_covered=r.scalar())
+    r.scalar(), r.scalar()  # overlaps_ignore: training only
+    pyramid = True
+    if version >= 3:
+        pyramid = bool(r.take(1)[0])  # a uint8, written as one raw byte
+    bbr = False
+    if version >= 4:
+        bbr = r.boolean()
+        r.scalar()  # bbr_lambda: training only
+    if not windows or any(w.width < 1 or w.height < 1 for w in windows):
+        raise r.fail(f"detector windows {windows} are empty")
+    return MmodLoss(
+        windows=tuple(windows), nms=nms, assume_image_pyramid=pyramid, bounding_box_regression=bbr
+    )
+
+
+_PYRAMID_INPUTS = ("input_rgb_image_pyramid", "input_rgb_image_pyramid2")
+
+
+def _read_input(r: _Reader) -> InputRgbLayer | InputRgbPyramidLayer:
     r.context = "the input layer"
     name = r.string(max_len=64)
-    if name != "input_rgb_image_sized":
+    if name != "input_rgb_image_sized" and name not in _PYRAMID_INPUTS:
         raise DlibFormatError(
             f"{r.path}: the input layer is '{name}', expected input_rgb_image_sized "
-            "(150x150 RGB chips); this file holds a different network"
+            f"or input_rgb_image_pyramid; this file holds a different network than {r.model_file}"
         )
     mean_rgb = (r.scalar(), r.scalar(), r.scalar())
-    rows, cols = r.unsigned(), r.unsigned()
-    return InputRgbLayer(mean_rgb=mean_rgb, rows=rows, cols=cols)
+    if name == "input_rgb_image_sized":
+        rows, cols = r.unsigned(), r.unsigned()
+        return InputRgbLayer(mean_rgb=mean_rgb, rows=rows, cols=cols)
+    padding, outer = (r.unsigned(), r.unsigned()) if name.endswith("2") else (10, 11)
+    return InputRgbPyramidLayer(mean_rgb=mean_rgb, padding=padding, outer_padding=outer)
 
 
-def read_dlib_network(path: str | Path, tokens: Sequence[str]) -> DlibNetwork:
-    """Parse a dlib metric-loss network whose layers, input first, are ``tokens``.
+def read_dlib_network(
+    path: str | Path, tokens: Sequence[str], *, model_file: str = RESNET_FILE
+) -> DlibNetwork:
+    """Parse a dlib network (metric or MMOD loss) whose layers, input first, are ``tokens``.
+
+    ``model_file`` names the file the caller expects, for the error messages (which say to
+    download it again). The caller checks the kinds of ``loss`` and ``input`` it needs.
 
     ``tokens`` names every layer between the input and the loss, in forward order: ``con``,
     ``affine``, ``relu``, ``max_pool``, ``avg_pool``, ``add_prev``, ``fc`` for computational
@@ -487,7 +584,7 @@ def read_dlib_network(path: str | Path, tokens: Sequence[str]) -> DlibNetwork:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DlibFormatError(f"{path}: no such file; {_REDOWNLOAD}") from None
+        raise DlibFormatError(f"{path}: no such file; {_redownload(model_file)}") from None
     except IsADirectoryError:
         raise DlibFormatError(f"{path}: is a directory, not a dlib .dat file") from None
     for token in tokens:
@@ -495,7 +592,7 @@ def read_dlib_network(path: str | Path, tokens: Sequence[str]) -> DlibNetwork:
             raise ValueError(f"unknown layer token {token!r}")
     if not tokens or tokens[0].startswith(STRUCTURAL_PREFIXES):
         raise ValueError("the first layer above the input must be a computational layer")
-    r = _Reader(data, path)
+    r = _Reader(data, path, model_file)
     loss = _read_loss(r)
 
     # Versions, outermost first: structural layers are exactly 1, add_layer 1 or 2, and the
