@@ -183,3 +183,35 @@ def identity_vector_refs(
     for ident, ref in session.execute(stmt):
         out.setdefault(int(ident), []).append(str(ref))
     return out
+
+
+def image_owner_table(*, session: Session) -> tuple[list[int], list[int]]:
+    """(face_image ids, their identity ids) of every image that has an identity, by image id.
+
+    Read once per loaded index version: the identifier then finds the owner of a search hit in
+    memory instead of asking SQL per search.
+    """
+    stmt = (
+        select(FaceImage.id, FaceImage.identity_id)
+        .where(FaceImage.identity_id.is_not(None))
+        .order_by(FaceImage.id)
+    )
+    rows = session.execute(stmt).all()
+    return [int(f) for f, _ in rows], [int(i) for _, i in rows]
+
+
+def identity_names(*, session: Session, through_id: int) -> dict[int, str]:
+    """identity id -> name of the identities with ``id <= through_id``."""
+    stmt = select(Identity.id, Identity.name).where(Identity.id <= through_id)
+    return {int(i): str(n) for i, n in session.execute(stmt)}
+
+
+def identities_fingerprint(*, session: Session, through_id: int) -> tuple[int, str]:
+    """(count, newest created_at) of the identities with ``id <= through_id``: one aggregate
+    that changes whenever one of them is removed (count) or an id is reused by a newer row
+    (created_at), so a poller learns cheaply that it must read the names again."""
+    stmt = select(func.count(Identity.id), func.max(Identity.created_at)).where(
+        Identity.id <= through_id
+    )
+    count, newest = session.execute(stmt).one()
+    return int(count or 0), str(newest)

@@ -26,13 +26,9 @@ from faces.face import Face
 from pipelines.services.encoding import Encoded, encode_paths
 from pipelines.services.errors import SiamidError
 from pipelines.services.models import LoadedEncoder, ModelRef, resolve_model
+from pipelines.services.owners import Owners
 from pipelines.services.runtime import Runtime
-from pipelines.services.scoring import (
-    TEMPLATES,
-    group_by_identity,
-    margin_threshold,
-    mean_template,
-)
+from pipelines.services.scoring import TEMPLATES, margin_threshold, mean_template
 from siamese.images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -164,11 +160,17 @@ class Identifier:
         self.search_k = search_k or max(50, 10 * top_k)
         t = resolve_threshold(rt, self.model, threshold)
         self.threshold, self.threshold_source = t.value, t.source
-        # Read-only look-ups on the latency path: autocommit, so no BEGIN / ROLLBACK round
-        # trips around each probe's one query (the sessions are still the caller's: ours).
+        # Read-only look-ups: autocommit, so no BEGIN / ROLLBACK round trips around them.
         self.lookups: sessionmaker[Session] = sessionmaker(
             rt.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+        with self.lookups() as s:
+            self.owners = Owners.load(s)
+
+    def refresh_removals(self) -> int:
+        """Stop answering identities removed in SQL since the load; the number removed now."""
+        with self.lookups() as s:
+            return self.owners.refresh(s)
 
     def embed_paths(self, paths: Sequence[Path | str]) -> Encoded:
         """One vector per probe: the whole image, or (detect mode) its largest usable face;
@@ -186,22 +188,29 @@ class Identifier:
                 enc.errors[i] = f"{f.outcome}: {f.detail}"
         return enc
 
-    def search(self, vectors: np.ndarray) -> list[list[Candidate]]:
-        """Candidates per probe vector: top-k identities, metadata by primary key."""
-        from storage.embeddings import image_owners
-
+    def search(
+        self, vectors: np.ndarray, top_k: int | np.ndarray | None = None
+    ) -> list[list[Candidate]]:
+        """Candidates per probe vector: the ``top_k`` identities (one for all, or per row;
+        default the identifier's), owners from memory (:class:`Owners`), no SQL."""
         k = min(self.search_k, max(self.index.ntotal, 1))
         dist, ids = self.index.search(vectors, k)
-        with self.lookups() as s:
-            owners = image_owners(session=s, face_image_ids=np.unique(ids[ids >= 0]).tolist())
-            owner = {fid: ident for fid, (ident, _) in owners.items()}
-            grouped = [
-                group_by_identity(dist[i], ids[i], owner, self.top_k) for i in range(len(vectors))
+        hits = self.owners.group(dist, ids, self.top_k if top_k is None else top_k)
+        owners, names = self.owners.identity_ids, self.owners.names
+        out = [
+            [
+                Candidate(names[h.slot], h.distance, int(owners[h.slot]), h.face_image_id)
+                for h in row
             ]
-            if self.template == "mean":
-                grouped = self._rescore_by_mean(s, vectors, grouped)
-        names = dict(owners.values())
-        return [[Candidate(names[g], d, g, f) for g, d, f in row] for row in grouped]
+            for row in hits
+        ]
+        if self.template != "mean":
+            return out
+        name_of = {c.identity_id: c.identity for row in out for c in row}
+        grouped = [[(c.identity_id, c.distance, c.face_image_id) for c in row] for row in out]
+        with self.lookups() as s:
+            grouped = self._rescore_by_mean(s, vectors, grouped)
+        return [[Candidate(name_of[g], d, g, f) for g, d, f in row] for row in grouped]
 
     def _rescore_by_mean(
         self, session: Session, vectors: np.ndarray, grouped: list[list[tuple[int, float, int]]]
