@@ -85,7 +85,10 @@ class Owners:
                 return 0
             present = identity_names(session=session, through_id=self.through_id)
             alive = np.fromiter(
-                (present.get(int(i)) == n for i, n in zip(self.identity_ids, self.names)),
+                (
+                    present.get(int(i)) == n
+                    for i, n in zip(self.identity_ids, self.names, strict=True)
+                ),
                 bool,
                 len(self.names),
             )
