@@ -1,4 +1,4 @@
-"""HTTP API benchmark: a real ``siamid api`` process on 127.0.0.1 under an httpx (async) load.
+"""HTTP API benchmark: a real ``siamid api`` process on 127.0.0.1 under a keep-alive load.
 
 Set-up, not timed: a throwaway SIAMID_HOME with a small synthetic photo gallery and a quickly
 trained one-member model (``bench.common.prepare_gallery``; its weights do not matter for
@@ -12,19 +12,29 @@ versions of the index; one index over everything (``choose_factory``: IVF at 1M,
 Then ``siamid api`` is started as a separate process (``--workers`` uvicorn workers, torch at
 ``--threads`` threads, one faiss thread per request) and measured:
 
+0. floors: the index alone in this process (one faiss thread; microseconds per probe one at a
+   time and 8 at a time), and ``GET /healthz`` (the HTTP stack and the client alone);
 1. in process, for reference: ``Identifier.identify`` of the probe photo (embed + search +
    SQL + decision) and ``Identifier.search`` + ``decide`` of a probe vector, as the command
    line does them; the API's goal is an identify p50 within 1.3x of the in-process one;
 2. ``POST /v1/search`` (a probe vector as JSON) and ``POST /v1/identify`` (the photo as
-   multipart) at each ``--concurrency`` for ``--duration`` seconds: p50/p95/p99 and req/s;
+   multipart, a ``--photo-size`` square) at each ``--concurrency`` for ``--duration``
+   seconds: p50/p95/p99, req/s, the server's CPU time per request (``/proc``) and its mean
+   batch. ``--client threads`` (default): one kept-alive ``http.client`` connection per
+   thread; ``--client async``: httpx's async client (several times the client's own cost).
+   With ``--baseline REV`` a server of that git revision runs beside this one on the same
+   home and every phase is measured on both, in turns (``--no-batching``: this code with
+   ``SIAMID_API_BATCH_MAX=1``), and the ratios new / baseline are printed;
 3. a swap run: ``/v1/search`` at ``--swap-concurrency`` while three index versions are
    published, each removing an identity that a share of the probes target: (a) ``DELETE
    /v1/identities/{name}`` (the server's job publishes), (b) a removal and publish from this
    process (as ``siamid embed`` would; the server finds it by polling SQL), (c) another
    ``DELETE``. Counted: failed requests, and answers naming an identity after its removal
-   committed; both must be zero.
+   committed (for the removal by another process: one poll after it, when the service
+   learns of it); both must be zero. Only the first (new) server runs it.
 
-    python bench/bench_api.py --vectors 1000000 --threads 2
+    python bench/bench_api.py --vectors 20000 --threads 1 --concurrency 1,8 --baseline main
+    python bench/bench_api.py --vectors 1000000 --threads 1
     python bench/bench_api.py --smoke
 """
 
@@ -955,10 +965,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"after a removal by another process); versions seen {swap['versions_seen']}"
     )
     for ratio in record["ratios"]:
+        x = {k: ratio[k] or math.nan for k in ("rps", "p50", "server_cpu_ms")}
         print(
-            f"{ratio['endpoint']} c={ratio['concurrency']}: {ratio['rps'] or math.nan:.2f}x the req/s, "
-            f"p50 {ratio['p50'] or math.nan:.2f}x, server CPU/req {ratio['server_cpu_ms'] or math.nan:.2f}x "
-            f"of {ratio['baseline']}"
+            f"{ratio['endpoint']} c={ratio['concurrency']}: {x['rps']:.2f}x the req/s, p50 "
+            f"{x['p50']:.2f}x, server CPU/req {x['server_cpu_ms']:.2f}x of {ratio['baseline']}"
         )
     for p in swap["published"]:
         print(
