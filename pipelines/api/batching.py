@@ -1,11 +1,15 @@
 """Dynamic batching: concurrent requests gathered for a short window, answered by one call.
 
-As vector databases and model servers do it: the first request of a batch opens a window of
-``window`` seconds; requests with the same key that arrive meanwhile join it, and the batch
-goes as soon as the window closes or it holds ``max_size`` items. One request alone therefore
-waits at most the window; under load, a search or a forward pass runs once for many requests,
-and the fixed costs (a thread hand-off, the GIL, faiss' and torch's per-call work) are paid
-once. ``max_size`` 1 turns batching off.
+As vector databases and model servers do it: requests with the same key that arrive together
+share one call, and the fixed costs (a thread hand-off, the GIL, faiss' and torch's per-call
+work; for a flat index, BLAS instead of one distance loop per probe) are paid once per batch.
+
+When no batch of that key is being answered, a request goes at once (with the others that
+reached the batcher in the same turn of the event loop): a request alone is not delayed at
+all. While one is being answered, arrivals gather; they go when it is answered, when the
+first of them has waited ``window`` seconds (then beside it, on another compute slot), or
+when they are ``max_size``, whichever comes first: no request waits for a batch longer than
+the window. ``max_size`` 1 turns batching off.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class MicroBatcher(Generic[K, I, O]):
         self._pending: dict[K, list[tuple[I, asyncio.Future[O]]]] = {}
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._running: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[K, int] = {}
         #: Batches sent and items in them (for the metrics: mean batch size).
         self.batches = 0
         self.items = 0
@@ -53,7 +58,13 @@ class MicroBatcher(Generic[K, I, O]):
         if len(batch) >= self.max_size:
             self._flush(key)
         elif len(batch) == 1:
-            self._timers[key] = loop.call_later(self.window, self._flush, key)
+            idle = not self._in_flight.get(key)
+            # Idle: at the end of this turn of the loop, so that requests ready now join.
+            self._timers[key] = (
+                loop.call_later(0, self._flush, key)
+                if idle
+                else loop.call_later(self.window, self._flush, key)
+            )
         return await future
 
     def _flush(self, key: K) -> None:
@@ -65,6 +76,7 @@ class MicroBatcher(Generic[K, I, O]):
             return
         self.batches += 1
         self.items += len(batch)
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
         task = asyncio.get_running_loop().create_task(self._answer(key, batch))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
@@ -81,6 +93,15 @@ class MicroBatcher(Generic[K, I, O]):
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            self._done(key)
         for (_, future), answer in zip(batch, answers, strict=True):
             if not future.done():  # a request whose client went away was cancelled
                 future.set_result(answer)
+
+    def _done(self, key: K) -> None:
+        left = self._in_flight.pop(key, 1) - 1
+        if left:
+            self._in_flight[key] = left
+        elif self._pending.get(key):
+            self._flush(key)  # the requests that gathered meanwhile go now

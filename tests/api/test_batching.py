@@ -50,20 +50,36 @@ def test_every_caller_gets_its_own_answer(seed: int) -> None:
     assert any(len(items) > 1 for _, items in batches) or max_size == 1
 
 
-def test_a_lone_request_waits_at_most_the_window_and_a_full_batch_not_at_all() -> None:
+def test_a_lone_request_is_not_delayed_and_none_waits_longer_than_the_window() -> None:
+    busy = {0: 0.3, 10: 0.03}  # seconds the batch holding this item takes
+
     async def run(key: str, items: list[int]) -> list[int]:
+        await asyncio.sleep(max(busy.get(i, 0.0) for i in items))
         return items
 
-    async def timed(batcher: MicroBatcher[str, int, int]) -> float:
-        t0 = time.perf_counter()
-        assert await batcher.submit("k", 1) == 1
-        return time.perf_counter() - t0
+    async def waits(window: float, first: int, gap: float) -> tuple[float, float]:
+        """Seconds the second request (sent ``gap`` after the first) waited for its answer,
+        and the first's."""
+        batcher = MicroBatcher(run, window=window, max_size=8)
+
+        async def timed(item: int, delay: float) -> float:
+            await asyncio.sleep(delay)
+            t0 = time.perf_counter()
+            assert await batcher.submit("k", item) == item
+            return time.perf_counter() - t0
+
+        a, b = await asyncio.gather(timed(first, 0.0), timed(1, gap))
+        return b, a
 
     window = 0.05
-    alone = [asyncio.run(timed(MicroBatcher(run, window=window, max_size=8))) for _ in range(3)]
-    assert window * 0.9 <= min(alone) and max(alone) < window + 0.03, alone
-    full = asyncio.run(timed(MicroBatcher(run, window=window, max_size=1)))
-    assert full < window / 2, full
+    # Alone: answered at once, not after the window.
+    assert asyncio.run(waits(window, 2, 0.0))[0] < window / 2
+    # Behind a long batch: it goes when the window closes, beside the long one.
+    second, first = asyncio.run(waits(window, 0, 0.01))
+    assert window * 0.9 <= second < window + 0.03 and first >= 0.3, (second, first)
+    # Behind a short batch: it goes as soon as that is answered, before the window closes.
+    second, _ = asyncio.run(waits(0.5, 10, 0.005))
+    assert 0.02 <= second < 0.2, second
 
 
 def test_a_failed_batch_fails_each_of_its_callers_and_not_the_next() -> None:
