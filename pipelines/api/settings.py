@@ -53,9 +53,9 @@ class ApiSettings(BaseSettings):
     batch_window_ms: float = Field(
         default=1.0,
         ge=0,
-        description="dynamic batching: how long the first of concurrent searches (or face "
-        "chips to embed) waits for others to share one index search (or forward pass); a "
-        "request alone is delayed by at most this",
+        description="dynamic batching: the longest a search (or a face chip to embed) waits "
+        "to share one index search (or forward pass) with others while a batch is being "
+        "answered; a request that finds none goes at once",
     )
     batch_max: int = Field(
         default=32,

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipelines.api.batching import MicroBatcher
-from pipelines.runtime import Runtime
 from pipelines.services.enrolment import remove_identity
 from pipelines.services.identification import Identifier
+from pipelines.services.runtime import Runtime
 from tests.api.support import Keys, Prepared, state_of
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.runtime import Runtime
 from pipelines.services.owners import Owners
+from pipelines.services.runtime import Runtime
 from pipelines.services.scoring import group_by_identity
 
 
