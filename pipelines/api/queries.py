@@ -73,7 +73,7 @@ class Queries:
         return list(await self.compute(ident.search, vectors, top_k))
 
     async def _embed_batch(self, key: int, items: list[tuple[Identifier, Any]]) -> list[np.ndarray]:
-        encoder = items[0][0].encoder
+        forward = items[0][0].forward
         if self.on_batch is not None:
             self.on_batch("embed", len(items))
-        return list(await self.compute(encode_tensors, encoder, [c for _, c in items]))
+        return list(await self.compute(encode_tensors, forward, [c for _, c in items]))

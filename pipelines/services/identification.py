@@ -24,7 +24,7 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from faces.face import Face
-from pipelines.services.encoding import Encoded, encode_paths
+from pipelines.services.encoding import Encoded, Forward, encode_paths
 from pipelines.services.errors import SiamidError
 from pipelines.services.models import LoadedEncoder, ModelRef, resolve_model
 from pipelines.services.owners import Owners
@@ -158,6 +158,7 @@ class Identifier:
         self.model.crop.check(faces, self.model.name)
         self.index = VectorIndex.load(path, expected_sha256=sha, expected_dim=self.model.dim)
         self.encoder: LoadedEncoder = rt.encoders.get(self.model)
+        self.forward = Forward(self.encoder)  # prepared once, shared by every batch
         self.search_k = search_k or max(50, 10 * top_k)
         t = resolve_threshold(rt, self.model, threshold)
         self.threshold, self.threshold_source = t.value, t.source
@@ -351,7 +352,7 @@ class Identifier:
                     continue
                 prepared.append(self.prepare(image, str(p)))
             chips = [c for pr in prepared for c in pr.chips]
-            found = self.search(encode_tensors(self.encoder, chips)) if chips else []
+            found = self.search(encode_tensors(self.forward, chips)) if chips else []
             at = 0
             for pr in prepared:
                 out.extend(self.answer(pr, found[at : at + len(pr.chips)]))
