@@ -918,7 +918,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.baseline:
             code = baseline_code(args.baseline, workdir / "baseline-code")
             log = workdir / "server-baseline.log"
-            label = f"baseline {args.baseline}"
+            commit = subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(Path(__file__).resolve().parents[1]),
+                    "rev-parse",
+                    "--short",
+                    args.baseline,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            label = f"baseline {args.baseline} ({commit})"
             servers.append(
                 running.enter_context(api_server(g.rt, args, log, label=label, code=code))
             )
