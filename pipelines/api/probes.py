@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from index.errors import DimensionMismatchError
-from pipelines.services.identification import Identifier, Prepared
+from pipelines.services.encoding import encode_tensors
+from pipelines.services.identification import Decision, Identifier, Prepared
 from siamese.images import DecodeLimits, decode_bytes
 
 logger = logging.getLogger(__name__)
@@ -83,3 +84,13 @@ def embedding_vector(ident: Identifier, values: Sequence[float]) -> np.ndarray:
             got=int(vector.size),
         )
     return vector
+
+
+def identify_photo(
+    ident: Identifier, data: bytes, *, limits: DecodeLimits, label: str = "upload"
+) -> list[Decision]:
+    """Decisions for one uploaded photo, on the calling thread and alone (no batching): for
+    callers outside the query path's batches (the web console). Decoded once, as there."""
+    prepared = prepare_photo(ident, data, limits=limits, label=label)
+    found = ident.search(encode_tensors(ident.forward, prepared.chips)) if prepared.chips else []
+    return ident.answer(prepared, found)
