@@ -54,7 +54,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -642,6 +643,73 @@ def square_photo(photo: Path, side: int) -> bytes:
     return out.getvalue()
 
 
+def answer_serialization(n: int, rounds: int = 7) -> dict[str, float]:
+    """Microseconds to turn one decision (5 candidates) into the response body, in this
+    process: the route's way (the response model from the decision's attributes, FastAPI's
+    pydantic ``dump_json``) against ``ORJSONResponse`` (the same model, FastAPI's dict path,
+    orjson). Medians of ``rounds`` alternating runs of ``n``."""
+    import statistics
+
+    from fastapi.responses import ORJSONResponse, Response
+    from fastapi.routing import serialize_response
+    from fastapi.utils import create_model_field
+
+    from pipelines.api.schemas import Answer
+    from pipelines.services.identification import Candidate, Decision
+
+    d = Decision(
+        "embedding",
+        "match",
+        "synthetic_0000012",
+        0.41,
+        0.6,
+        "calibrated@fpir=0.01",
+        "m",
+        3,
+        [Candidate(f"synthetic_{i:07d}", 0.4 + i / 10, i, i * 10) for i in range(5)],
+    )
+    answer = create_model_field(name="Response_search", type_=Answer, mode="serialization")
+
+    async def pydantic_json() -> Response:
+        body = await serialize_response(
+            field=answer,
+            response_content=Answer.model_validate(d),
+            is_coroutine=True,
+            dump_json=True,
+        )
+        return Response(content=body, media_type="application/json")
+
+    async def orjson() -> Response:
+        content = await serialize_response(
+            field=answer, response_content=Answer.model_validate(d), is_coroutine=True
+        )
+        return ORJSONResponse(content)
+
+    async def timed(fn: Callable[[], Awaitable[Response]]) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await fn()
+        return 1e6 * (time.perf_counter() - t0) / n
+
+    runs: dict[str, list[float]] = {"pydantic_dump_json": [], "orjson_response": []}
+    loop = asyncio.new_event_loop()
+    # FastAPI deprecates ORJSONResponse, for the reason this measures.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            assert (
+                loop.run_until_complete(pydantic_json()).body
+                == loop.run_until_complete(orjson()).body
+            )
+            for r in range(rounds):
+                pair = [("pydantic_dump_json", pydantic_json), ("orjson_response", orjson)]
+                for name, fn in pair if r % 2 == 0 else pair[::-1]:
+                    runs[name].append(loop.run_until_complete(timed(fn)))
+        finally:
+            loop.close()
+    return {f"{name}_us": statistics.median(v) for name, v in runs.items()}
+
+
 def faiss_floor(g: Gallery, probes: np.ndarray, batch: int, seconds: float) -> dict[str, Any]:
     """The index alone, in this process, one faiss thread: microseconds per probe vector when
     searched one at a time and ``batch`` at a time, at the service's search depth (with the
@@ -911,6 +979,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         record["client"] = args.client
         record["floors"] = {"faiss": faiss_floor(g, probes, 8, max(0.5, args.duration / 5))}
         print(f"faiss alone: {record['floors']['faiss']}", flush=True)
+        record["answer_serialization"] = answer_serialization(200 if args.smoke else 5000)
+        print(f"one answer's body: {record['answer_serialization']}", flush=True)
 
         rows: list[dict[str, Any]] = []
         running = contextlib.ExitStack()

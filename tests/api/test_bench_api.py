@@ -27,6 +27,7 @@ def test_bench_api_smoke(tmp_path: Path) -> None:
     searches = [r for r in saved["load"] if r["endpoint"] == "/v1/search"]
     assert all(r["server_cpu_ms"] > 0 and r["mean_batch"] >= 1 for r in searches)
     assert saved["floors"]["faiss"]["us_per_probe_batch8"] > 0
+    assert saved["answer_serialization"]["orjson_response_us"] > 0
     assert saved["paired"]["identify"]["in_process"]["p50"] > 0
     assert saved["paired"]["search"]["ratio_p50"] > 0
     swap = saved["swap"]
