@@ -140,22 +140,6 @@ def delete_embeddings_of_model(*, session: Session, model_version_id: int) -> in
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def image_owners(*, session: Session, face_image_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
-    """face_image_id -> (identity_id, identity name) for these ids.
-
-    One query, both tables by primary key (no table scan): this is on the latency path of every
-    identification. Ids with no row (removed since the index was built) or no identity are absent.
-    """
-    if not face_image_ids:
-        return {}
-    stmt = (
-        select(FaceImage.id, Identity.id, Identity.name)
-        .join(Identity, Identity.id == FaceImage.identity_id)
-        .where(FaceImage.id.in_(set(int(i) for i in face_image_ids)))
-    )
-    return {int(f): (int(i), str(n)) for f, i, n in session.execute(stmt)}
-
-
 def count_live_identities(*, session: Session) -> int:
     stmt = select(func.count(func.distinct(FaceImage.identity_id))).where(
         FaceImage.id.in_(live_image_ids())
