@@ -46,7 +46,7 @@ from .factory import MIN_POINTS_PER_CENTROID, default_nprobe
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Metric", "METRICS", "VectorIndex"]
+__all__ = ["Metric", "METRICS", "VectorIndex", "batch_searches_through_blas"]
 
 Metric = Literal["l2", "cosine", "l1"]
 METRICS: tuple[str, ...] = ("l2", "cosine", "l1")
@@ -58,6 +58,21 @@ _FAISS_METRIC: dict[str, int] = {
 }
 # Inverse used when loading: this wrapper only ever uses inner product for cosine.
 _METRIC_FROM_FAISS: dict[int, str] = {v: k for k, v in _FAISS_METRIC.items()}
+
+
+def batch_searches_through_blas(min_queries: int = 2) -> int:
+    """Exhaustive L2 / inner-product distances (flat indexes, IVF coarse quantizers) of
+    ``min_queries`` or more queries at once go through BLAS (one matrix product) instead of one
+    SIMD loop per query; faiss' default is 20.
+
+    For a service that batches concurrent searches: 8 queries against 20,000 64-d vectors took
+    345 us per query through BLAS against 719 us without (one thread, shared 2-core machine);
+    a single query is unchanged. Process-wide (a faiss global); returns the previous value.
+    """
+    previous = int(faiss.cvar.distance_compute_blas_threshold)
+    faiss.cvar.distance_compute_blas_threshold = int(min_queries)
+    return previous
+
 
 #: faiss' HNSW default efSearch (16) loses recall on face galleries; 64 is still sub-ms at 1M.
 DEFAULT_EF_SEARCH = 64

@@ -140,22 +140,6 @@ def delete_embeddings_of_model(*, session: Session, model_version_id: int) -> in
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def image_owners(*, session: Session, face_image_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
-    """face_image_id -> (identity_id, identity name) for these ids.
-
-    One query, both tables by primary key (no table scan): this is on the latency path of every
-    identification. Ids with no row (removed since the index was built) or no identity are absent.
-    """
-    if not face_image_ids:
-        return {}
-    stmt = (
-        select(FaceImage.id, Identity.id, Identity.name)
-        .join(Identity, Identity.id == FaceImage.identity_id)
-        .where(FaceImage.id.in_(set(int(i) for i in face_image_ids)))
-    )
-    return {int(f): (int(i), str(n)) for f, i, n in session.execute(stmt)}
-
-
 def count_live_identities(*, session: Session) -> int:
     stmt = select(func.count(func.distinct(FaceImage.identity_id))).where(
         FaceImage.id.in_(live_image_ids())
@@ -183,3 +167,35 @@ def identity_vector_refs(
     for ident, ref in session.execute(stmt):
         out.setdefault(int(ident), []).append(str(ref))
     return out
+
+
+def image_owner_table(*, session: Session) -> tuple[list[int], list[int]]:
+    """(face_image ids, their identity ids) of every image that has an identity, by image id.
+
+    Read once per loaded index version: the identifier then finds the owner of a search hit in
+    memory instead of asking SQL per search.
+    """
+    stmt = (
+        select(FaceImage.id, FaceImage.identity_id)
+        .where(FaceImage.identity_id.is_not(None))
+        .order_by(FaceImage.id)
+    )
+    rows = session.execute(stmt).all()
+    return [int(f) for f, _ in rows], [int(i) for _, i in rows]
+
+
+def identity_names(*, session: Session, through_id: int) -> dict[int, str]:
+    """identity id -> name of the identities with ``id <= through_id``."""
+    stmt = select(Identity.id, Identity.name).where(Identity.id <= through_id)
+    return {int(i): str(n) for i, n in session.execute(stmt)}
+
+
+def identities_fingerprint(*, session: Session, through_id: int) -> tuple[int, str]:
+    """(count, newest created_at) of the identities with ``id <= through_id``: one aggregate
+    that changes whenever one of them is removed (count) or an id is reused by a newer row
+    (created_at), so a poller learns cheaply that it must read the names again."""
+    stmt = select(func.count(Identity.id), func.max(Identity.created_at)).where(
+        Identity.id <= through_id
+    )
+    count, newest = session.execute(stmt).one()
+    return int(count or 0), str(newest)

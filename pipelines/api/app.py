@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
+from index.vector_index import batch_searches_through_blas
 from pipelines.api import errors
 from pipelines.api.jobs import JobRunner
 from pipelines.api.limits import BodyLimitMiddleware
@@ -68,6 +69,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(api.switch_interval)
+        blas_threshold = batch_searches_through_blas()  # the batches of concurrent searches
         _ = rt.engine  # the schema is at head before the first request
         state.live.start()
         state.jobs.start()
@@ -77,6 +79,7 @@ def create_app(
             state.jobs.stop()
             state.live.stop()
             sys.setswitchinterval(switch_interval)
+            batch_searches_through_blas(blas_threshold)
 
     app = FastAPI(
         title="siamid",

@@ -5,8 +5,10 @@ calibration sets the threshold): one indexed query on a one-row answer. When tha
 new :class:`~pipelines.services.identification.Identifier` is loaded beside the one in use and
 then put in place by replacing one reference. A request takes the reference once, at its start,
 and finishes on that version even if a swap happens meanwhile; the old index is freed when its
-last request ends. Removed identities need no swap: the identifier's SQL look-up skips ids
-whose rows are gone, so they are never answered, even before the next index version.
+last request ends. Removed identities need no swap: at each poll the identifier in use asks
+SQL (one aggregate row) whether identities it knows were removed, and never answers them again
+(:class:`~pipelines.services.owners.Owners`); a removal through this process's API is applied
+at once (:meth:`LiveIdentifier.check_removals`), one made elsewhere within ``poll_seconds``.
 """
 
 from __future__ import annotations
@@ -115,6 +117,11 @@ class LiveIdentifier:
             self.on_swap(ident)
         return True
 
+    def check_removals(self) -> int:
+        """Stop answering identities removed in SQL; the number removed since the last look."""
+        ident = self._current
+        return 0 if ident is None else ident.refresh_removals()
+
     def start(self) -> None:
         """Load in the background (the server answers /healthz meanwhile), then poll."""
         if self._thread is not None:
@@ -135,14 +142,15 @@ class LiveIdentifier:
         outage: str | None = None  # the reason while the database does not answer
         while not self._stop.is_set():
             try:
-                self.refresh()
+                if not self.refresh():
+                    self.check_removals()
                 if outage is not None:
                     logger.warning("the database answers again; polling resumed")
                 outage = None
             except Exception as exc:  # a database hiccup must not end polling
                 reason = database_unavailable(exc)
                 if reason is None:
-                    logger.exception("checking for a newer index version failed")
+                    logger.exception("checking for a newer index version or removals failed")
                 elif outage is None:  # one line per outage, not one per poll
                     logger.warning("checking for a newer index version: %s", reason)
                 outage = reason or outage

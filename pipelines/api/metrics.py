@@ -53,11 +53,27 @@ class ApiMetrics:
         self.index_vectors = Gauge(
             "siamid_api_index_vectors", "Vectors in the served index", registry=self.registry
         )
+        self.batches = Counter(
+            "siamid_api_batches",
+            "Index searches (search) and encoder passes (embed) run for the requests' batches",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.batch_items = Counter(
+            "siamid_api_batch_items",
+            "Probe vectors searched (search) and face chips embedded (embed) in those batches",
+            ["kind"],
+            registry=self.registry,
+        )
         self.index_swaps = Counter(
             "siamid_api_index_swaps",
             "Index versions put in service by this process",
             registry=self.registry,
         )
+
+    def batched(self, kind: str, items: int) -> None:
+        self.batches.labels(kind).inc()
+        self.batch_items.labels(kind).inc(items)
 
     def served(self, index_version: int, vectors: int) -> None:
         self.index_version.set(index_version)

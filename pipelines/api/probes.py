@@ -1,26 +1,25 @@
 """Answering one probe over HTTP: an uploaded photo, or an embedding computed elsewhere.
 
 Both go through the loaded :class:`~pipelines.services.identification.Identifier`, so the
-answers are those of ``siamid identify --json``. A photo is decoded in memory first (so a bad
-upload is refused with its reason before anything else), then written to a private temporary
-file and given to ``Identifier.identify``, the very path the command line takes.
+answers are those of ``siamid identify --json``. A photo is decoded once, in memory (a bad
+upload is refused with its reason before anything else); its pixels go to detection and the
+chips directly, as ``Identifier.identify`` does for a file. The encoder and the index are then
+called for many requests at once (:mod:`pipelines.api.queries`).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from index.errors import DimensionMismatchError
-from pipelines.services.identification import Decision, Identifier
-from siamese.images import REJECT_REASONS, DecodeLimits, ImageRejected, decode_bytes
+from pipelines.services.encoding import encode_tensors
+from pipelines.services.identification import Decision, Identifier, Prepared
+from siamese.images import DecodeLimits, decode_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -61,38 +60,21 @@ def with_top_k(ident: Identifier, top_k: int) -> Identifier:
     return view
 
 
-def identify_photo(
-    ident: Identifier,
-    data: bytes,
-    *,
-    limits: DecodeLimits,
-    label: str = "upload",
-    scratch: Path | None = None,
-) -> list[Decision]:
-    """Decisions for one uploaded photo; :class:`ImageRejected` when it is not a usable image.
+def prepare_photo(
+    ident: Identifier, data: bytes, *, limits: DecodeLimits, label: str = "upload"
+) -> Prepared:
+    """An uploaded photo, decoded once and checked (:class:`ImageRejected` when it is not a
+    usable image), its faces found and their chips made, ready for the encoder.
 
     ``label`` (the client's file name) is only echoed back as ``probe``: it never names a
-    file. The bytes go to a temporary file with a name of our own in ``scratch``.
+    file, and nothing is written to disk.
     """
-    decode_bytes(data, limits=limits, name=label)  # refuses bombs, truncation, non-images
-    fd, tmp = tempfile.mkstemp(prefix="probe-", dir=scratch)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        decisions = ident.identify([Path(tmp)])
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    for d in decisions:
-        d.probe = label
-    failed = [d for d in decisions if d.decision == "error"]
-    if failed and len(failed) == len(decisions):
-        reason, _, detail = (failed[0].error or "corrupt: cannot be embedded").partition(": ")
-        raise ImageRejected(reason if reason in REJECT_REASONS else "corrupt", detail or reason)
-    return decisions
+    image = decode_bytes(data, limits=limits, name=label).image
+    return ident.prepare(image, label)
 
 
-def search_embedding(ident: Identifier, values: Sequence[float]) -> Decision:
-    """The decision for an embedding made by the index's model (its dimension is checked)."""
+def embedding_vector(ident: Identifier, values: Sequence[float]) -> np.ndarray:
+    """An embedding made by the index's model as a float32 vector (its dimension checked)."""
     vector = np.asarray(values, dtype=np.float32)
     if vector.ndim != 1 or vector.shape[0] != ident.model.dim:
         raise DimensionMismatchError(
@@ -101,5 +83,14 @@ def search_embedding(ident: Identifier, values: Sequence[float]) -> Decision:
             expected=ident.model.dim,
             got=int(vector.size),
         )
-    candidates = ident.search(vector[None])[0]
-    return ident.decide("embedding", candidates)
+    return vector
+
+
+def identify_photo(
+    ident: Identifier, data: bytes, *, limits: DecodeLimits, label: str = "upload"
+) -> list[Decision]:
+    """Decisions for one uploaded photo, on the calling thread and alone (no batching): for
+    callers outside the query path's batches (the web console). Decoded once, as there."""
+    prepared = prepare_photo(ident, data, limits=limits, label=label)
+    found = ident.search(encode_tensors(ident.forward, prepared.chips)) if prepared.chips else []
+    return ident.answer(prepared, found)

@@ -50,7 +50,24 @@ class ApiSettings(BaseSettings):
         description="how long a checked key is trusted without asking SQL again: a revoked "
         "key is refused within this time (0: ask SQL on every request)",
     )
-    access_log: bool = Field(default=True, description="uvicorn's line per request")
+    batch_window_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description="dynamic batching: the longest a search (or a face chip to embed) waits "
+        "to share one index search (or forward pass) with others while a batch is being "
+        "answered; a request that finds none goes at once",
+    )
+    batch_max: int = Field(
+        default=32,
+        ge=1,
+        description="dynamic batching: a batch goes at once when it holds this many "
+        "(1: no batching)",
+    )
+    access_log: bool = Field(
+        default=False,
+        description="uvicorn's line per request (off by default: at thousands of requests per "
+        "second the log costs more than a search; the metrics count every request)",
+    )
     ui: bool = Field(default=True, description="serve the web console under /ui/ (--no-ui)")
     ui_session_minutes: float = Field(
         default=480, gt=0, description="how long a console sign-in lasts"

@@ -16,6 +16,7 @@ from pipelines.api.jobs import JobRunner
 from pipelines.api.live import LiveIdentifier, NotReadyError
 from pipelines.api.metrics import ApiMetrics
 from pipelines.api.probes import pin_threads
+from pipelines.api.queries import Queries
 from pipelines.api.settings import ApiSettings
 from pipelines.services.apikeys import ApiKeyCache
 from pipelines.services.identification import Identifier
@@ -40,6 +41,15 @@ class ApiState:
     def lookups(self) -> sessionmaker[Session]:
         """Read-only sessions for the per-request key check: autocommit, one round trip."""
         return sessionmaker(self.rt.engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+    @cached_property
+    def queries(self) -> Queries:
+        return Queries(
+            self.compute,
+            self.settings,
+            self.rt.limits,
+            on_batch=lambda kind, n: self.metrics.batched(kind, n),
+        )
 
     @cached_property
     def limiter(self) -> anyio.CapacityLimiter:

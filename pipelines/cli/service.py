@@ -52,6 +52,13 @@ def api_cmd(
         ),
     ] = False,
     detector: DetectorOpt = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="uvicorn's line per request (default off, SIAMID_API_ACCESS_LOG).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (FastAPI + uvicorn); OpenAPI docs at /docs, web console at /ui/."""
     use_detector(detector)
@@ -81,7 +88,7 @@ def api_cmd(
         host=host,
         port=port,
         workers=workers,
-        access_log=api.access_log,
+        access_log=api.access_log if access_log is None else access_log,
         log_config=log_config(),
         timeout_graceful_shutdown=30,
     )

@@ -20,19 +20,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from faces.face import Face
-from pipelines.services.encoding import Encoded, encode_paths
+from pipelines.services.encoding import Encoded, Forward, encode_paths
 from pipelines.services.errors import SiamidError
 from pipelines.services.models import LoadedEncoder, ModelRef, resolve_model
+from pipelines.services.owners import Owners
 from pipelines.services.runtime import Runtime
-from pipelines.services.scoring import (
-    TEMPLATES,
-    group_by_identity,
-    margin_threshold,
-    mean_template,
-)
+from pipelines.services.scoring import TEMPLATES, margin_threshold, mean_template
 from siamese.images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -161,14 +158,21 @@ class Identifier:
         self.model.crop.check(faces, self.model.name)
         self.index = VectorIndex.load(path, expected_sha256=sha, expected_dim=self.model.dim)
         self.encoder: LoadedEncoder = rt.encoders.get(self.model)
+        self.forward = Forward(self.encoder)  # prepared once, shared by every batch
         self.search_k = search_k or max(50, 10 * top_k)
         t = resolve_threshold(rt, self.model, threshold)
         self.threshold, self.threshold_source = t.value, t.source
-        # Read-only look-ups on the latency path: autocommit, so no BEGIN / ROLLBACK round
-        # trips around each probe's one query (the sessions are still the caller's: ours).
+        # Read-only look-ups: autocommit, so no BEGIN / ROLLBACK round trips around them.
         self.lookups: sessionmaker[Session] = sessionmaker(
             rt.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+        with self.lookups() as s:
+            self.owners = Owners.load(s)
+
+    def refresh_removals(self) -> int:
+        """Stop answering identities removed in SQL since the load; the number removed now."""
+        with self.lookups() as s:
+            return self.owners.refresh(s)
 
     def embed_paths(self, paths: Sequence[Path | str]) -> Encoded:
         """One vector per probe: the whole image, or (detect mode) its largest usable face;
@@ -186,22 +190,29 @@ class Identifier:
                 enc.errors[i] = f"{f.outcome}: {f.detail}"
         return enc
 
-    def search(self, vectors: np.ndarray) -> list[list[Candidate]]:
-        """Candidates per probe vector: top-k identities, metadata by primary key."""
-        from storage.embeddings import image_owners
-
+    def search(
+        self, vectors: np.ndarray, top_k: int | np.ndarray | None = None
+    ) -> list[list[Candidate]]:
+        """Candidates per probe vector: the ``top_k`` identities (one for all, or per row;
+        default the identifier's), owners from memory (:class:`Owners`), no SQL."""
         k = min(self.search_k, max(self.index.ntotal, 1))
         dist, ids = self.index.search(vectors, k)
-        with self.lookups() as s:
-            owners = image_owners(session=s, face_image_ids=np.unique(ids[ids >= 0]).tolist())
-            owner = {fid: ident for fid, (ident, _) in owners.items()}
-            grouped = [
-                group_by_identity(dist[i], ids[i], owner, self.top_k) for i in range(len(vectors))
+        hits = self.owners.group(dist, ids, self.top_k if top_k is None else top_k)
+        owners, names = self.owners.identity_ids, self.owners.names
+        out = [
+            [
+                Candidate(names[h.slot], h.distance, int(owners[h.slot]), h.face_image_id)
+                for h in row
             ]
-            if self.template == "mean":
-                grouped = self._rescore_by_mean(s, vectors, grouped)
-        names = dict(owners.values())
-        return [[Candidate(names[g], d, g, f) for g, d, f in row] for row in grouped]
+            for row in hits
+        ]
+        if self.template != "mean":
+            return out
+        name_of = {c.identity_id: c.identity for row in out for c in row}
+        grouped = [[(c.identity_id, c.distance, c.face_image_id) for c in row] for row in out]
+        with self.lookups() as s:
+            grouped = self._rescore_by_mean(s, vectors, grouped)
+        return [[Candidate(name_of[g], d, g, f) for g, d, f in row] for row in grouped]
 
     def _rescore_by_mean(
         self, session: Session, vectors: np.ndarray, grouped: list[list[tuple[int, float, int]]]
@@ -275,54 +286,99 @@ class Identifier:
             face=rank,
         )
 
-    def identify(self, paths: Sequence[Path]) -> list[Decision]:
-        """Decisions in probe order: one per probe (whole-image model) or one per face in it,
-        largest first (detect mode); unreadable probes get ``decision="error"``."""
-        if self.model.crop.detect:
-            return self._identify_faces(paths)
-        enc = self.embed_paths(paths)
-        found = dict(zip(enc.keys.tolist(), self.search(enc.vectors), strict=True))
-        return [
-            self.failed(str(p), enc.errors[i]) if i in enc.errors else self.decide(str(p), found[i])
-            for i, p in enumerate(paths)
-        ]
+    def prepare(self, image: Image.Image, probe: str) -> Prepared:
+        """A decoded probe -> its chips, ready for the encoder, and the faces that get none.
 
-    def _identify_faces(self, paths: Sequence[Path]) -> list[Decision]:
+        Whole-image model: one chip, the whole image. Detect mode: one chip per face large
+        enough to align, largest first; the others are reported ``too_small``, a photo without
+        any ``no_face``.
+        """
         from faces.face import is_too_small
-        from pipelines.services.detection import detect_paths
+        from pipelines.services.crops import crop
+        from siamese.data import preprocess
 
-        photos = detect_paths(paths, self.rt.limits)
-        jobs = [
-            (i, rank, face)
-            for i, photo in enumerate(photos)
-            for rank, face in enumerate(photo.faces)
-            if not is_too_small(face)
-        ]
-        enc = encode_paths(
-            self.encoder,
-            [paths[i] for i, _, _ in jobs],
-            self.rt.limits,
-            spec=self.model.crop,
-            faces=[f for _, _, f in jobs],
-        )
-        found = dict(zip(enc.keys.tolist(), self.search(enc.vectors), strict=True))
-        by_face = {(i, rank): k for k, (i, rank, _) in enumerate(jobs)}
-        out: list[Decision] = []
-        for i, (p, photo) in enumerate(zip(paths, photos, strict=True)):
-            if photo.outcome == "error":
-                out.append(self.failed(str(p), photo.detail or "unreadable"))
-            elif not photo.faces:
-                out.append(self.failed(str(p), "no face found in the photo", "no_face"))
-            for rank, face in enumerate(photo.faces):
-                k = by_face.get((i, rank))
-                if k is None:
-                    why = f"eyes {face.eye_span:.0f} px apart: too small to align"
-                    out.append(self.failed(str(p), why, "too_small", face, rank))
-                elif k in enc.errors:
-                    out.append(self.failed(str(p), enc.errors[k], "error", face, rank))
-                else:
-                    out.append(self.decide(str(p), found[k], face, rank))
+        cfg, spec = self.encoder.config, self.model.crop
+        if not spec.detect:
+            return Prepared(probe, [preprocess(crop(image, None, spec), cfg)], [Slot(chip=0)])
+        from pipelines.services.detection import detect_photo
+
+        found = detect_photo(image)
+        if not found.faces:
+            return Prepared(probe, [], [Slot(error="no face found in the photo", kind="no_face")])
+        chips, slots = [], []
+        for rank, face in enumerate(found.faces):
+            if is_too_small(face):
+                why = f"eyes {face.eye_span:.0f} px apart: too small to align"
+                slots.append(Slot(face=face, rank=rank, error=why, kind="too_small"))
+            else:
+                slots.append(Slot(chip=len(chips), face=face, rank=rank))
+                chips.append(preprocess(crop(image, face, spec), cfg))
+        return Prepared(probe, chips, slots)
+
+    def answer(self, prepared: Prepared, candidates: Sequence[list[Candidate]]) -> list[Decision]:
+        """The decisions of a prepared probe, given the candidates of each of its chips."""
+        out = []
+        for slot in prepared.slots:
+            if slot.chip is None:
+                out.append(
+                    self.failed(prepared.probe, slot.error or "", slot.kind, slot.face, slot.rank)
+                )
+            else:
+                out.append(
+                    self.decide(prepared.probe, candidates[slot.chip], slot.face, slot.rank or 0)
+                )
         return out
+
+    def identify(self, paths: Sequence[Path], batch_size: int = 64) -> list[Decision]:
+        """Decisions in probe order: one per probe (whole-image model) or one per face in it,
+        largest first (detect mode); unreadable probes get ``decision="error"``.
+
+        Each file is read and decoded once; the chips of ``batch_size`` probes go through
+        the encoder and the index together.
+        """
+        from pipelines.services.encoding import encode_tensors
+        from siamese.images import ImageRejected, decode_file
+
+        out: list[Decision] = []
+        for lo in range(0, len(paths), batch_size):
+            prepared: list[Prepared] = []
+            for p in paths[lo : lo + batch_size]:
+                try:
+                    image = decode_file(Path(p), limits=self.rt.limits).image
+                except ImageRejected as rej:
+                    prepared.append(
+                        Prepared(str(p), [], [Slot(error=f"{rej.reason}: {rej.detail}")])
+                    )
+                    continue
+                prepared.append(self.prepare(image, str(p)))
+            chips = [c for pr in prepared for c in pr.chips]
+            found = self.search(encode_tensors(self.forward, chips)) if chips else []
+            at = 0
+            for pr in prepared:
+                out.extend(self.answer(pr, found[at : at + len(pr.chips)]))
+                at += len(pr.chips)
+        return out
+
+
+@dataclass
+class Slot:
+    """What becomes of one entry of a probe's answer: its chip's candidates, or a failure."""
+
+    chip: int | None = None
+    face: Face | None = None
+    rank: int | None = None
+    error: str | None = None
+    kind: str = "error"
+
+
+@dataclass
+class Prepared:
+    """A decoded probe ready to embed: ``chips`` (preprocessed ``[C, H, W]`` tensors) and one
+    :class:`Slot` per entry of its answer."""
+
+    probe: str
+    chips: list[Any]
+    slots: list[Slot]
 
 
 def _box(face: Face | None) -> list[float] | None:

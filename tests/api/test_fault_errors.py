@@ -84,7 +84,7 @@ def test_a_bug_is_500_and_logged_once(
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(probes, "search_embedding", broken)
+    monkeypatch.setattr(probes, "embedding_vector", broken)
     dim = client.get("/readyz").json()["embedding_dim"]
     with caplog.at_level(logging.ERROR):
         r = client.post("/v1/search", headers=keys.read, json={"embedding": [0.1] * dim})

@@ -42,10 +42,8 @@ async def identify(
     label = image.filename or "image"
     data = await read_upload_async(image, state.settings.max_upload_bytes, label)
     view = probes.with_top_k(ident, top_k or ident.top_k)
-    decisions = await state.compute(
-        probes.identify_photo, view, data, limits=state.rt.limits, label=label
-    )
-    return IdentifyResponse(faces=[FaceAnswer.model_validate(d.as_dict()) for d in decisions])
+    decisions = await state.queries.identify_photo(view, data, label)
+    return IdentifyResponse(faces=[FaceAnswer.model_validate(d) for d in decisions])
 
 
 @router.post(
@@ -56,5 +54,5 @@ async def identify(
 async def search(state: State, ident: Served, body: SearchRequest) -> Answer:
     """The same answer for an embedding computed elsewhere with the served model."""
     view = probes.with_top_k(ident, body.top_k or ident.top_k)
-    decision = await state.compute(probes.search_embedding, view, body.embedding)
-    return Answer.model_validate(decision.as_dict())
+    decision = await state.queries.search_embedding(view, body.embedding)
+    return Answer.model_validate(decision)

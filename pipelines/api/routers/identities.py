@@ -78,6 +78,7 @@ def remove(state: State, name: IdentityName, response: Response) -> Removal:
     """Remove NAME, its images and stored photos. Identification stops answering NAME at once;
     the job publishes an index without its vectors."""
     removal = gallery.remove(state.rt, name)
+    state.live.check_removals()
     job = state.jobs.submit("remove", name)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return Removal(**asdict(removal), job=Job.model_validate(job))
