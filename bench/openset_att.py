@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             vectors = np.ascontiguousarray(stacked, dtype=np.float32)
         # The overrides keep the encoder's unit-length output unless they say otherwise.
         _, enc = apply_overrides(args.overrides)
-        embedded = EmbeddedSet(vectors, distance, normalized=bool(enc.normalize))
+        embedded = EmbeddedSet.one_per_row(vectors, distance, normalized=bool(enc.normalize))
         f = score_fold(embedded, names, paths, split, protocol, fold, None)
         row = {
             "fold": fold,

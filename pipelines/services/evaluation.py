@@ -26,6 +26,7 @@ from faces.face import Face
 from pipelines.services.crops import CropSpec
 from pipelines.services.encoding import encode_paths
 from pipelines.services.errors import SiamidError
+from pipelines.services.face_choice import MULTIPLE_FACES, choose_faces
 from pipelines.services.models import resolve_model
 from pipelines.services.runtime import Runtime
 from pipelines.services.scoring import (
@@ -45,6 +46,14 @@ from siamese.openset import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: How a photo with several usable faces is scored (metrics.json, the report, the README).
+SEVERAL_FACES_RULE = (
+    "every usable face of a probe is a search, as `siamid identify` answers it: a mated probe is "
+    "found when one of its faces is accepted as its person; a non-mated probe is a false "
+    "positive when any of its faces is accepted; an enrolled photo contributes the person's "
+    "face (--multiple-faces)"
+)
 
 #: Epochs of a fold's encoder when --epochs is not given (see ``fold_train_config``).
 FOLD_EPOCHS = 20
@@ -75,6 +84,9 @@ class Protocol:
     backbone: str = "small-cnn"  # of the fold encoders
     tune: str | None = None  # dlib-resnet with epochs: how folds adapt it (TrainOptions.tune)
     flip_average: bool = False  # dlib-resnet: test-time flip (TrainOptions.flip_average)
+    # Labelled photos with several usable faces (enrolment, verification pairs): whose face
+    # is the person's (pipelines.services.face_choice.MULTIPLE_FACES).
+    multiple_faces: str = "consistent"
 
     def __post_init__(self) -> None:
         if self.folds < 1:
@@ -92,6 +104,11 @@ class Protocol:
         if self.template not in TEMPLATES:
             raise EvaluationError(
                 f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}"
+            )
+        if self.multiple_faces not in MULTIPLE_FACES:
+            raise EvaluationError(
+                f"--multiple-faces must be one of {', '.join(MULTIPLE_FACES)}, "
+                f"got {self.multiple_faces!r}"
             )
         if self.calibrate_on not in CALIBRATE_ON:
             raise EvaluationError(
@@ -130,20 +147,97 @@ class FoldScores:
 
 @dataclass
 class EmbeddedSet:
-    """Every image of an evaluation data set embedded by one model (rows as in the data set)."""
+    """Every usable face of every image of an evaluation data set, embedded by one model.
 
-    vectors: np.ndarray
+    ``face_vectors[face_start[r]:face_start[r + 1]]`` are the faces of row ``r`` (as in the
+    data set), largest first; whole-image mode has one "face" per image. A photo in detect mode
+    without a face to align has none: it enrols nothing, and as a search it gets no answer (a
+    miss if mated, else a rejection).
+    """
+
+    face_vectors: np.ndarray  # [F, d]
+    face_start: np.ndarray  # [N + 1] int64 offsets into face_vectors
     distance: str
     normalized: bool  # the model's vectors are unit length (its mean templates are too)
-    # Rows with a vector; None: all. In detect mode a photo without a face to align has none:
-    # it enrols nothing, and as a search it gets no answer (a miss if mated, else a rejection).
-    valid: np.ndarray | None = None
+
+    @classmethod
+    def one_per_row(
+        cls, vectors: np.ndarray, distance: str, normalized: bool, valid: np.ndarray | None = None
+    ) -> EmbeddedSet:
+        """One face per row (rows where ``valid`` is False have none)."""
+        keep = np.ones(len(vectors), dtype=bool) if valid is None else np.asarray(valid, bool)
+        start = np.concatenate([[0], np.cumsum(keep)]).astype(np.int64)
+        return cls(np.asarray(vectors)[keep], start, distance, normalized)
+
+    @property
+    def rows(self) -> int:
+        return len(self.face_start) - 1
+
+    @property
+    def dim(self) -> int:
+        return int(self.face_vectors.shape[1])
+
+    def n_faces(self) -> np.ndarray:
+        """[N] usable faces per row."""
+        return np.diff(self.face_start)
 
     def has_vector(self) -> np.ndarray:
-        """[N] bool: which rows have a vector."""
-        if self.valid is None:
-            return np.ones(self.vectors.shape[0], dtype=bool)
-        return self.valid
+        """[N] bool: which rows have at least one face."""
+        return self.n_faces() > 0
+
+    def faces_of(self, row: int) -> np.ndarray:
+        """[n, d] the faces of one row, largest first."""
+        return self.face_vectors[self.face_start[row] : self.face_start[row + 1]]
+
+    def face_rows(self, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(face indices, position in ``rows`` of each face's photo) of ``rows``' faces."""
+        starts, counts = self.face_start[rows], self.n_faces()[rows]
+        idx = np.concatenate(
+            [np.arange(a, a + c) for a, c in zip(starts, counts, strict=True)] or [np.zeros(0)]
+        ).astype(np.int64)
+        owner = np.repeat(np.arange(len(rows)), counts)
+        return idx, owner
+
+
+@dataclass
+class PersonFaces:
+    """The person's face in each of a set of labelled rows (``chosen_by`` as in face_choice)."""
+
+    rows: list[int]  # rows with a chosen face
+    vectors: np.ndarray  # [len(rows), d]
+    chosen_by: Counter[str]
+    not_largest: int  # rows whose chosen face is not their largest
+
+
+def person_faces(
+    embedded: EmbeddedSet, names: np.ndarray, rows: list[int], policy: str
+) -> PersonFaces:
+    """Each person's face in their ``rows`` (:func:`~pipelines.services.face_choice.
+    choose_faces` over that person's rows), as their labelled photos would be enrolled."""
+    by_person: dict[str, list[int]] = {}
+    for r in rows:
+        by_person.setdefault(str(names[r]), []).append(r)
+    kept: list[int] = []
+    vecs: list[np.ndarray] = []
+    why: Counter[str] = Counter()
+    not_largest = 0
+    for person_rows in by_person.values():
+        photos = [embedded.faces_of(r) for r in person_rows]
+        for r, photo, c in zip(
+            person_rows,
+            photos,
+            choose_faces(photos, distance=embedded.distance, policy=policy),
+            strict=True,
+        ):
+            if c.face is None:
+                continue
+            kept.append(r)
+            vecs.append(photo[c.face])
+            why[str(c.chosen_by)] += 1
+            not_largest += c.face != 0
+    dim = embedded.dim
+    out = np.asarray(vecs, dtype=np.float32).reshape(len(vecs), dim)
+    return PersonFaces(kept, out, why, not_largest)
 
 
 # ------------------------------------------------------------------ data and splits
@@ -232,87 +326,79 @@ def score_fold(
     fold: int,
     model_version: str | None,
 ) -> FoldScores:
-    """Enrol the known people, search every probe, calibrate, and measure the test."""
+    """Enrol the known people, search every probe, calibrate, and measure the test.
+
+    Labelled photos (enrolment, verification pairs) contribute the person's face
+    (:func:`person_faces`, ``protocol.multiple_faces``). A probe is searched with every usable
+    face, as ``siamid identify`` answers it (:func:`photo_searches`): a mated probe is found
+    when one of its faces is accepted as its person, a non-mated one is a false positive when
+    any of its faces is accepted; calibration searches are scored the same way.
+    """
     from index.vector_index import VectorIndex
     from pipelines.services.report import ReportData, summary_figures
-    from siamese.openset import nonmated_best_from_candidates, ranks_from_candidates
 
-    vectors, distance = embedded.vectors, embedded.distance
+    distance = embedded.distance
     names_arr = np.asarray(names, dtype=object)
     gallery_rows, mated_rows, calib_rows, test_rows = probe_rows_of(names, split, protocol, fold)
 
-    valid = embedded.has_vector()
-    gallery_rows = [r for r in gallery_rows if valid[r]]  # a photo without a face enrols nothing
-    index = VectorIndex.create("Flat", vectors.shape[1], distance)
+    enrolled = person_faces(embedded, names_arr, gallery_rows, protocol.multiple_faces)
+    index = VectorIndex.create("Flat", embedded.dim, distance)
     if protocol.template == "mean":
         # One template per person, filed under the first enrolled row's id.
         templates, template_ids = mean_templates(
-            vectors, names_arr, gallery_rows, normalize=embedded.normalized
+            enrolled.vectors, names_arr[enrolled.rows], normalize=embedded.normalized
         )
-        index.add(templates, template_ids)
+        index.add(templates, np.asarray(enrolled.rows, dtype=np.int64)[template_ids])
     else:
-        index.add(vectors[gallery_rows], np.asarray(gallery_rows, dtype=np.int64))
-    k = index.ntotal  # exact and complete candidate lists: every enrolled template
+        index.add(enrolled.vectors, np.asarray(enrolled.rows, dtype=np.int64))
 
-    def candidates(rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        if not rows:
-            return np.zeros((0, k)), np.zeros((0, k), dtype=object)
-        dist, ids = index.search(vectors[rows], k)
-        who = names_arr[np.clip(ids, 0, None)]  # object array: a copy
-        who[ids < 0] = None  # faiss pads short lists with -1
-        dist = dist.astype(np.float64)
-        # A search without a face finds no one: no candidate, distance inf.
-        none = ~valid[rows]
-        dist[none], who[none] = np.inf, None
-        return dist, who
+    mated = photo_searches(index, embedded, names_arr, mated_rows)
+    calib = photo_searches(index, embedded, names_arr, calib_rows)
+    test = photo_searches(index, embedded, names_arr, test_rows)
+    mated_dist, mated_rank = mated.mated(names_arr[mated_rows])
+    threshold = operating_threshold(protocol.target_fpir, calib.best_dist)
 
-    m_dist, m_ids = candidates(mated_rows)
-    mated_dist, mated_rank = ranks_from_candidates(
-        m_dist, m_ids, names_arr[mated_rows], pad_id=None
-    )
-    c_dist, c_ids = candidates(calib_rows)
-    calib_best, _ = nonmated_best_from_candidates(c_dist, c_ids, pad_id=None)
-    t_dist, t_ids = candidates(test_rows)
-    test_best, test_best_ids = nonmated_best_from_candidates(t_dist, t_ids, pad_id=None)
-    threshold = operating_threshold(protocol.target_fpir, calib_best)
-
-    # Verification pairs: the images with a vector (no face, no pair to measure).
-    eval_rows = sorted(r for r in set(gallery_rows) | set(mated_rows) | set(test_rows) if valid[r])
-    genuine, impostor = verification_pairs(vectors[eval_rows], names_arr[eval_rows], distance)
+    # Verification pairs: each person's face in their photos (no face, no pair to measure).
+    eval_rows = sorted(set(gallery_rows) | set(mated_rows) | set(test_rows))
+    paired = person_faces(embedded, names_arr, eval_rows, protocol.multiple_faces)
+    genuine, impostor = verification_pairs(paired.vectors, names_arr[paired.rows], distance)
 
     data = ReportData(
         genuine=genuine,
         impostor=impostor,
         mated_dist=mated_dist,
         mated_rank=mated_rank,
-        nonmated_best=test_best,
+        nonmated_best=test.best_dist,
         threshold=threshold,
         target_fpir=protocol.target_fpir,
     )
     figures = summary_figures(data, DEFAULT_FPIR_TARGETS, DEFAULT_FAR_TARGETS)
-    figures["n_calibration"] = float(calib_best.size)
+    n_faces = embedded.n_faces()
+    figures["n_calibration"] = float(calib.best_dist.size)
+    figures["probes_several_faces"] = float(np.count_nonzero(n_faces[mated_rows + test_rows] > 1))
+    figures["enrolled_several_faces"] = float(np.count_nonzero(n_faces[gallery_rows] > 1))
+    figures["enrolled_not_largest"] = float(enrolled.not_largest)
 
     probe_rows = []
-    for kind, rows, dist_m, who in (
-        ("mated", mated_rows, m_dist, m_ids),
-        ("nonmated", test_rows, t_dist, t_ids),
-    ):
+    for kind, rows, found in (("mated", mated_rows, mated), ("nonmated", test_rows, test)):
         for j, r in enumerate(rows):
-            best = float(dist_m[j][0]) if dist_m.shape[1] else math.inf
-            top = who[j][0] if dist_m.shape[1] else None
+            best, top = float(found.best_dist[j]), found.best_id[j]
+            if kind == "mated":
+                correct = bool(mated_rank[j] == 1 and mated_dist[j] <= threshold)
+            else:
+                correct = not best <= threshold
             probe_rows.append(
                 {
                     "fold": fold,
                     "probe": paths[r],
                     "true_identity": names[r],
                     "kind": kind,
+                    "faces": int(n_faces[r]),
                     "best_identity": top,
                     "best_distance": best,
                     "threshold": threshold,
                     "decision": "match" if best <= threshold else "unknown",
-                    "correct": (best <= threshold and top == names[r])
-                    if kind == "mated"
-                    else best > threshold,
+                    "correct": correct,
                 }
             )
     return FoldScores(
@@ -324,25 +410,81 @@ def score_fold(
         mated_dist=mated_dist,
         mated_rank=mated_rank,
         mated_ids=[names[r] for r in mated_rows],
-        calib_nonmated=calib_best,
-        test_nonmated=test_best,
-        test_nonmated_ids=[str(x) for x in test_best_ids],
+        calib_nonmated=calib.best_dist,
+        test_nonmated=test.best_dist,
+        test_nonmated_ids=[str(x) for x in test.best_id],
         test_probe_rows=probe_rows,
         threshold=float(threshold),
         figures=figures,
     )
 
 
+@dataclass
+class PhotoSearches:
+    """The searches of a list of probe photos, every usable face of each one a search."""
+
+    face_dist: np.ndarray  # [F, k] candidates of each face, nearest first
+    face_who: np.ndarray  # [F, k] their identities (object; None pads)
+    owner: np.ndarray  # [F] position of each face's photo in the probe list
+    n: int  # probe photos
+    best_dist: np.ndarray = field(init=False)  # [n] nearest candidate over the photo's faces
+    best_id: list[str | None] = field(init=False)  # [n] its identity
+
+    def __post_init__(self) -> None:
+        from siamese.openset import nonmated_best_from_candidates
+
+        face_best, face_best_id = nonmated_best_from_candidates(
+            self.face_dist, self.face_who, pad_id=None
+        )
+        self.best_dist = np.full(self.n, np.inf)
+        self.best_id = [None] * self.n
+        for f in np.argsort(face_best, kind="stable")[::-1]:  # the nearest face wins
+            self.best_dist[self.owner[f]] = face_best[f]
+            self.best_id[self.owner[f]] = face_best_id[f]
+
+    def mated(self, true_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[n] (distance, rank) of each photo's true identity: of a face that ranks it first
+        (the nearest such face), else of the face that ranks it best; ``inf`` when absent."""
+        from siamese.openset import ranks_from_candidates
+
+        fd, fr = ranks_from_candidates(
+            self.face_dist, self.face_who, np.asarray(true_ids)[self.owner], pad_id=None
+        )
+        dist, rank = np.full(self.n, np.inf), np.full(self.n, np.inf)
+        for f in np.lexsort((fd, fr))[::-1]:  # by rank, then distance: the first one wins
+            dist[self.owner[f]], rank[self.owner[f]] = fd[f], fr[f]
+        return dist, rank
+
+
+def photo_searches(
+    index: Any, embedded: EmbeddedSet, names: np.ndarray, rows: list[int]
+) -> PhotoSearches:
+    """Search ``index`` (ids: data set rows) with every face of each of ``rows``; exact and
+    complete candidate lists (every enrolled template)."""
+    k = index.ntotal
+    faces, owner = embedded.face_rows(rows)
+    if faces.size == 0 or k == 0:
+        dist, who = np.zeros((faces.size, 0)), np.zeros((faces.size, 0), dtype=object)
+    else:
+        dist, ids = index.search(embedded.face_vectors[faces], k)
+        who = names[np.clip(ids, 0, None)]  # object array: a copy
+        who[ids < 0] = None  # faiss pads short lists with -1
+        dist = dist.astype(np.float64)
+    return PhotoSearches(dist, who, owner, len(rows))
+
+
 def mean_templates(
-    vectors: np.ndarray, names: np.ndarray, rows: list[int], *, normalize: bool
+    vectors: np.ndarray, names: np.ndarray, *, normalize: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One :func:`~pipelines.services.scoring.mean_template` per person over ``rows``."""
+    """One :func:`~pipelines.services.scoring.mean_template` per person of ``names`` ([n], one
+    per vector); ids: the position of each person's first vector."""
     by_person: dict[str, list[int]] = {}
-    for r in rows:
-        by_person.setdefault(str(names[r]), []).append(r)
+    for i, name in enumerate(names):
+        by_person.setdefault(str(name), []).append(i)
     means = [mean_template(vectors[rs], normalize=normalize) for rs in by_person.values()]
     ids = [rs[0] for rs in by_person.values()]
-    return np.ascontiguousarray(means, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+    dim = vectors.shape[1]
+    return np.asarray(means, dtype=np.float32).reshape(-1, dim), np.asarray(ids, dtype=np.int64)
 
 
 def summarise(folds: list[FoldScores], protocol: Protocol) -> dict[str, Any]:
@@ -372,6 +514,13 @@ def summarise(folds: list[FoldScores], protocol: Protocol) -> dict[str, Any]:
             "realised_fnir": stat("fnir")[1],
         },
         "cmc": np.mean([_cmc(f, 10) for f in folds], axis=0).tolist(),
+        # per fold, means over folds
+        "several_faces": {
+            "probes": stat("probes_several_faces")[0],
+            "enrolled": stat("enrolled_several_faces")[0],
+            "enrolled_not_largest": stat("enrolled_not_largest")[0],
+            "scored_as": SEVERAL_FACES_RULE,
+        },
         "folds": [
             {
                 "fold": f.fold,
@@ -455,10 +604,13 @@ def fold_options(protocol: Protocol, fold: int, crop: CropSpec) -> TrainOptions:
 
 @dataclass
 class EvalData:
-    """The images of an evaluation data set, with the face to crop from each in detect mode.
+    """The images of an evaluation data set, with the faces to crop from each in detect mode.
 
-    In detect mode every photo stays in the protocol; one without a usable face (``faces[i]``
-    None; ``no_face`` counts them by outcome) is answered as siamid would: it enrols nothing,
+    In detect mode every photo stays in the protocol. ``faces[i]`` is the detector's choice
+    (the largest usable face; training reads it), ``photo_faces[i]`` every usable face of the
+    photo, largest first: each one is embedded, a probe searches with all of them and a
+    labelled photo contributes the person's (:func:`person_faces`). A photo without a usable
+    face (``no_face`` counts them by outcome) is answered as siamid would: it enrols nothing,
     trains nothing, and as a search it finds no one (a miss if its person is enrolled, a
     correct rejection if not). Verification pairs (EER) are measured between faces only.
     """
@@ -467,12 +619,19 @@ class EvalData:
     names: list[str]
     faces: list[Face | None] | None = None
     no_face: dict[str, int] = field(default_factory=dict)
+    photo_faces: list[list[Face]] | None = None
 
     def with_face(self) -> list[int]:
         """Rows that have a face to crop (every row in whole-image mode)."""
         if self.faces is None:
             return list(range(len(self.paths)))
         return [i for i, f in enumerate(self.faces) if f is not None]
+
+    def usable_faces(self) -> list[list[Face]]:
+        """Every usable face of each row, largest first (whole-image mode: none)."""
+        if self.photo_faces is not None:
+            return self.photo_faces
+        return [[] if f is None else [f] for f in (self.faces or [None] * len(self.paths))]
 
 
 def crop_of(rt: Runtime, protocol: Protocol) -> CropSpec:
@@ -485,7 +644,8 @@ def crop_of(rt: Runtime, protocol: Protocol) -> CropSpec:
 
 
 def detect_dataset(rt: Runtime, paths: list[str], names: list[str]) -> EvalData:
-    """Detect the faces of every image (the largest usable one each); all images stay."""
+    """Detect the faces of every image (each usable one); all images stay."""
+    from faces.face import is_too_small
     from pipelines.services.detection import detect_paths
 
     found = detect_paths(paths, rt.limits, cache=rt.settings.detections_cache_dir)
@@ -498,7 +658,8 @@ def detect_dataset(rt: Runtime, paths: list[str], names: list[str]) -> EvalData:
             len(found),
             ", ".join(f"{k} {v}" for k, v in sorted(no_face.items())),
         )
-    return EvalData(list(paths), list(names), [f.face for f in found], no_face)
+    usable = [[f for f in photo.faces if not is_too_small(f)] for photo in found]
+    return EvalData(list(paths), list(names), [f.face for f in found], no_face, usable)
 
 
 def train_fold_model(
@@ -530,26 +691,35 @@ def train_fold_model(
 
 
 def embed_dataset(rt: Runtime, model_ref: str, data: EvalData) -> EmbeddedSet:
-    """Vectors for every image with a face (in memory: evaluation does not touch the gallery's
-    index); rows without one are marked (``EmbeddedSet.valid``)."""
+    """Vectors for every usable face of every image (in memory: evaluation does not touch the
+    gallery's index); whole-image mode: one per image."""
     model = resolve_model(rt.sessions, model_ref)
     encoder = rt.encoders.get(model)
-    paths = data.paths
+    normalized = bool(encoder.config.normalize)
+    if data.faces is None:
+        enc = encode_paths(encoder, data.paths, rt.limits, spec=model.crop, batch_size=128)
+        _refuse_errors(enc.errors, data.paths)
+        return EmbeddedSet.one_per_row(enc.dense(len(data.paths)), model.distance, normalized)
+    jobs = [(i, f) for i, faces in enumerate(data.usable_faces()) for f in faces]
     enc = encode_paths(
-        encoder, paths, rt.limits, spec=model.crop, faces=data.faces, batch_size=128, workers=0
+        encoder,
+        [data.paths[i] for i, _ in jobs],
+        rt.limits,
+        spec=model.crop,
+        faces=[f for _, f in jobs],
+        batch_size=128,
+        workers=0,
     )
-    valid = np.zeros(len(paths), dtype=bool)
-    valid[data.with_face()] = True
-    errors = {k: e for k, e in enc.errors.items() if valid[k]}
+    _refuse_errors(enc.errors, [data.paths[i] for i, _ in jobs])
+    counts = np.bincount([i for i, _ in jobs], minlength=len(data.paths))
+    start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return EmbeddedSet(enc.dense(len(jobs)), start, model.distance, normalized)
+
+
+def _refuse_errors(errors: dict[int, str], paths: list[str]) -> None:
     if errors:
         bad = ", ".join(f"{paths[k]} ({e})" for k, e in list(errors.items())[:3])
         raise EvaluationError(f"{len(errors)} images could not be embedded, e.g. {bad}")
-    return EmbeddedSet(
-        enc.dense(len(paths)),
-        model.distance,
-        bool(encoder.config.normalize),
-        None if bool(valid.all()) else valid,
-    )
 
 
 def excluded_people(rt: Runtime, model_ref: str) -> set[str]:

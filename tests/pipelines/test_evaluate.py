@@ -82,7 +82,7 @@ def test_photos_without_a_face_enrol_nothing_and_find_no_one() -> None:
     split = Split(train=[], known=["a", "b"], calib_unknown=["c"], test_unknown=["d"])
     protocol = Protocol(data="x", enroll=2, target_fpir=0.25, calibrate_on="unknown")
     paths = [f"{n}/{i}.jpg" for i, n in enumerate(names)]
-    full = score_fold(EmbeddedSet(vectors, "l2", False), names, paths, split, protocol, 0, None)
+    full = score_fold(EmbeddedSet.one_per_row(vectors, "l2", False), names, paths, split, protocol, 0, None)
     assert np.isfinite(full.mated_rank).all()  # every mated search finds its person
 
     valid = np.ones(len(names), dtype=bool)
@@ -90,7 +90,7 @@ def test_photos_without_a_face_enrol_nothing_and_find_no_one() -> None:
     no_face = [mated[0], test[0], gallery[0]]  # a mated search, a non-mated one, an enrolment
     valid[no_face] = False
     scores = score_fold(
-        EmbeddedSet(vectors, "l2", False, valid), names, paths, split, protocol, 0, None
+        EmbeddedSet.one_per_row(vectors, "l2", False, valid), names, paths, split, protocol, 0, None
     )
     assert len(scores.mated_rank) == len(mated) and len(scores.test_nonmated) == len(test)
     assert np.isinf(scores.mated_rank[0]) and np.isinf(scores.mated_dist[0])  # a miss
