@@ -186,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     protocol = Protocol(
-        data=str(args.data), folds=args.folds, seed=args.seed, template=args.template
+        data=str(args.data),
+        folds=args.folds,
+        seed=args.seed,
+        template=args.template,
+        multiple_faces="largest",  # whole AT&T images: one "face" each
     )
     paths, names = load_dataset(args.data)
     rows = []

@@ -34,6 +34,11 @@ def load_dataset(protocol: Protocol) -> tuple[EvalData, CropSpec]:
 
 
 @task(cache_policy=NO_CACHE)
+def resolve_protocol(protocol: Protocol) -> Protocol:
+    return evaluation.resolve_protocol(process_runtime(), protocol)
+
+
+@task(cache_policy=NO_CACHE)
 def excluded_people(model: str | None) -> set[str]:
     return evaluation.excluded_people(process_runtime(), model) if model else set()
 
@@ -87,6 +92,7 @@ def write_outputs(
 @flow(name="evaluate")
 def evaluate_flow(protocol: Protocol, report_dir: str) -> dict[str, Any]:
     """Identity-disjoint open-set evaluation over folds; writes the report and a row."""
+    protocol = resolve_protocol(protocol)
     data, crop = load_dataset(protocol)
     exclude = excluded_people(protocol.model)
     folds: list[FoldScores] = []

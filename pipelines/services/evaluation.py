@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,9 @@ class Protocol:
     model: str | None = None
     epochs: int | None = None
     members: int | None = None  # ensemble size of the fold encoders (None: the default, 3)
-    template: str = "best"  # "best": nearest enrolled image; "mean": distance to the mean
+    # "best": nearest enrolled image; "mean": distance to the mean; None: the model's scoring
+    # (a fold encoder's: its backbone's default, BACKBONE_SCORING); see :func:`resolve_protocol`
+    template: str | None = None
     # Non-mated calibration searches: the calibration unknowns, and by default also the people
     # the encoder was trained on (neither is enrolled nor a test probe).
     calibrate_on: str = "unknown+train"
@@ -83,10 +85,10 @@ class Protocol:
     faces: str | None = None
     backbone: str = "small-cnn"  # of the fold encoders
     tune: str | None = None  # dlib-resnet with epochs: how folds adapt it (TrainOptions.tune)
-    flip_average: bool = False  # dlib-resnet: test-time flip (TrainOptions.flip_average)
+    flip_average: bool | None = None  # dlib-resnet: test-time flip; None: as template
     # Labelled photos with several usable faces (enrolment, verification pairs): whose face
-    # is the person's (pipelines.services.face_choice.MULTIPLE_FACES).
-    multiple_faces: str = "consistent"
+    # is the person's (pipelines.services.face_choice.MULTIPLE_FACES); None: as template.
+    multiple_faces: str | None = None
 
     def __post_init__(self) -> None:
         if self.folds < 1:
@@ -101,11 +103,11 @@ class Protocol:
             raise EvaluationError(f"--enroll must be at least 1, got {self.enroll}")
         if not 0.0 < self.target_fpir < 1.0:
             raise EvaluationError(f"--target-fpir must be in (0, 1), got {self.target_fpir}")
-        if self.template not in TEMPLATES:
+        if self.template is not None and self.template not in TEMPLATES:
             raise EvaluationError(
                 f"--template must be one of {', '.join(TEMPLATES)}, got {self.template!r}"
             )
-        if self.multiple_faces not in MULTIPLE_FACES:
+        if self.multiple_faces is not None and self.multiple_faces not in MULTIPLE_FACES:
             raise EvaluationError(
                 f"--multiple-faces must be one of {', '.join(MULTIPLE_FACES)}, "
                 f"got {self.multiple_faces!r}"
@@ -337,6 +339,8 @@ def score_fold(
     from index.vector_index import VectorIndex
     from pipelines.services.report import ReportData, summary_figures
 
+    if protocol.template is None or protocol.multiple_faces is None:
+        raise EvaluationError("the protocol's scoring is open: call resolve_protocol first")
     distance = embedded.distance
     names_arr = np.asarray(names, dtype=object)
     gallery_rows, mated_rows, calib_rows, test_rows = probe_rows_of(names, split, protocol, fold)
@@ -599,6 +603,8 @@ def fold_options(protocol: Protocol, fold: int, crop: CropSpec) -> TrainOptions:
         faces=crop.faces,
         tune=protocol.tune,
         flip_average=protocol.flip_average,
+        template=protocol.template,
+        multiple_faces=protocol.multiple_faces,
     )
 
 
@@ -632,6 +638,27 @@ class EvalData:
         if self.photo_faces is not None:
             return self.photo_faces
         return [[] if f is None else [f] for f in (self.faces or [None] * len(self.paths))]
+
+
+def resolve_protocol(rt: Runtime, protocol: Protocol) -> Protocol:
+    """The protocol with the scoring it leaves open filled in: the ``--model``'s recorded
+    scoring, else what the fold encoders will record (their backbone's defaults); an asked
+    ``--flip-average`` that differs from a given model's is refused."""
+    if protocol.model:
+        scoring = resolve_model(rt.sessions, protocol.model).scoring
+        if protocol.flip_average is not None and protocol.flip_average != scoring.flip_average:
+            raise EvaluationError(
+                f"model {protocol.model} records flip_average={scoring.flip_average}; drop "
+                "--flip-average / --no-flip-average or train a model with the other setting"
+            )
+    else:
+        scoring = fold_options(protocol, 0, crop_of(rt, protocol)).scoring()
+    return replace(
+        protocol,
+        template=protocol.template or scoring.template,
+        flip_average=scoring.flip_average,
+        multiple_faces=protocol.multiple_faces or scoring.multiple_faces,
+    )
 
 
 def crop_of(rt: Runtime, protocol: Protocol) -> CropSpec:

@@ -138,7 +138,7 @@ class Identifier:
         *,
         threshold: float | None = None,
         top_k: int = 5,
-        template: Template = "best",
+        template: Template | None = None,
         search_k: int | None = None,
         faces: str | None = None,
     ) -> None:
@@ -147,15 +147,17 @@ class Identifier:
 
         if top_k < 1:
             raise ValueError(f"--top-k must be at least 1, got {top_k}")
-        if template not in TEMPLATES:
+        if template is not None and template not in TEMPLATES:
             raise ValueError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}")
-        self.rt, self.top_k, self.template = rt, top_k, template
+        self.rt, self.top_k = rt, top_k
         with rt.sessions() as s:
             iv = require_published_index(session=s)
             self.index_version_id, path, sha = iv.id, iv.path, iv.sha256
             model_id = iv.model_version_id
         self.model: ModelRef = resolve_model(rt.sessions, str(model_id))
         self.model.crop.check(faces, self.model.name)
+        # None: the model version's own (what calibration and evaluation used)
+        self.template: str = template or self.model.scoring.template
         self.index = VectorIndex.load(path, expected_sha256=sha, expected_dim=self.model.dim)
         self.encoder: LoadedEncoder = rt.encoders.get(self.model)
         self.forward = Forward(self.encoder)  # prepared once, shared by every batch

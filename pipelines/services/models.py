@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pipelines.services.crops import CropSpec
 from pipelines.services.errors import ModelError
 from pipelines.services.model_files import FACE_RESNET, model_file
+from pipelines.services.scoring import Scoring
 from siamese.config import EncoderConfig
 from storage.models import ModelVersion
 
@@ -40,6 +41,7 @@ class ModelRef:
     margin: float
     crop: CropSpec = CropSpec()
     architecture: str = "siamese"
+    scoring: Scoring = Scoring()  # what it records; versions from before: best, largest
 
     @classmethod
     def of(cls, row: ModelVersion) -> ModelRef:
@@ -53,7 +55,17 @@ class ModelRef:
             float(row.margin),
             CropSpec.from_dict((row.config or {}).get("crop")),
             row.architecture,
+            _scoring_of(row),
         )
+
+
+def _scoring_of(row: ModelVersion) -> Scoring:
+    """The version's recorded scoring; before it was recorded, the flip was in the metrics."""
+    config = row.config or {}
+    if config.get("scoring"):
+        return Scoring.from_dict(config["scoring"])
+    validation = (row.metrics or {}).get("validation") or {}
+    return Scoring(flip_average=bool(validation.get("flip_average", False)))
 
 
 @dataclass(frozen=True)

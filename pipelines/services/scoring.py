@@ -7,12 +7,16 @@
   largest finite non-mated distance when the target cannot be resolved.
 - :func:`margin_threshold`: the default threshold when nothing was calibrated.
 - :func:`verification_pairs`: genuine and impostor pair distances of a set of vectors.
+- :data:`BACKBONE_SCORING`: per backbone, the scoring choices a new model version records
+  (:class:`Scoring`): template, test-time flip, face choice in labelled photos.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +27,52 @@ TEMPLATES: tuple[str, ...] = ("best", "mean")
 #: Which non-mated searches calibrate an evaluation's threshold: the calibration unknowns and
 #: the people the encoder was trained on (neither enrolled nor a test probe), or the former.
 CALIBRATE_ON: tuple[str, ...] = ("unknown+train", "unknown")
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a model version's descriptors are made and scored, recorded with the version so
+    that identify, the HTTP API, calibration and evaluation agree.
+
+    ``template``: :data:`TEMPLATES`; ``flip_average``: each chip's descriptor averaged with its
+    mirror's (dlib-resnet); ``multiple_faces``: whose face a labelled photo with several usable
+    faces contributes (:data:`pipelines.services.face_choice.MULTIPLE_FACES`).
+    """
+
+    template: str = "best"
+    flip_average: bool = False
+    multiple_faces: str = "largest"
+
+    def __post_init__(self) -> None:
+        from pipelines.services.face_choice import MULTIPLE_FACES
+
+        if self.template not in TEMPLATES:
+            raise ValueError(f"template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
+        if self.multiple_faces not in MULTIPLE_FACES:
+            raise ValueError(
+                f"--multiple-faces must be one of {', '.join(MULTIPLE_FACES)}, "
+                f"got {self.multiple_faces!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Scoring:
+        """A model version's record; versions from before it: nearest image, largest face."""
+        return cls(**dict(data)) if data else cls()
+
+
+#: The scoring a new model version of each backbone records unless told otherwise, chosen by
+#: measurement (BENCHMARKS.md, "Defaults that win"): on celeba_wild the mean template and
+#: test-time flip each raised dlib-resnet's DIR at FPIR 1%, and choosing the face that agrees
+#: with the person's other photos raised it again; on AT&T (one face per photo) DIR@1% stays
+#: 1.000. The from-scratch encoders keep the nearest image (their folds were tuned with it).
+BACKBONE_SCORING: dict[str, Scoring] = {
+    "dlib-resnet": Scoring(template="mean", flip_average=True, multiple_faces="consistent"),
+    "small-cnn": Scoring(template="best", flip_average=False, multiple_faces="consistent"),
+    "chopra2005": Scoring(template="best", flip_average=False, multiple_faces="consistent"),
+}
 
 
 def mean_template(vectors: np.ndarray, *, normalize: bool) -> np.ndarray:

@@ -21,6 +21,7 @@ from pipelines.services.errors import TrainingDataError
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.models import model_name, sha256_file
 from pipelines.services.runtime import Runtime
+from pipelines.services.scoring import BACKBONE_SCORING, Scoring
 from pipelines.services.validation import Validation
 from siamese.config import ARCHS, BACKBONES, EncoderConfig, TrainConfig
 from storage.images import labelled_images
@@ -50,7 +51,10 @@ class TrainOptions(BaseModel):
     members: int | None = None
     faces: str | None = None  # crop mode; None: "detect" for dlib-resnet, else "whole"
     tune: str | None = None  # dlib-resnet with epochs: "head" (the default) or "last-stages"
-    flip_average: bool = False  # dlib-resnet: average each chip's descriptor with its mirror's
+    # dlib-resnet: average each chip's descriptor with its mirror's; None: the backbone's default
+    flip_average: bool | None = None
+    template: str | None = None  # best | mean; None: the backbone's default (BACKBONE_SCORING)
+    multiple_faces: str | None = None  # face_choice.MULTIPLE_FACES; None: the backbone's default
 
     @property
     def pretrained(self) -> bool:
@@ -72,6 +76,21 @@ class TrainOptions(BaseModel):
         """
         return 0 if self.epochs is None else self.epochs
 
+    def scoring(self) -> Scoring:
+        """The scoring the model version records: these choices over the backbone's defaults
+        (:data:`~pipelines.services.scoring.BACKBONE_SCORING`); ValueError names a bad value."""
+        base = BACKBONE_SCORING.get(self.backbone, Scoring())
+        flip = self.flip_average
+        if flip is None:  # the default flip is not offered where it cannot apply
+            flip = base.flip_average and not (
+                self.head_epochs > 0 and self.tune_mode == "last-stages"
+            )
+        return Scoring(
+            template=self.template or base.template,
+            flip_average=flip,
+            multiple_faces=self.multiple_faces or base.multiple_faces,
+        )
+
     @property
     def tune_mode(self) -> str:
         """How training adapts the pretrained backbone (:data:`siamese.pretrained.MODES`)."""
@@ -91,6 +110,7 @@ class TrainOptions(BaseModel):
             raise ValueError("--tune applies to --backbone dlib-resnet only")
         if self.flip_average:
             raise ValueError("--flip-average applies to --backbone dlib-resnet only")
+        self.scoring()
         loss = self.loss or ("bce" if self.arch == "two-channel" else "hadsell")
         changes: dict[str, Any] = {
             "arch": self.arch,
@@ -118,7 +138,7 @@ class TrainOptions(BaseModel):
             raise ValueError(f"--epochs must be >= 0, got {self.head_epochs}")
         if self.tune_mode not in MODES:
             raise ValueError(f"--tune must be one of {', '.join(MODES)}; got {self.tune!r}")
-        if self.flip_average and self.head_epochs > 0 and self.tune_mode == "last-stages":
+        if self.scoring().flip_average and self.head_epochs > 0 and self.tune_mode == "last-stages":
             raise ValueError(
                 "--flip-average works with the network as it is (--epochs 0) or a trained head "
                 "(--tune head), not with --tune last-stages"
@@ -295,9 +315,11 @@ def register_trained(
     crop: CropSpec | None = None,
     *,
     architecture: str | None = None,
+    scoring: Scoring | None = None,
     **extra_metrics: Any,
 ) -> TrainedModel:
-    """Register a finished training as a ``model_version`` row (with its crop mode)."""
+    """Register a finished training as a ``model_version`` row (with its crop mode and the
+    scoring identify, calibration and evaluation apply to it)."""
     pretrained = architecture == "dlib-resnet"
     if pretrained:
         from siamese.dlib_resnet import EMBEDDING_DIM
@@ -314,6 +336,7 @@ def register_trained(
             "train": config.to_dict(),
             "encoder": encoder.to_dict(),
             "crop": (crop or CropSpec()).to_dict(),
+            "scoring": (scoring or Scoring()).to_dict(),
         },
         checkpoint_path=str(checkpoint),
         checkpoint_sha256=sha256_file(checkpoint),
@@ -349,7 +372,7 @@ def train_model(
         from pipelines.services import pretrained
 
         mode = options.tune_mode if options.head_epochs > 0 else "zeroshot"
-        parts = ["dlib-resnet", mode] + (["flip"] if options.flip_average else [])
+        parts = ["dlib-resnet", mode] + (["flip"] if options.scoring().flip_average else [])
         name = model_name(parts, config.seed, name_prefix)
         checkpoint = rt.settings.checkpoint_file(name)
         validation = pretrained.train_pretrained(
@@ -360,7 +383,7 @@ def train_model(
             checkpoint,
             epochs=options.head_epochs,
             mode=options.tune_mode,
-            flip_average=options.flip_average,
+            flip_average=options.scoring().flip_average,
         )
         architecture = "dlib-resnet"
     else:
@@ -377,5 +400,6 @@ def train_model(
         validation,
         crop,
         architecture=architecture,
+        scoring=options.scoring(),
         **extra_metrics,
     )

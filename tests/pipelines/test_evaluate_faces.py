@@ -34,7 +34,10 @@ def _fixture(
         start.append(len(faces))
     embedded = EmbeddedSet(np.stack(faces), np.asarray(start), "l2", False)
     split = Split(train=[], known=["a", "b"], calib_unknown=["c"], test_unknown=["d"])
-    protocol = Protocol(data="x", enroll=2, target_fpir=0.25, calibrate_on="unknown")
+    protocol = Protocol(
+        data="x", enroll=2, target_fpir=0.25, calibrate_on="unknown", template="best",
+        multiple_faces="consistent",
+    )
     paths = [f"{n}/{i}.jpg" for i, n in enumerate(names)]
     return embedded, names, paths, split, protocol
 
