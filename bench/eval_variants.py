@@ -6,7 +6,8 @@ for each combination of template (best / mean), face choice for labelled photos
 (``--multiple-faces``) and probe scoring (every face vs the largest face only, the behaviour
 before issue 20), with the same services ``siamid evaluate`` runs.
 
-    SIAMID_TORCH_THREADS=1 python bench/eval_variants.py --data ../shared/datasets/celeba_wild --folds 5
+    SIAMID_TORCH_THREADS=1 python bench/eval_variants.py \
+        --data ../shared/datasets/celeba_wild --folds 5
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pipelines.services.runtime import process_runtime
 
-from pipelines.runtime import process_runtime
 from pipelines.services import evaluation as ev
 
 
@@ -54,25 +55,42 @@ def main() -> None:
         t0 = time.perf_counter()
         model = ev.train_fold_model(rt, data, split0.train, 0, proto, crop).name
         embedded = ev.embed_dataset(rt, model, data)
-        print(f"flip={flip}: embedded {len(embedded.face_vectors)} faces in "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"flip={flip}: embedded {len(embedded.face_vectors)} faces in "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         for template, multiple, probes in itertools.product(
             ("best", "mean"), ("largest", "consistent"), ("largest", "every")
         ):
-            p = ev.Protocol(**{**proto.__dict__, "template": template, "multiple_faces": multiple,
-                               "folds": args.folds})
+            p = ev.Protocol(
+                **{
+                    **proto.__dict__,
+                    "template": template,
+                    "multiple_faces": multiple,
+                    "folds": args.folds,
+                }
+            )
             e = embedded if probes == "every" else largest_only(embedded)
             folds = [
-                ev.score_fold(e, data.names, data.paths, ev.split_people(data.names, p, f), p,
-                              f, model)
+                ev.score_fold(
+                    e, data.names, data.paths, ev.split_people(data.names, p, f), p, f, model
+                )
                 for f in range(args.folds)
             ]
             m = ev.summarise(folds, p)
             row = {
-                "flip": flip, "template": template, "multiple_faces": multiple, "probes": probes,
-                "rank1": m["rank1"], "dir@0.1%": m["dir_at_fpir"]["0.001"],
-                "dir@1%": m["dir_at_fpir"]["0.01"], "dir@10%": m["dir_at_fpir"]["0.1"],
-                "eer": m["eer"], "fpir": m["realised_fpir"], "fpir_std": m["std"]["realised_fpir"],
+                "flip": flip,
+                "template": template,
+                "multiple_faces": multiple,
+                "probes": probes,
+                "rank1": m["rank1"],
+                "dir@0.1%": m["dir_at_fpir"]["0.001"],
+                "dir@1%": m["dir_at_fpir"]["0.01"],
+                "dir@10%": m["dir_at_fpir"]["0.1"],
+                "eer": m["eer"],
+                "fpir": m["realised_fpir"],
+                "fpir_std": m["std"]["realised_fpir"],
                 "dir1_folds": [round(f.figures["dir@fpir=1%"], 3) for f in folds],
                 "fpir_folds": [round(f.figures["fpir"], 4) for f in folds],
             }

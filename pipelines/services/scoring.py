@@ -47,7 +47,9 @@ class Scoring:
         from pipelines.services.face_choice import MULTIPLE_FACES
 
         if self.template not in TEMPLATES:
-            raise ValueError(f"template must be one of {', '.join(TEMPLATES)}, got {self.template!r}")
+            raise ValueError(
+                f"template must be one of {', '.join(TEMPLATES)}, got {self.template!r}"
+            )
         if self.multiple_faces not in MULTIPLE_FACES:
             raise ValueError(
                 f"--multiple-faces must be one of {', '.join(MULTIPLE_FACES)}, "

@@ -81,11 +81,17 @@ def test_photos_without_a_face_enrol_nothing_and_find_no_one() -> None:
     vectors = np.stack([centre[n] + rng.normal(0, 0.05, 4) for n in names]).astype(np.float32)
     split = Split(train=[], known=["a", "b"], calib_unknown=["c"], test_unknown=["d"])
     protocol = Protocol(
-        data="x", enroll=2, target_fpir=0.25, calibrate_on="unknown", template="best",
+        data="x",
+        enroll=2,
+        target_fpir=0.25,
+        calibrate_on="unknown",
+        template="best",
         multiple_faces="consistent",
     )
     paths = [f"{n}/{i}.jpg" for i, n in enumerate(names)]
-    full = score_fold(EmbeddedSet.one_per_row(vectors, "l2", False), names, paths, split, protocol, 0, None)
+    full = score_fold(
+        EmbeddedSet.one_per_row(vectors, "l2", False), names, paths, split, protocol, 0, None
+    )
     assert np.isfinite(full.mated_rank).all()  # every mated search finds its person
 
     valid = np.ones(len(names), dtype=bool)

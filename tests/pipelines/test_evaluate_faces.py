@@ -35,7 +35,11 @@ def _fixture(
     embedded = EmbeddedSet(np.stack(faces), np.asarray(start), "l2", False)
     split = Split(train=[], known=["a", "b"], calib_unknown=["c"], test_unknown=["d"])
     protocol = Protocol(
-        data="x", enroll=2, target_fpir=0.25, calibrate_on="unknown", template="best",
+        data="x",
+        enroll=2,
+        target_fpir=0.25,
+        calibrate_on="unknown",
+        template="best",
         multiple_faces="consistent",
     )
     paths = [f"{n}/{i}.jpg" for i, n in enumerate(names)]
@@ -85,9 +89,10 @@ def test_an_enrolment_photo_contributes_the_persons_face_not_the_largest() -> No
     assert (wrong.mated_dist[a_rows] > consistent.mated_dist[a_rows] + 0.5).all()
 
     refuse = Protocol(**{**protocol.__dict__, "multiple_faces": "refuse"})
-    assert score_fold(embedded, names, paths, split, refuse, 0, None).figures[
-        "enrolled_several_faces"
-    ] == 1
+    assert (
+        score_fold(embedded, names, paths, split, refuse, 0, None).figures["enrolled_several_faces"]
+        == 1
+    )
 
 
 def test_choose_faces_reference_rules() -> None:
