@@ -86,7 +86,7 @@ def run_demo(
     faces: str | None = None,
     backbone: str = "small-cnn",
     tune: str | None = None,
-    flip_average: bool = False,
+    flip_average: bool | None = None,
 ) -> DemoResult:
     """Run every step on the embedded default; each step logs one line as it ends."""
     root = rt.settings.home_dir / "demo"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Select, delete, func, insert, select
 from sqlalchemy.orm import Session
@@ -92,9 +92,16 @@ def count_live_images(*, session: Session) -> int:
 
 
 def add_embeddings(
-    *, session: Session, model_version_id: int, rows: Sequence[tuple[int, str]]
+    *,
+    session: Session,
+    model_version_id: int,
+    rows: Sequence[tuple[int, str]],
+    faces: Mapping[int, tuple[int, str]] | None = None,
 ) -> None:
     """Record (face_image_id, vector_ref) pairs; the unique key makes a double insert fail.
+
+    ``faces``: face_image_id -> (face_rank, chosen_by) of the detected face embedded (detect
+    mode); images absent from it store NULLs.
 
     One Core INSERT executemany on the table (no ORM object per row: 3-9x the rows/s of
     ``add_all``; ~20% more than the ORM's bulk ``insert(Embedding)``), through the session: it
@@ -106,7 +113,13 @@ def add_embeddings(
     session.execute(
         insert(_EMBEDDING_TABLE),
         [
-            {"face_image_id": int(fid), "model_version_id": model_version_id, "vector_ref": ref}
+            {
+                "face_image_id": int(fid),
+                "model_version_id": model_version_id,
+                "vector_ref": ref,
+                "face_rank": (faces or {}).get(int(fid), (None, None))[0],
+                "chosen_by": (faces or {}).get(int(fid), (None, None))[1],
+            }
             for fid, ref in rows
         ],
     )
@@ -148,9 +161,14 @@ def count_live_identities(*, session: Session) -> int:
 
 
 def identity_vector_refs(
-    *, session: Session, model_version_id: int, identity_ids: Sequence[int]
+    *,
+    session: Session,
+    model_version_id: int,
+    identity_ids: Sequence[int],
+    chosen_by: Sequence[str] | None = None,
 ) -> dict[int, list[str]]:
-    """identity_id -> vector refs of its live images under this model (for mean templates)."""
+    """identity_id -> vector refs of its live images under this model (for mean templates);
+    ``chosen_by`` keeps only the embeddings whose face was taken for those reasons."""
     if not identity_ids:
         return {}
     stmt = (
@@ -163,6 +181,8 @@ def identity_vector_refs(
         )
         .order_by(FaceImage.id)
     )
+    if chosen_by is not None:
+        stmt = stmt.where(Embedding.chosen_by.in_(list(chosen_by)))
     out: dict[int, list[str]] = {}
     for ident, ref in session.execute(stmt):
         out.setdefault(int(ident), []).append(str(ref))

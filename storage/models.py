@@ -40,6 +40,8 @@ INDEX_STATUSES = ("building", "published", "retired")
 #: What one run of a face detector made of one image. ``too_small``: faces were found, none big
 #: enough to align; ``error``: the image could not be read or the detector failed (see detail).
 DETECTION_OUTCOMES = ("ok", "no_face", "multiple_faces", "too_small", "error")
+#: Why an embedded face is the person's (``embedding.chosen_by``; pipelines.services.face_choice).
+CHOSEN_BY = ("only", "consistent", "largest")
 
 
 def utcnow() -> datetime:
@@ -138,10 +140,20 @@ class ModelVersion(Base):
 
 
 class Embedding(Base):
-    """Where the vector of one image under one model lives (a ref into the vector store)."""
+    """Where the vector of one image under one model lives (a ref into the vector store).
+
+    Detect mode: ``face_rank`` is the detected face embedded (0 = largest) and ``chosen_by``
+    why it is the person's (``only`` face, ``consistent`` with the person's other photos, or
+    the ``largest``; :mod:`pipelines.services.face_choice`); whole images: both NULL.
+    """
 
     __tablename__ = "embedding"
-    __table_args__ = (UniqueConstraint("face_image_id", "model_version_id"),)
+    __table_args__ = (
+        UniqueConstraint("face_image_id", "model_version_id"),
+        CheckConstraint(
+            "chosen_by IN ({})".format(", ".join(f"'{c}'" for c in CHOSEN_BY)), name="chosen_by"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     face_image_id: Mapped[int] = mapped_column(
@@ -152,6 +164,8 @@ class Embedding(Base):
     )
     vector_ref: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    face_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    chosen_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class IndexVersion(Base):

@@ -15,8 +15,9 @@ from pipelines.cli.options import (
     FacesChoice,
     FlipOpt,
     JsonOpt,
+    LabelledMultipleOpt,
     TargetFpirOpt,
-    TemplateChoice,
+    TemplateOpt,
     TuneOpt,
     chosen,
     data_folder,
@@ -57,12 +58,7 @@ def evaluate_cmd(
         int | None,
         typer.Option(min=1, help="Ensemble members of each fold's encoder (default 3)."),
     ] = None,
-    template: Annotated[
-        TemplateChoice,
-        typer.Option(
-            help="Score a known person by the nearest enrolled image or the mean of them."
-        ),
-    ] = TemplateChoice["best"],  # type: ignore[valid-type]
+    template: TemplateOpt = None,
     calibrate_on: Annotated[
         CalibrateOnChoice,
         typer.Option(
@@ -78,7 +74,8 @@ def evaluate_cmd(
         ),
     ] = None,
     tune: TuneOpt = None,
-    flip_average: FlipOpt = False,
+    flip_average: FlipOpt = None,
+    multiple_faces: LabelledMultipleOpt = None,
     detector: DetectorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -102,12 +99,13 @@ def evaluate_cmd(
         model=model,
         epochs=epochs,
         members=members,
-        template=template.value,
+        template=chosen(template),
         calibrate_on=calibrate_on.value,
         faces=chosen(faces),
         backbone=backbone.value,
         tune=chosen(tune),
         flip_average=flip_average,
+        multiple_faces=chosen(multiple_faces),
     )
     if model is None:
         from pipelines.services.evaluation import fold_options
@@ -167,7 +165,7 @@ def demo_cmd(
         ),
     ] = None,
     tune: TuneOpt = None,
-    flip_average: FlipOpt = False,
+    flip_average: FlipOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the whole chain: data, import, train, embed, calibrate, identify, evaluate."""

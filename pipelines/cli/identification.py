@@ -13,7 +13,7 @@ from pipelines.cli.options import (
     FacesCheck,
     JsonOpt,
     TargetFpirOpt,
-    TemplateChoice,
+    TemplateOpt,
     chosen,
     use_detector,
 )
@@ -34,10 +34,7 @@ def identify_cmd(
         float | None,
         typer.Option(help="Accept distance; default: the calibrated one, else margin/2."),
     ] = None,
-    template: Annotated[
-        TemplateChoice,
-        typer.Option(help="Score identities by their best image or their mean template."),
-    ] = TemplateChoice["best"],  # type: ignore[valid-type]
+    template: TemplateOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write results to .parquet or .csv.")] = None,
     faces: FacesCheck = None,
     as_json: Annotated[
@@ -63,7 +60,7 @@ def identify_cmd(
         rt,
         threshold=threshold,
         top_k=top_k,
-        template=template.value,
+        template=chosen(template),
         faces=chosen(faces),
     )
     decisions = ident.identify(paths)

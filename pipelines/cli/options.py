@@ -17,6 +17,7 @@ from faces.methods import DETECTION_METHODS
 from pipelines.cli.output import CliError
 from pipelines.services.crops import FACE_MODES
 from pipelines.services.detection import MULTIPLE_FACES
+from pipelines.services.face_choice import MULTIPLE_FACES as LABELLED_MULTIPLE_FACES
 from pipelines.services.scoring import CALIBRATE_ON, TEMPLATES
 from siamese.config import ARCHS, BACKBONES, DISTANCES, LOSSES, TUNE_MODES
 
@@ -33,6 +34,7 @@ DistanceChoice = _choices("DistanceChoice", DISTANCES)
 BackboneChoice = _choices("BackboneChoice", BACKBONES)
 TuneChoice = _choices("TuneChoice", TUNE_MODES)
 TemplateChoice = _choices("TemplateChoice", TEMPLATES)
+LabelledMultipleChoice = _choices("LabelledMultipleChoice", LABELLED_MULTIPLE_FACES)
 CalibrateOnChoice = _choices("CalibrateOnChoice", CALIBRATE_ON)
 DetectorChoice = _choices("DetectorChoice", DETECTION_METHODS)
 
@@ -118,11 +120,30 @@ TuneOpt = Annotated[
     ),
 ]
 FlipOpt = Annotated[
-    bool,
+    bool | None,
     typer.Option(
-        "--flip-average",
+        "--flip-average/--no-flip-average",
         help="dlib-resnet: each face's descriptor averages its chip's and the mirrored chip's "
-        "(twice the embedding time; lower EER on celeba_wild). Recorded with the model.",
+        "(twice the embedding time; lower EER on celeba_wild). Recorded with the model. "
+        "Default: the backbone's (on for dlib-resnet, except --tune last-stages).",
+        show_default=False,
+    ),
+]
+TemplateOpt = Annotated[
+    TemplateChoice | None,  # type: ignore[valid-type]
+    typer.Option(
+        "--template",
+        help="Score a known person by the nearest enrolled image (best) or the mean of them. "
+        "Default: the model's (recorded with it; dlib-resnet: mean, else best).",
+    ),
+]
+LabelledMultipleOpt = Annotated[
+    LabelledMultipleChoice | None,  # type: ignore[valid-type]
+    typer.Option(
+        "--multiple-faces",
+        help="A labelled photo with several usable faces: the person's is the one that agrees "
+        "with their other photos (consistent), the largest, or none (refuse). Recorded with "
+        "the model. Default: the backbone's (consistent).",
     ),
 ]
 EpochsOpt = Annotated[

@@ -15,7 +15,9 @@ from pipelines.cli.options import (
     FacesChoice,
     FlipOpt,
     JsonOpt,
+    LabelledMultipleOpt,
     LossChoice,
+    TemplateOpt,
     TuneOpt,
     chosen,
     data_folder,
@@ -76,7 +78,9 @@ def train_cmd(
         ),
     ] = None,
     tune: TuneOpt = None,
-    flip_average: FlipOpt = False,
+    flip_average: FlipOpt = None,
+    template: TemplateOpt = None,
+    multiple_faces: LabelledMultipleOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a Siamese encoder with the contrastive loss and register a model version."""
@@ -97,6 +101,8 @@ def train_cmd(
         faces=chosen(faces),
         tune=chosen(tune),
         flip_average=flip_average,
+        template=chosen(template),
+        multiple_faces=chosen(multiple_faces),
     )
     try:
         options.configs()  # refuse bad combinations before Prefect starts
@@ -132,7 +138,9 @@ def train_cmd(
 
 @app.command("models")
 def models_cmd(as_json: JsonOpt = False) -> None:
-    """List registered model versions with their validation EER."""
+    """List registered model versions with their validation EER and the scoring they record
+    (template, test-time flip, face choice in labelled photos)."""
+    from pipelines.services.models import ModelRef
     from storage.registry import list_model_versions
 
     rt = runtime()
@@ -147,6 +155,7 @@ def models_cmd(as_json: JsonOpt = False) -> None:
                 "embedding_dim": m.embedding_dim,
                 "eer": (m.metrics.get("validation") or {}).get("eer"),
                 "created_at": m.created_at.isoformat(),
+                "scoring": ModelRef.of(m).scoring.to_dict(),
             }
             for m in list_model_versions(session=s)
         ]
@@ -154,7 +163,9 @@ def models_cmd(as_json: JsonOpt = False) -> None:
         eer = "n/a" if r["eer"] is None else f"{100 * r['eer']:.2f}%"
         typer.echo(
             f"[{r['id']}] {r['name']}  {r['architecture']} {r['distance']} "
-            f"dim={r['embedding_dim']} val EER {eer}"
+            f"dim={r['embedding_dim']} val EER {eer}  template {r['scoring']['template']}, "
+            f"flip {'on' if r['scoring']['flip_average'] else 'off'}, multiple faces "
+            f"{r['scoring']['multiple_faces']}"
         )
     if as_json:
         emit_json({"models": rows})

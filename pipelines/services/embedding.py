@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import numpy as np
+
 from pipelines.services.encoding import DEFAULT_BATCH_SIZE, FileItem, encode_files
 from pipelines.services.models import ModelRef
 from pipelines.services.paging import WorkPlan, keyset_pages
@@ -126,40 +128,76 @@ def embed_chunk(
     t0 = time.perf_counter()
     if workers and multiprocessing.current_process().daemon:
         workers = 0  # a Dask worker process is daemonic: it cannot start DataLoader processes
-    faces = None
     if model.crop.detect:
-        from pipelines.services.detection import chosen_gallery_faces
-
-        faces = chosen_gallery_faces(rt, [it[0] for it in items])
-    encoded = encode_files(
-        rt.encoders.get(model),
-        items,
-        rt.limits,
-        spec=model.crop,
-        faces=faces,
-        batch_size=batch_size,
-        workers=workers,
-    )
-    if encoded.keys.size:
+        keys, vectors, faces, errors = _encode_faces(rt, model, items, batch_size, workers)
+    else:
+        encoded = encode_files(
+            rt.encoders.get(model),
+            items,
+            rt.limits,
+            spec=model.crop,
+            batch_size=batch_size,
+            workers=workers,
+        )
+        keys, vectors, faces, errors = encoded.keys, encoded.vectors, None, dict(encoded.errors)
+    if keys.size:
         store = VectorStore(rt.settings.vector_store_dir(model.id), model.dim)
-        refs = store.write_shard(encoded.keys, encoded.vectors)
+        refs = store.write_shard(keys, vectors)
         with rt.sessions.begin() as s:
             add_embeddings(
                 session=s,
                 model_version_id=model.id,
-                rows=list(zip(encoded.keys.tolist(), refs, strict=True)),
+                rows=list(zip(keys.tolist(), refs, strict=True)),
+                faces=faces,
             )
     sources = {fid: src for fid, src, _ in items}
-    errors = dict(encoded.errors)
-    if faces is not None:  # say what detection found instead of a bare "no face"
-        from pipelines.services.detection import gallery_outcomes
-
-        found = gallery_outcomes(rt, [k for k, e in errors.items() if e.startswith("no_face")])
-        errors.update(found)
     failed = [FailedImage(fid, sources[fid], err) for fid, err in errors.items()]
     for f in failed:
         logger.warning("could not embed image %d (%s): %s", f.face_image_id, f.source, f.reason)
-    return ChunkResult(int(encoded.keys.size), failed, time.perf_counter() - t0)
+    return ChunkResult(int(keys.size), failed, time.perf_counter() - t0)
+
+
+def _encode_faces(
+    rt: Runtime, model: ModelRef, items: Sequence[FileItem], batch_size: int, workers: int
+) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, str]], dict[int, str]]:
+    """Detect mode: encode the usable faces of each image and keep the person's
+    (:mod:`pipelines.services.face_choice`, the model's ``multiple_faces``). Returns (image
+    ids, their vectors, (face rank, chosen_by) per image, errors per image)."""
+    from pipelines.services.detection import gallery_outcomes
+    from pipelines.services.face_choice import choose_gallery_faces, gallery_jobs
+
+    by_id = {it[0]: it for it in items}
+    jobs = gallery_jobs(rt, list(by_id), model.scoring.multiple_faces)
+    encoded = encode_files(
+        rt.encoders.get(model),
+        [(k, by_id[fid][1], by_id[fid][2]) for k, fid in enumerate(jobs.image)],
+        rt.limits,
+        spec=model.crop,
+        faces=dict(enumerate(jobs.faces)),
+        batch_size=batch_size,
+        workers=workers,
+    )
+    errors = dict(jobs.refused)
+    errors.update((jobs.image[k], e) for k, e in encoded.errors.items())
+    ok = [k for k in encoded.keys.tolist() if jobs.image[k] not in errors]
+    pos = {k: i for i, k in enumerate(encoded.keys.tolist())}
+    chosen = choose_gallery_faces(
+        rt,
+        model,
+        [jobs.image[k] for k in ok],
+        [jobs.rank[k] for k in ok],
+        encoded.vectors[[pos[k] for k in ok]].reshape(len(ok), model.dim),
+    )
+    # say what detection found instead of a bare "no face"
+    missing = [fid for fid in by_id if fid not in chosen and fid not in errors]
+    errors.update({fid: "no_face: no usable face was detected in this photo" for fid in missing})
+    errors.update(gallery_outcomes(rt, missing))
+    ids = np.asarray(sorted(chosen), dtype=np.int64)
+    vectors = np.asarray([chosen[f].vector for f in ids.tolist()], np.float32)
+    faces = {
+        f: (c.face_rank, "largest" if f in jobs.largest else c.chosen_by) for f, c in chosen.items()
+    }
+    return ids, vectors.reshape(len(ids), model.dim), faces, errors
 
 
 @dataclass

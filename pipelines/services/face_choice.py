@@ -21,14 +21,21 @@ person gains photos or the model changes. ``--multiple-faces`` picks the policy
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from faces.face import Face
+from storage.models import CHOSEN_BY
+
+if TYPE_CHECKING:
+    from pipelines.services.models import ModelRef
+    from pipelines.services.runtime import Runtime
+
 #: What to do with a labelled photo of several people (``--multiple-faces``), default first.
 MULTIPLE_FACES: tuple[str, ...] = ("consistent", "largest", "refuse")
-#: Why a face was taken as the person's.
-CHOSEN_BY: tuple[str, ...] = ("only", "consistent", "largest")
+__all__ = ["CHOSEN_BY", "MULTIPLE_FACES", "FaceChoice", "choose_faces", "reference"]
 
 #: Share of a person's single-face descriptors kept by the robust mean (nearest the plain mean).
 ROBUST_KEEP = 0.75
@@ -125,3 +132,114 @@ def _distances(a: np.ndarray, b: np.ndarray, distance: str) -> np.ndarray:
     from siamese.distances import pairwise_distances
 
     return np.asarray(pairwise_distances(a, b, distance), dtype=np.float64)
+
+
+# ------------------------------------------------------------------ the gallery
+
+
+@dataclass
+class GalleryJobs:
+    """What to encode for a chunk of gallery images in detect mode: every usable face of each
+    image (``faces[k]`` from ``image[k]``, at ``rank[k]`` among its detected faces), and the
+    images with nothing to encode, with why."""
+
+    image: list[int] = field(default_factory=list)
+    rank: list[int] = field(default_factory=list)
+    faces: list[Face] = field(default_factory=list)
+    refused: dict[int, str] = field(default_factory=dict)
+    largest: set[int] = field(default_factory=set)  # several usable faces, the largest taken
+
+
+def gallery_jobs(rt: Runtime, image_ids: Sequence[int], policy: str) -> GalleryJobs:
+    """The faces to encode for ``image_ids`` under the current detector: one per image with a
+    single usable face; every usable one of an image with several (``consistent``), its largest
+    (``largest``), or none (``refuse``, or refused when it was detected)."""
+    from faces.face import is_too_small
+    from pipelines.services.detection import detector, to_face
+    from storage.faces import detections_of
+
+    det = detector()
+    with rt.sessions() as s:
+        found = detections_of(
+            session=s,
+            face_image_ids=list(image_ids),
+            detector=det.name,
+            detector_version=det.version,
+        )
+    jobs = GalleryJobs()
+    for fid in image_ids:
+        d = found.get(fid)
+        usable = [f for f in (d.faces if d else []) if not is_too_small(to_face(f))]
+        if d is not None and d.outcome == "multiple_faces" and d.chosen is None:
+            jobs.refused[fid] = f"multiple_faces: {d.detail} (refused when detected)"
+            continue
+        if len(usable) > 1 and policy != "consistent":
+            usable = usable[:1] if policy == "largest" else []
+            if usable:
+                jobs.largest.add(fid)
+            else:
+                jobs.refused[fid] = f"multiple_faces: {d.detail if d else ''} (refused)"
+        for f in usable:
+            jobs.image.append(fid)
+            jobs.rank.append(f.rank)
+            jobs.faces.append(to_face(f))
+    return jobs
+
+
+@dataclass(frozen=True)
+class GalleryChoice:
+    """The person's face in one gallery image under one model version."""
+
+    vector: np.ndarray  # [d]
+    face_rank: int
+    chosen_by: str
+
+
+def choose_gallery_faces(
+    rt: Runtime,
+    model: ModelRef,
+    image: Sequence[int],
+    rank: Sequence[int],
+    vectors: np.ndarray,
+) -> dict[int, GalleryChoice]:
+    """Face vectors of gallery images (``vectors[k]``: face ``rank[k]`` of image ``image[k]``)
+    -> the person's face per image: :func:`choose_faces` over each person's photos, the ones
+    embedded before under this model (single-face ones, as stored) and these.
+    """
+    from index.vector_store import VectorStore
+    from storage.embeddings import identity_vector_refs, image_owners
+
+    by_image: dict[int, list[int]] = {}
+    for k, fid in enumerate(image):
+        by_image.setdefault(int(fid), []).append(k)
+    several = [fid for fid, ks in by_image.items() if len(ks) > 1]
+    out: dict[int, GalleryChoice] = {}
+    for fid, ks in by_image.items():
+        if len(ks) == 1:
+            out[fid] = GalleryChoice(vectors[ks[0]], int(rank[ks[0]]), "only")
+    if not several:
+        return out
+    with rt.sessions() as s:
+        owners = image_owners(session=s, face_image_ids=list(by_image))
+        people = sorted({owners[f][0] for f in several if f in owners})
+        earlier = identity_vector_refs(
+            session=s, model_version_id=model.id, identity_ids=people, chosen_by=["only"]
+        )
+    store = VectorStore(rt.settings.vector_store_dir(model.id), model.dim)
+    for person in people:
+        mine = [f for f in by_image if owners.get(f, (None,))[0] == person]
+        photos = [vectors[by_image[f]] for f in mine]
+        before = earlier.get(person, [])
+        if before:
+            photos += [v[None] for v in store.read(before)]
+        choices = choose_faces(photos, distance=model.distance, policy="consistent")
+        for f, c in zip(mine, choices, strict=False):  # the earlier photos come after
+            if f in out or c.face is None or c.chosen_by is None:
+                continue
+            k = by_image[f][c.face]
+            out[f] = GalleryChoice(vectors[k], int(rank[k]), c.chosen_by)
+    for f in several:  # an image without an owner (removed meanwhile): its largest face
+        if f not in out:
+            k = by_image[f][0]
+            out[f] = GalleryChoice(vectors[k], int(rank[k]), "largest")
+    return out

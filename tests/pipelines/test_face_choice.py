@@ -1,0 +1,91 @@
+"""Whose face is it in a gallery photo of two people: the one that agrees with the person's
+other photos, decided per model version and recorded with why (issue 20)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from pipelines.services.gallery import import_items, scan_image_folder
+from pipelines.services.runtime import Runtime
+from pipelines.services.training import TrainOptions, train_model, training_set
+from storage.models import Embedding, FaceImage
+
+ATT = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "att_faces"
+
+
+def _att(subject: int, index: int) -> Image.Image:
+    if not (ATT / "s1").is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but the AT&T faces are not at {ATT}")
+        pytest.skip(f"AT&T faces not found at {ATT}")
+    return Image.open(ATT / f"s{subject}" / f"{index}.pgm").convert("RGB")
+
+
+def _photo(faces: list[tuple[int, int, int, float]], seed: int) -> Image.Image:
+    """A 400x280 photo with AT&T faces (subject, index) pasted at (x, scale) side by side."""
+    rng = np.random.default_rng(seed)
+    photo = Image.fromarray(rng.integers(90, 160, size=(280, 400, 3), dtype=np.uint8))
+    for subject, index, x, scale in faces:
+        face = _att(subject, index).resize((round(92 * scale), round(112 * scale)))
+        photo.paste(face, (x, 20))
+    return photo
+
+
+@pytest.fixture
+def group_gallery(tmp_path: Path) -> Path:
+    """p1 and p2 with 3 single photos each; p2 also has a photo with p1's face pasted larger
+    beside p2's own (the largest face there is not p2)."""
+    root = tmp_path / "group"
+    for person in (1, 2):
+        (root / f"p{person}").mkdir(parents=True)
+        for i in range(1, 4):
+            _photo([(person, i, 100 + 20 * i, 2.0)], seed=10 * person + i).save(
+                root / f"p{person}" / f"{i}.jpg"
+            )
+    _photo([(1, 8, 10, 2.2), (2, 8, 230, 1.4)], seed=7).save(root / "p2" / "with-p1.jpg")
+    return root
+
+
+def _embedded_face(rt: Runtime, model_id: int, name: str) -> tuple[int | None, str | None]:
+    with rt.sessions() as s:
+        row = s.execute(
+            select(Embedding.face_rank, Embedding.chosen_by)
+            .join(FaceImage, FaceImage.id == Embedding.face_image_id)
+            .where(Embedding.model_version_id == model_id, FaceImage.source_uri.like(f"%{name}"))
+        ).one()
+    return row[0], row[1]
+
+
+@pytest.mark.slow
+def test_a_group_photo_enrols_the_persons_face(rt: Runtime, group_gallery: Path) -> None:
+    from bench.common import embed_all
+    from pipelines.services.identification import Identifier
+
+    import_items(scan_image_folder(group_gallery), sessions=rt.sessions)
+    options = TrainOptions(backbone="dlib-resnet", epochs=0, flip_average=False)
+    ts = training_set(rt, None, options.crop())  # detects the gallery
+    consistent = train_model(rt, ts, options)
+    embed_all(rt, consistent.name, workers=0)
+    rank, why = _embedded_face(rt, consistent.id, "with-p1.jpg")
+    assert (rank, why) == (1, "consistent")  # p2's face: the smaller, second one
+    assert _embedded_face(rt, consistent.id, "p1/1.jpg")[1] == "only"
+
+    # The same photo searched: its left (p1's) face is not p2 in the gallery: only p1 answers.
+    probe = group_gallery / "p2" / "with-p1.jpg"
+    ident = Identifier(rt, top_k=2, threshold=0.5)
+    left = min(ident.identify([probe]), key=lambda d: d.box[0] if d.box else 0.0)
+    assert [c.identity for c in left.candidates][0] == "p1"
+    assert left.candidates[0].distance < 0.5 < left.candidates[1].distance
+
+    largest = train_model(rt, ts, options.model_copy(update={"multiple_faces": "largest"}))
+    embed_all(rt, largest.name, workers=0)
+    assert _embedded_face(rt, largest.id, "with-p1.jpg") == (0, "largest")  # p1's, wrongly
+    refuse = train_model(rt, ts, options.model_copy(update={"multiple_faces": "refuse"}))
+    run = embed_all(rt, refuse.name, workers=0)
+    assert [f.source.endswith("with-p1.jpg") for f in run.failed] == [True]
