@@ -28,6 +28,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("embedding") as batch:
-        batch.drop_constraint("ck_embedding_chosen_by", type_="check")
+        batch.drop_constraint(op.f("ck_embedding_chosen_by"), type_="check")
         batch.drop_column("chosen_by")
         batch.drop_column("face_rank")
