@@ -45,6 +45,9 @@ class Answer(Out):
     distance: float | None = Field(description="distance to the nearest identity")
     threshold: float
     threshold_source: str = Field(description="explicit, calibrated@fpir=..., or margin/2")
+    threshold_gallery: int | None = Field(
+        default=None, description="enrolled identities the calibrated threshold was set for"
+    )
     candidates: list[Candidate] = Field(description="nearest identities, nearest first")
     model_version: str
     index_version: int
@@ -152,3 +155,6 @@ class Ready(Out):
     vectors: int
     threshold: float
     threshold_source: str
+    threshold_gallery_identities: int | None = Field(
+        default=None, description="enrolled identities the threshold was set for"
+    )

@@ -14,7 +14,7 @@ from pipelines.services.errors import SiamidError
 from pipelines.services.gallery import scan_image_folder
 from pipelines.services.identification import Identifier
 from pipelines.services.runtime import Runtime
-from pipelines.services.scoring import operating_threshold
+from pipelines.services.scoring import false_match_tail, operating_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ def calibrate(
         )
     threshold = operating_threshold(target_fpir, best)
     realised = fpir_at(threshold, best)
+    # what it takes to set the threshold again for another gallery size (threshold_for_gallery)
+    tail = false_match_tail(ident.identity_distances(enc.vectors))
     with rt.sessions.begin() as s:
         row = add_calibration(
             session=s,
@@ -105,6 +107,8 @@ def calibrate(
                     f"p{q}": float(np.quantile(best, q / 100)) for q in (1, 5, 50)
                 },
                 "skipped": len(enc.errors),
+                "template": ident.template,
+                "false_match_tail": tail,
             },
         )
         cal_id = row.id

@@ -6,6 +6,8 @@
 - :func:`operating_threshold`: the threshold calibrated at a target FPIR, falling back to the
   largest finite non-mated distance when the target cannot be resolved.
 - :func:`margin_threshold`: the default threshold when nothing was calibrated.
+- :func:`false_match_tail` / :func:`threshold_for_gallery`: what a calibration keeps so that its
+  threshold can be set again for the gallery size at the time it is used.
 - :func:`verification_pairs`: genuine and impostor pair distances of a set of vectors.
 - :data:`BACKBONE_SCORING`: per backbone, the scoring choices a new model version records
   (:class:`Scoring`): template, test-time flip, face choice in labelled photos.
@@ -126,6 +128,49 @@ def operating_threshold(target_fpir: float, nonmated_best: np.ndarray) -> float:
     best = np.asarray(nonmated_best, dtype=np.float64)
     finite = best[np.isfinite(best)]
     return float(finite.max()) if finite.size else 0.0
+
+
+#: Lowest per-comparison non-mated distances a calibration keeps (``false_match_tail``).
+TAIL_KEEP = 4096
+
+
+def false_match_tail(per_identity: np.ndarray, keep: int = TAIL_KEEP) -> dict[str, Any]:
+    """[searches, identities] non-mated distances of each calibration search to every enrolled
+    identity -> the per-comparison false-match curve's low end: the ``keep`` lowest distances,
+    sorted, and how many comparisons there were (JSON-ready)."""
+    d = np.asarray(per_identity, dtype=np.float64).ravel()
+    d = d[np.isfinite(d)]
+    lowest = np.sort(d)[:keep] if d.size > keep else np.sort(d)
+    return {"lowest": lowest.tolist(), "comparisons": int(d.size)}
+
+
+def threshold_for_gallery(
+    threshold: float, tail: Mapping[str, Any], calibrated_identities: int, identities: int
+) -> float:
+    """The calibrated ``threshold`` set again for a gallery of ``identities`` people.
+
+    A non-mated search is a false positive when any of the N enrolled identities is within the
+    threshold, so for small rates FPIR grows about N-fold with the per-comparison false-match
+    rate (FMR). The calibration measured both at its N: this keeps FPIR by keeping FMR x N, i.e.
+    the new threshold is the per-comparison distance quantile at FMR x N_calibrated / N_now (the
+    calibration's own FMR at its threshold, from ``tail``: :func:`false_match_tail`). It needs
+    no independence between comparisons: only that a search's chance of an alarm grows in
+    proportion to the number of people it is compared with.
+    """
+    lowest = np.asarray(tail.get("lowest") or [], dtype=np.float64)
+    comparisons = int(tail.get("comparisons") or 0)
+    if identities == calibrated_identities or calibrated_identities <= 0 or identities <= 0:
+        return float(threshold)
+    if lowest.size == 0 or comparisons == 0:
+        return float(threshold)
+    within = int(np.searchsorted(lowest, threshold, side="right"))  # comparisons <= threshold
+    allowed = within * calibrated_identities / identities  # comparisons <= the new threshold
+    n = int(math.floor(allowed))
+    if n >= lowest.size:  # a smaller gallery beyond the kept tail: the calibrated threshold
+        return float(max(threshold, lowest[-1]))
+    # just below the (n+1)-th lowest distance: n comparisons are within
+    t = float(np.nextafter(lowest[n], -np.inf))
+    return min(t, float(threshold)) if identities > calibrated_identities else max(t, threshold)
 
 
 def margin_threshold(margin: float) -> float:

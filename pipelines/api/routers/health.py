@@ -33,6 +33,7 @@ def readyz(state: State) -> Ready:
         vectors=ident.index.ntotal,
         threshold=ident.threshold,
         threshold_source=ident.threshold_source,
+        threshold_gallery_identities=ident.threshold_gallery,
     )
 
 
