@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pipelines.services.runtime import process_runtime
 
 from pipelines.services import evaluation as ev
+from pipelines.services.runtime import process_runtime
 
 
 def largest_only(e: ev.EmbeddedSet) -> ev.EmbeddedSet:
@@ -32,6 +32,70 @@ def largest_only(e: ev.EmbeddedSet) -> ev.EmbeddedSet:
     return ev.EmbeddedSet.one_per_row(first, e.distance, e.normalized, has)
 
 
+def growth(
+    embedded: ev.EmbeddedSet, names: list[str], flip: bool, seeds: int
+) -> list[dict[str, object]]:
+    """Calibrate with a quarter of the enrolled people, enrol the rest (4x): realised FPIR of
+    new non-mated searches with the calibrated threshold kept, and set again for the size.
+
+    Per seed the people split into 160 to enrol (40 at calibration), and two halves of the
+    rest: calibration searches and test searches; mean templates of 5 photos (the person's
+    face), every face of a search photo searched, as ``siamid evaluate`` scores them."""
+    from pipelines.services.scoring import (
+        false_match_tail,
+        operating_threshold,
+        threshold_for_gallery,
+    )
+    from siamese.distances import pairwise_distances
+    from siamese.openset import fpir_at
+
+    names_arr = np.asarray(names, dtype=object)
+    people = sorted(set(names))
+    out = []
+    for seed in range(seeds):
+        rng = np.random.default_rng([seed, 20])
+        order = [people[i] for i in rng.permutation(len(people))]
+        gallery_people, rest = order[:160], order[160:]
+        calib_people, test_people = rest[: len(rest) // 2], rest[len(rest) // 2 :]
+        enrol_rows = []
+        for p in gallery_people:
+            rows = np.flatnonzero(names_arr == p)
+            enrol_rows += rng.permutation(rows)[:5].tolist()
+        enrolled = ev.person_faces(embedded, names_arr, enrol_rows, "consistent")
+        templates, first = ev.mean_templates(
+            enrolled.vectors, names_arr[enrolled.rows], normalize=False
+        )
+        who = names_arr[np.asarray(enrolled.rows)[first]]
+        small = np.isin(who, gallery_people[:40])
+
+        def per_identity(persons: list[str], templates: np.ndarray = templates) -> np.ndarray:
+            rows = np.flatnonzero(np.isin(names_arr, persons)).tolist()
+            faces, owner = embedded.face_rows(rows)
+            d = pairwise_distances(embedded.face_vectors[faces], templates, "l2")
+            by_photo = np.full((len(rows), len(templates)), np.inf)
+            np.minimum.at(by_photo, owner, d)
+            return by_photo
+
+        calib, test = per_identity(calib_people), per_identity(test_people)
+        threshold = operating_threshold(0.01, calib[:, small].min(axis=1))
+        tail = false_match_tail(calib[:, small])
+        adjusted = threshold_for_gallery(threshold, tail, int(small.sum()), len(templates))
+        row = {
+            "flip": flip,
+            "seed": seed,
+            "identities": [int(small.sum()), len(templates)],
+            "searches": [len(calib), len(test)],
+            "threshold": threshold,
+            "adjusted": adjusted,
+            "fpir_small": fpir_at(threshold, test[:, small].min(axis=1)),
+            "fpir_grown_fixed": fpir_at(threshold, test.min(axis=1)),
+            "fpir_grown_adjusted": fpir_at(adjusted, test.min(axis=1)),
+        }
+        print(json.dumps(row), flush=True)
+        out.append(row)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -39,6 +103,10 @@ def main() -> None:
     ap.add_argument("--enroll", type=int, default=5)
     ap.add_argument("--flip", default="0,1", help="flip-average settings to embed with")
     ap.add_argument("--out", type=Path, default=None, help="JSON of every variant's figures")
+    ap.add_argument("--cache", type=Path, default=None, help="folder to keep the descriptors in")
+    ap.add_argument(
+        "--growth", action="store_true", help="measure the threshold as the gallery grows 4x"
+    )
     args = ap.parse_args()
 
     rt = process_runtime()

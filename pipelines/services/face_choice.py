@@ -27,14 +27,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from faces.face import Face
+from pipelines.services.scoring import MULTIPLE_FACES
 from storage.models import CHOSEN_BY
 
 if TYPE_CHECKING:
     from pipelines.services.models import ModelRef
     from pipelines.services.runtime import Runtime
 
-#: What to do with a labelled photo of several people (``--multiple-faces``), default first.
-MULTIPLE_FACES: tuple[str, ...] = ("consistent", "largest", "refuse")
 __all__ = ["CHOSEN_BY", "MULTIPLE_FACES", "FaceChoice", "choose_faces", "reference"]
 
 #: Share of a person's single-face descriptors kept by the robust mean (nearest the plain mean).

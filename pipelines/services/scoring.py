@@ -26,6 +26,10 @@ from siamese.openset import threshold_at_fpir
 
 #: How a candidate identity is scored: its nearest enrolled image, or its mean template.
 TEMPLATES: tuple[str, ...] = ("best", "mean")
+#: Whose face a labelled photo with several usable faces contributes (``--multiple-faces``),
+#: default first: the one that agrees with the person's other photos, the largest, or none
+#: (pipelines.services.face_choice).
+MULTIPLE_FACES: tuple[str, ...] = ("consistent", "largest", "refuse")
 #: Which non-mated searches calibrate an evaluation's threshold: the calibration unknowns and
 #: the people the encoder was trained on (neither enrolled nor a test probe), or the former.
 CALIBRATE_ON: tuple[str, ...] = ("unknown+train", "unknown")
@@ -38,7 +42,7 @@ class Scoring:
 
     ``template``: :data:`TEMPLATES`; ``flip_average``: each chip's descriptor averaged with its
     mirror's (dlib-resnet); ``multiple_faces``: whose face a labelled photo with several usable
-    faces contributes (:data:`pipelines.services.face_choice.MULTIPLE_FACES`).
+    faces contributes (:data:`MULTIPLE_FACES`).
     """
 
     template: str = "best"
@@ -46,8 +50,6 @@ class Scoring:
     multiple_faces: str = "largest"
 
     def __post_init__(self) -> None:
-        from pipelines.services.face_choice import MULTIPLE_FACES
-
         if self.template not in TEMPLATES:
             raise ValueError(
                 f"template must be one of {', '.join(TEMPLATES)}, got {self.template!r}"

@@ -77,8 +77,7 @@ class TrainOptions(BaseModel):
         return 0 if self.epochs is None else self.epochs
 
     def scoring(self) -> Scoring:
-        """The scoring the model version records: these choices over the backbone's defaults
-        (:data:`~pipelines.services.scoring.BACKBONE_SCORING`); ValueError names a bad value."""
+        """The scoring the model records: these choices over the backbone's BACKBONE_SCORING."""
         base = BACKBONE_SCORING.get(self.backbone, Scoring())
         flip = self.flip_average
         if flip is None:  # the default flip is not offered where it cannot apply

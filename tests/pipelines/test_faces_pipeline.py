@@ -120,7 +120,8 @@ def test_dlib_resnet_zero_shot_and_head_recognise_pasted_people(
     from pipelines.services.training import train_model
 
     import_items(scan_image_folder(photo_gallery), sessions=rt.sessions)
-    zero = TrainOptions(backbone="dlib-resnet", epochs=0)
+    assert TrainOptions(backbone="dlib-resnet").scoring().flip_average  # the default
+    zero = TrainOptions(backbone="dlib-resnet", epochs=0, flip_average=False)
     assert zero.crop() == CropSpec.dlib_chips()
     ts = training_set(rt, None, zero.crop())
     trained = train_model(rt, ts, zero)
@@ -135,7 +136,9 @@ def test_dlib_resnet_zero_shot_and_head_recognise_pasted_people(
     both = sorted(ident.identify([probe]), key=lambda d: d.box[0] if d.box else 0.0)
     assert [(d.decision, d.identity) for d in both] == [("match", "p3"), ("match", "p4")]
 
-    head = train_model(rt, ts, TrainOptions(backbone="dlib-resnet", epochs=3, seed=1))
+    head = train_model(
+        rt, ts, TrainOptions(backbone="dlib-resnet", epochs=3, seed=1, flip_average=False)
+    )
     v = head.validation
     assert v.mode == "head" and v.zero_shot_eer is not None and v.eer is not None
 
