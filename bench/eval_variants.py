@@ -90,6 +90,9 @@ def growth(
             "fpir_small": fpir_at(threshold, test[:, small].min(axis=1)),
             "fpir_grown_fixed": fpir_at(threshold, test.min(axis=1)),
             "fpir_grown_adjusted": fpir_at(adjusted, test.min(axis=1)),
+            # the calibration's own searches against the grown gallery (no new searchers)
+            "calib_grown_fixed": fpir_at(threshold, calib.min(axis=1)),
+            "calib_grown_adjusted": fpir_at(adjusted, calib.min(axis=1)),
         }
         print(json.dumps(row), flush=True)
         out.append(row)
@@ -121,13 +124,26 @@ def main() -> None:
         proto = ev.Protocol(**{**base.__dict__, "flip_average": flip})
         split0 = ev.split_people(data.names, proto, 0)
         t0 = time.perf_counter()
-        model = ev.train_fold_model(rt, data, split0.train, 0, proto, crop).name
-        embedded = ev.embed_dataset(rt, model, data)
+        cached = args.cache / f"faces-flip{int(flip)}.npz" if args.cache else None
+        if cached is not None and cached.is_file():
+            z = np.load(cached)
+            embedded = ev.EmbeddedSet(z["vectors"], z["start"], "l2", False)
+            model = str(z["model"])
+        else:
+            model = ev.train_fold_model(rt, data, split0.train, 0, proto, crop).name
+            embedded = ev.embed_dataset(rt, model, data)
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(
+                    cached, vectors=embedded.face_vectors, start=embedded.face_start, model=model
+                )
         print(
-            f"flip={flip}: embedded {len(embedded.face_vectors)} faces in "
-            f"{time.perf_counter() - t0:.0f} s",
+            f"flip={flip}: {len(embedded.face_vectors)} faces in {time.perf_counter() - t0:.0f} s",
             flush=True,
         )
+        if args.growth:
+            results += growth(embedded, data.names, flip, args.folds)
+            continue
         for template, multiple, probes in itertools.product(
             ("best", "mean"), ("largest", "consistent"), ("largest", "every")
         ):
