@@ -189,6 +189,18 @@ def identity_vector_refs(
     return out
 
 
+def identity_ids_of(*, session: Session, face_image_ids: Sequence[int]) -> dict[int, int]:
+    """face_image id -> its identity id, for these ids (ids without an identity are absent)."""
+    ids = sorted({int(i) for i in face_image_ids})
+    out: dict[int, int] = {}
+    for start in range(0, len(ids), 10_000):
+        stmt = select(FaceImage.id, FaceImage.identity_id).where(
+            FaceImage.id.in_(ids[start : start + 10_000]), FaceImage.identity_id.is_not(None)
+        )
+        out.update((int(f), int(i)) for f, i in session.execute(stmt))
+    return out
+
+
 def image_owner_table(*, session: Session) -> tuple[list[int], list[int]]:
     """(face_image ids, their identity ids) of every image that has an identity, by image id.
 

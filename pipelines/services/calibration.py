@@ -14,7 +14,7 @@ from pipelines.services.errors import SiamidError
 from pipelines.services.gallery import scan_image_folder
 from pipelines.services.identification import Identifier
 from pipelines.services.runtime import Runtime
-from pipelines.services.scoring import false_match_tail, operating_threshold
+from pipelines.services.scoring import false_match_tail, mean_template, operating_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def calibrate(
     threshold = operating_threshold(target_fpir, best)
     realised = fpir_at(threshold, best)
     # what it takes to set the threshold again for another gallery size (threshold_for_gallery)
-    tail = false_match_tail(ident.identity_distances(enc.vectors))
+    tail = false_match_tail(identity_distances(ident, enc.vectors))
     with rt.sessions.begin() as s:
         row = add_calibration(
             session=s,
@@ -115,3 +115,34 @@ def calibrate(
     return Calibration(
         cal_id, threshold, target_fpir, realised, n, ident.model.name, ident.index_version_id
     )
+
+
+def identity_distances(ident: Identifier, vectors: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """[n, identities] distance of each vector to every enrolled identity under this
+    identifier's template (exact: every live vector of the model, not the index's top-k);
+    what calibration keeps to set its threshold again as the gallery grows."""
+    from index.vector_store import VectorStore
+    from siamese.distances import pairwise_distances
+    from storage.embeddings import identity_ids_of, live_embeddings
+
+    with ident.lookups() as s:
+        rows = live_embeddings(session=s, model_version_id=ident.model.id)
+        owners = identity_ids_of(session=s, face_image_ids=[f for f, _ in rows])
+    rows = [(f, r) for f, r in rows if f in owners]
+    if not rows or len(vectors) == 0:
+        return np.zeros((len(vectors), 0))
+    store = VectorStore(ident.rt.settings.vector_store_dir(ident.model.id), ident.model.dim)
+    who = np.asarray([owners[f] for f, _ in rows])
+    order = np.argsort(who, kind="stable")
+    gallery, who = store.read([rows[i][1] for i in order]), who[order]
+    starts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
+    if ident.template == "mean":
+        normalize = bool(ident.encoder.config.normalize)
+        ends = np.r_[starts[1:], len(who)]
+        spans = zip(starts, ends, strict=True)
+        gallery = np.stack([mean_template(gallery[a:b], normalize=normalize) for a, b in spans])
+    out = []
+    for i in range(0, len(vectors), chunk):
+        d = pairwise_distances(vectors[i : i + chunk], gallery, ident.model.distance)
+        out.append(d if ident.template == "mean" else np.minimum.reduceat(d, starts, axis=1))
+    return np.concatenate(out)

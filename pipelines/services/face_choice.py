@@ -206,7 +206,7 @@ def choose_gallery_faces(
     embedded before under this model (single-face ones, as stored) and these.
     """
     from index.vector_store import VectorStore
-    from storage.embeddings import identity_vector_refs, image_owners
+    from storage.embeddings import identity_ids_of, identity_vector_refs
 
     by_image: dict[int, list[int]] = {}
     for k, fid in enumerate(image):
@@ -219,14 +219,14 @@ def choose_gallery_faces(
     if not several:
         return out
     with rt.sessions() as s:
-        owners = image_owners(session=s, face_image_ids=list(by_image))
-        people = sorted({owners[f][0] for f in several if f in owners})
+        owners = identity_ids_of(session=s, face_image_ids=list(by_image))
+        people = sorted({owners[f] for f in several if f in owners})
         earlier = identity_vector_refs(
             session=s, model_version_id=model.id, identity_ids=people, chosen_by=["only"]
         )
     store = VectorStore(rt.settings.vector_store_dir(model.id), model.dim)
     for person in people:
-        mine = [f for f in by_image if owners.get(f, (None,))[0] == person]
+        mine = [f for f in by_image if owners.get(f) == person]
         photos = [vectors[by_image[f]] for f in mine]
         before = earlier.get(person, [])
         if before:

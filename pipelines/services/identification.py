@@ -29,12 +29,8 @@ from pipelines.services.errors import SiamidError
 from pipelines.services.models import LoadedEncoder, ModelRef, resolve_model
 from pipelines.services.owners import Owners
 from pipelines.services.runtime import Runtime
-from pipelines.services.scoring import (
-    TEMPLATES,
-    margin_threshold,
-    mean_template,
-    threshold_for_gallery,
-)
+from pipelines.services.scoring import TEMPLATES, mean_template
+from pipelines.services.threshold import resolve_threshold
 from siamese.images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -103,52 +99,6 @@ def probe_files(target: Path) -> list[Path]:
             raise ProbeError(f"no image files found in {target}")
         return files
     return [target]
-
-
-@dataclass(frozen=True)
-class Threshold:
-    value: float
-    source: str
-    gallery_identities: int | None = None  # the gallery size it was set for (None: any)
-
-
-def resolve_threshold(rt: Runtime, model: ModelRef, explicit: float | None = None) -> Threshold:
-    """Explicit, else the newest calibration of the model set for today's gallery size
-    (:func:`~pipelines.services.scoring.threshold_for_gallery`), else the margin rule."""
-    from storage.calibration import latest_calibration
-    from storage.embeddings import count_live_identities
-
-    if explicit is not None:
-        return Threshold(float(explicit), "explicit")
-    with rt.sessions() as s:
-        cal = latest_calibration(session=s, model_version_id=model.id)
-        if cal is None:
-            return Threshold(margin_threshold(model.margin), "margin/2")
-        now = count_live_identities(session=s)
-        source = f"calibrated@fpir={cal.target_fpir:g}"
-        tail = (cal.details or {}).get("false_match_tail")
-        if tail and cal.gallery_identities:
-            value = threshold_for_gallery(cal.threshold, tail, cal.gallery_identities, now)
-            if now != cal.gallery_identities:
-                logger.info(
-                    "threshold %.4f (calibration %d, %d identities) set for %d identities: %.4f",
-                    cal.threshold,
-                    cal.id,
-                    cal.gallery_identities,
-                    now,
-                    value,
-                )
-            return Threshold(value, source, now)
-        growth = rt.settings.gallery_growth_warning
-        if cal.gallery_identities and now > growth * cal.gallery_identities:
-            logger.warning(
-                "the gallery has grown from %d to %d identities since calibration %d; "
-                "FPIR grows with gallery size: run `siamid calibrate` again",
-                cal.gallery_identities,
-                now,
-                cal.id,
-            )
-        return Threshold(float(cal.threshold), source, cal.gallery_identities or None)
 
 
 class Identifier:
@@ -269,36 +219,6 @@ class Identifier:
             ]
             out.append(sorted(rescored, key=lambda t: t[1]))
         return out
-
-    def identity_distances(self, vectors: np.ndarray, chunk: int = 256) -> np.ndarray:
-        """[n, identities] distance of each vector to every enrolled identity under this
-        identifier's template (exact: every live vector of the model, not the index's top-k);
-        what calibration keeps to set its threshold again as the gallery grows."""
-        from index.vector_store import VectorStore
-        from siamese.distances import pairwise_distances
-        from storage.embeddings import image_owners, live_embeddings
-
-        with self.lookups() as s:
-            rows = live_embeddings(session=s, model_version_id=self.model.id)
-            owners = image_owners(session=s, face_image_ids=[f for f, _ in rows])
-        rows = [(f, r) for f, r in rows if f in owners]
-        if not rows or len(vectors) == 0:
-            return np.zeros((len(vectors), 0))
-        store = VectorStore(self.rt.settings.vector_store_dir(self.model.id), self.model.dim)
-        who = np.asarray([owners[f][0] for f, _ in rows])
-        order = np.argsort(who, kind="stable")
-        gallery, who = store.read([rows[i][1] for i in order]), who[order]
-        starts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
-        if self.template == "mean":
-            normalize = bool(self.encoder.config.normalize)
-            ends = np.r_[starts[1:], len(who)]
-            spans = zip(starts, ends, strict=True)
-            gallery = np.stack([mean_template(gallery[a:b], normalize=normalize) for a, b in spans])
-        out = []
-        for i in range(0, len(vectors), chunk):
-            d = pairwise_distances(vectors[i : i + chunk], gallery, self.model.distance)
-            out.append(d if self.template == "mean" else np.minimum.reduceat(d, starts, axis=1))
-        return np.concatenate(out)
 
     def decide(
         self, probe: str, candidates: list[Candidate], face: Face | None = None, rank: int = 0

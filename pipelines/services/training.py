@@ -77,18 +77,13 @@ class TrainOptions(BaseModel):
         return 0 if self.epochs is None else self.epochs
 
     def scoring(self) -> Scoring:
-        """The scoring the model records: these choices over the backbone's BACKBONE_SCORING."""
+        """The scoring the model records: these choices over the backbone's BACKBONE_SCORING
+        (the default flip is not offered where it cannot apply: --tune last-stages)."""
         base = BACKBONE_SCORING.get(self.backbone, Scoring())
-        flip = self.flip_average
-        if flip is None:  # the default flip is not offered where it cannot apply
-            flip = base.flip_average and not (
-                self.head_epochs > 0 and self.tune_mode == "last-stages"
-            )
-        return Scoring(
-            template=self.template or base.template,
-            flip_average=flip,
-            multiple_faces=self.multiple_faces or base.multiple_faces,
-        )
+        stages = self.head_epochs > 0 and self.tune_mode == "last-stages"
+        flip = base.flip_average and not stages if self.flip_average is None else self.flip_average
+        template, multiple = self.template or base.template, self.multiple_faces
+        return Scoring(template, flip, multiple or base.multiple_faces)
 
     @property
     def tune_mode(self) -> str:

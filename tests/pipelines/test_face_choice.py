@@ -64,14 +64,14 @@ def _embedded_face(rt: Runtime, model_id: int, name: str) -> tuple[int | None, s
 
 @pytest.mark.slow
 def test_a_group_photo_enrols_the_persons_face(rt: Runtime, group_gallery: Path) -> None:
-    from bench.common import embed_all
     from pipelines.services.identification import Identifier
+    from pipelines.services.indexing import index_pending
 
     import_items(scan_image_folder(group_gallery), sessions=rt.sessions)
     options = TrainOptions(backbone="dlib-resnet", epochs=0, flip_average=False)
     ts = training_set(rt, None, options.crop())  # detects the gallery
     consistent = train_model(rt, ts, options)
-    embed_all(rt, consistent.name, workers=0)
+    index_pending(rt, consistent.name, workers=0)
     rank, why = _embedded_face(rt, consistent.id, "with-p1.jpg")
     assert (rank, why) == (1, "consistent")  # p2's face: the smaller, second one
     assert _embedded_face(rt, consistent.id, "p1/1.jpg")[1] == "only"
@@ -84,8 +84,8 @@ def test_a_group_photo_enrols_the_persons_face(rt: Runtime, group_gallery: Path)
     assert left.candidates[0].distance < 0.5 < left.candidates[1].distance
 
     largest = train_model(rt, ts, options.model_copy(update={"multiple_faces": "largest"}))
-    embed_all(rt, largest.name, workers=0)
+    index_pending(rt, largest.name, workers=0)
     assert _embedded_face(rt, largest.id, "with-p1.jpg") == (0, "largest")  # p1's, wrongly
     refuse = train_model(rt, ts, options.model_copy(update={"multiple_faces": "refuse"}))
-    run = embed_all(rt, refuse.name, workers=0)
+    run = index_pending(rt, refuse.name, workers=0)
     assert [f.source.endswith("with-p1.jpg") for f in run.failed] == [True]
