@@ -65,7 +65,7 @@ WHEELS = (
 
 def prepare(args: argparse.Namespace) -> None:
     from bench.common import open_bench_runtime
-    from pipelines.services import evaluation
+    from pipelines.services import eval_steps, evaluation
     from pipelines.services.model_files import FACE_RESNET, model_file
 
     out: Path = args.out
@@ -81,7 +81,7 @@ def prepare(args: argparse.Namespace) -> None:
         if len(rows) >= args.photos:
             break
         mine = [p for p, n in zip(paths, names, strict=True) if n == person]
-        found = evaluation.detect_dataset(rt, mine, [person] * len(mine))
+        found = eval_steps.detect_dataset(rt, mine, [person] * len(mine))
         for path, face in zip(found.paths, found.faces, strict=True):
             dest = out / "photos" / person / Path(path).name
             dest.parent.mkdir(exist_ok=True)

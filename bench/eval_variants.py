@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.services import eval_outputs as outputs
+from pipelines.services import eval_steps as steps
 from pipelines.services import evaluation as ev
 from pipelines.services.runtime import process_runtime
 
@@ -114,9 +116,9 @@ def main() -> None:
 
     rt = process_runtime()
     base = ev.Protocol(data=str(args.data.resolve()), backbone="dlib-resnet", enroll=args.enroll)
-    crop = ev.crop_of(rt, base)
+    crop = steps.crop_of(rt, base)
     paths, names = ev.load_dataset(args.data)
-    data = ev.detect_dataset(rt, paths, names)
+    data = steps.detect_dataset(rt, paths, names)
     several = sum(len(f) > 1 for f in data.usable_faces())
     print(f"{len(paths)} photos, {several} with several usable faces", flush=True)
     results = []
@@ -130,8 +132,8 @@ def main() -> None:
             embedded = ev.EmbeddedSet(z["vectors"], z["start"], "l2", False)
             model = str(z["model"])
         else:
-            model = ev.train_fold_model(rt, data, split0.train, 0, proto, crop).name
-            embedded = ev.embed_dataset(rt, model, data)
+            model = steps.train_fold_model(rt, data, split0.train, 0, proto, crop).name
+            embedded = steps.embed_dataset(rt, model, data)
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 np.savez(
@@ -162,7 +164,7 @@ def main() -> None:
                 )
                 for f in range(args.folds)
             ]
-            m = ev.summarise(folds, p)
+            m = outputs.summarise(folds, p)
             row = {
                 "flip": flip,
                 "template": template,

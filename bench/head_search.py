@@ -35,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def descriptors(data: Path, home: Path) -> tuple[np.ndarray, np.ndarray]:
-    from pipelines.services import evaluation
+    from pipelines.services import eval_steps, evaluation
     from pipelines.services.crops import CropSpec
     from pipelines.services.pretrained import _descriptors
 
@@ -46,7 +46,7 @@ def descriptors(data: Path, home: Path) -> tuple[np.ndarray, np.ndarray]:
         return z["d"], z["names"]
     rt = open_bench_runtime(home)
     paths, names = evaluation.load_dataset(data)
-    found = evaluation.detect_dataset(rt, paths, names)
+    found = eval_steps.detect_dataset(rt, paths, names)
     d = _descriptors(rt, found.paths, found.faces, CropSpec.dlib_chips())
     RESULTS.mkdir(parents=True, exist_ok=True)
     np.savez(cache, d=d, names=np.asarray(found.names))
@@ -55,7 +55,7 @@ def descriptors(data: Path, home: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def trunk_activations(data: Path, home: Path, names: np.ndarray) -> np.ndarray:
     """The frozen trunk's activations of the same faces as :func:`descriptors`, float16."""
-    from pipelines.services import evaluation
+    from pipelines.services import eval_steps, evaluation
     from pipelines.services.crops import CropSpec
     from pipelines.services.pretrained import trunk_activations as activations
 
@@ -65,7 +65,7 @@ def trunk_activations(data: Path, home: Path, names: np.ndarray) -> np.ndarray:
         return np.load(cache)
     rt = open_bench_runtime(home)
     paths, all_names = evaluation.load_dataset(data)
-    found = evaluation.detect_dataset(rt, paths, all_names)
+    found = eval_steps.detect_dataset(rt, paths, all_names)
     if list(found.names) != list(names):
         raise SystemExit(f"{cache}: the faces differ from the descriptor cache; delete both")
     h = activations(rt, found.paths, found.faces, CropSpec.dlib_chips()).astype(np.float16)

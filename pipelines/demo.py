@@ -23,7 +23,8 @@ from pipelines.services.demo import (
     probe_sample,
     synthetic_plan,
 )
-from pipelines.services.evaluation import Protocol, headline_dir
+from pipelines.services.eval_outputs import headline_dir
+from pipelines.services.evaluation import Protocol
 from pipelines.services.gallery import ImportItem, ImportSummary, import_items
 from pipelines.services.runtime import Runtime
 from pipelines.services.training import TrainedModel, TrainOptions

@@ -82,7 +82,8 @@ def evaluate_cmd(
     """Identity-disjoint open-set evaluation: DIR/FPIR, FNIR, rank-1/CMC, DET; HTML report."""
     use_detector(detector)
     from pipelines.flows.evaluate import evaluate_flow
-    from pipelines.services.evaluation import Protocol, headline_dir
+    from pipelines.services.eval_outputs import headline_dir
+    from pipelines.services.evaluation import Protocol
     from pipelines.services.training import TrainOptions
 
     quiet_flow_failures()
@@ -108,7 +109,7 @@ def evaluate_cmd(
         multiple_faces=chosen(multiple_faces),
     )
     if model is None:
-        from pipelines.services.evaluation import fold_options
+        from pipelines.services.eval_steps import fold_options
 
         try:  # refuse bad training choices before Prefect starts
             fold_options(protocol, 0, TrainOptions(backbone=protocol.backbone).crop()).configs()

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines.services import evaluation
+from pipelines.services import eval_outputs, eval_steps, evaluation
 from pipelines.services.crops import CropSpec
 from pipelines.services.evaluation import EmbeddedSet, EvalData, FoldScores, Protocol, Split
 from pipelines.services.runtime import process_runtime
@@ -26,33 +26,33 @@ logger = logging.getLogger(__name__)
 def load_dataset(protocol: Protocol) -> tuple[EvalData, CropSpec]:
     """The data set's images, with their detected faces when the crop mode is ``detect``."""
     rt = process_runtime()
-    crop = evaluation.crop_of(rt, protocol)
+    crop = eval_steps.crop_of(rt, protocol)
     paths, names = evaluation.load_dataset(Path(protocol.data))
     if crop.detect:
-        return evaluation.detect_dataset(rt, paths, names), crop
+        return eval_steps.detect_dataset(rt, paths, names), crop
     return EvalData(paths, names), crop
 
 
 @task(cache_policy=NO_CACHE)
 def resolve_protocol(protocol: Protocol) -> Protocol:
-    return evaluation.resolve_protocol(process_runtime(), protocol)
+    return eval_steps.resolve_protocol(process_runtime(), protocol)
 
 
 @task(cache_policy=NO_CACHE)
 def excluded_people(model: str | None) -> set[str]:
-    return evaluation.excluded_people(process_runtime(), model) if model else set()
+    return eval_steps.excluded_people(process_runtime(), model) if model else set()
 
 
 @task(cache_policy=NO_CACHE)
 def train_fold(
     data: EvalData, people: list[str], fold: int, protocol: Protocol, crop: CropSpec
 ) -> TrainedModel:
-    return evaluation.train_fold_model(process_runtime(), data, people, fold, protocol, crop)
+    return eval_steps.train_fold_model(process_runtime(), data, people, fold, protocol, crop)
 
 
 @task(cache_policy=NO_CACHE)
 def embed_dataset(model: str, data: EvalData) -> EmbeddedSet:
-    return evaluation.embed_dataset(process_runtime(), model, data)
+    return eval_steps.embed_dataset(process_runtime(), model, data)
 
 
 @task(cache_policy=NO_CACHE)
@@ -66,7 +66,7 @@ def score(
     model_version: str,
 ) -> FoldScores:
     scores = evaluation.score_fold(embedded, names, paths, split, protocol, fold, model_version)
-    logger.info("%s", evaluation.fold_line(scores, protocol.folds))
+    logger.info("%s", eval_outputs.fold_line(scores, protocol.folds))
     return scores
 
 
@@ -74,7 +74,7 @@ def score(
 def write_outputs(
     folds: list[FoldScores], protocol: Protocol, data: EvalData, report_dir: str
 ) -> dict[str, Any]:
-    metrics = evaluation.summarise(folds, protocol)
+    metrics = eval_outputs.summarise(folds, protocol)
     if data.faces is not None:
         metrics["faces"] = {
             "images": len(data.paths),
@@ -83,9 +83,9 @@ def write_outputs(
             "found_by_cnn": sum(f is not None and f.found_by == "cnn" for f in data.faces),
             "scored_as": "no face: enrols nothing; as a search, no answer (mated: a miss)",
         }
-    report = evaluation.write_outputs(folds, metrics, Path(report_dir))
+    report = eval_outputs.write_outputs(folds, metrics, Path(report_dir))
     model = protocol.model or (folds[0].model_version if folds else None)
-    run_id = evaluation.record_run(process_runtime(), metrics, str(report), model)
+    run_id = eval_outputs.record_run(process_runtime(), metrics, str(report), model)
     return {"evaluation_run": run_id, "report": str(report), "metrics": metrics}
 
 

@@ -57,7 +57,7 @@ def test_protocol_refuses_unknown_calibration_choice_and_no_members() -> None:
 
 def test_fold_encoders_take_the_protocols_backbone_epochs_and_tune_mode() -> None:
     from pipelines.services.crops import CropSpec
-    from pipelines.services.evaluation import fold_options
+    from pipelines.services.eval_steps import fold_options
 
     zs = fold_options(Protocol(data="x", backbone="dlib-resnet"), 0, CropSpec.dlib_chips())
     assert (zs.backbone, zs.head_epochs, zs.tune_mode) == ("dlib-resnet", 0, "head")
