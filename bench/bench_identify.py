@@ -250,7 +250,10 @@ def identifier(rt: Any, top_k: int) -> Any:
     """``Identifier(rt)`` for pre-embedded probes: the real constructor, encoder not loaded."""
     from pipelines.services.identification import Identifier
 
-    with mock.patch.object(rt.encoders, "get", return_value=None):
+    with (
+        mock.patch.object(rt.encoders, "get", return_value=None),
+        mock.patch("pipelines.services.identification.Forward"),
+    ):
         return Identifier(rt, top_k=top_k)
 
 
