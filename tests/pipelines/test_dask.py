@@ -41,23 +41,7 @@ WORKERS = 2
 
 
 @pytest.fixture(scope="module")
-def prefect_api() -> Iterator[str]:
-    """One temporary Prefect API for the module's flow runs (each run would otherwise start
-    its own, as :func:`pipelines.cluster.flow_on` does without ``PREFECT_API_URL``)."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    server = SubprocessASGIServer()
-    server.start(timeout=180)
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server.api_url
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(prefect_api: str) -> Iterator[distributed.LocalCluster]:
+def cluster() -> Iterator[distributed.LocalCluster]:
     with (
         dask.config.set(WORKER_CONFIG),
         distributed.LocalCluster(

@@ -111,8 +111,9 @@ def test_the_sqlite_lock_file_is_beside_the_database(rt: Runtime) -> None:
 
 
 @pytest.mark.slow
-def test_embed_while_another_embed_runs_exits_2_naming_it(rt: Runtime) -> None:
-    """Through the console script: the flow takes the lock before anything else."""
+def test_embed_while_another_embed_runs_exits_2_naming_it(rt: Runtime, model: str) -> None:
+    """Through the console script: with a model to embed with, the flow takes the lock before
+    anything else (an unknown model is refused before Prefect starts)."""
     env = {**os.environ, "SIAMID_TORCH_THREADS": "1"}
     with run_lock(rt, "index"):
         proc = subprocess.run(
