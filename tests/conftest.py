@@ -3,6 +3,7 @@ can run 20x slower than with 1 when another process is busy."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import uuid
@@ -31,6 +32,18 @@ except ImportError:  # pragma: no cover
     pass
 
 from tests.support import ATT_FACES, need_dir, postgres_admin_url  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The command line (``main()``, or typer's runner through the global options) attaches a
+    handler to the stderr a test captured; drop it after every test, or a later log line meets
+    a closed stream ("--- Logging error ---")."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ uses it, and the application over the copy driven through ASGI (``TestClient``).
 
 from __future__ import annotations
 
-import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,16 +27,6 @@ from tests.api.support import (
     quick_model,
     wait_ready,
 )
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The command line attaches a handler to the captured stderr of CliRunner; drop it after."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ trained (barely trained: tests of plumbing, not accuracy) model registered in SQ
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,13 +46,3 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """``pipelines.cli.main`` attaches a handler to the captured stderr; drop it afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)

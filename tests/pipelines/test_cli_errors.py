@@ -106,7 +106,6 @@ def test_user_error_is_one_line_exit_2_no_traceback(
     case: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    restore_logging: None,  # main() logs to the captured stderr: its handler goes after
 ) -> None:
     args, hint = CASES[case]
     argv = [a.format(ws=workspace, people=workspace / "people") for a in args]

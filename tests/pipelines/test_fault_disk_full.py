@@ -77,7 +77,6 @@ def only_pending(rt: Runtime, pending: int) -> None:
     assert len(report.problems) == (1 if pending else 0), report.problems
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_disk_full_during_embed_and_publish(
     prefect_harness: None,
     tmp_path: Path,

@@ -22,7 +22,6 @@ pytestmark = pytest.mark.fault
 LIMIT_S = 5.0  # the check waits at most 3 s; a refused connection answers at once
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_prefect_api_unreachable_is_one_error_line(
     siamid_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -40,7 +40,6 @@ def embedded(rt: Runtime) -> int:
         return s.scalar(select(func.count()).select_from(Embedding)) or 0
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_sigterm_stops_embed_between_chunks(
     prefect_harness: None,
     rt: Runtime,
