@@ -143,6 +143,8 @@ class Identifier:
         )
         with self.lookups() as s:
             self.owners = Owners.load(s)
+        # identity id -> mean template (template "mean"), filled as searches need them
+        self._means: dict[int, np.ndarray] = {}
 
     def refresh_removals(self) -> int:
         """Stop answering identities removed in SQL since the load; the number removed now."""
@@ -185,27 +187,36 @@ class Identifier:
             return out
         name_of = {c.identity_id: c.identity for row in out for c in row}
         grouped = [[(c.identity_id, c.distance, c.face_image_id) for c in row] for row in out]
-        with self.lookups() as s:
-            grouped = self._rescore_by_mean(s, vectors, grouped)
+        grouped = self._rescore_by_mean(vectors, grouped)
         return [[Candidate(name_of[g], d, g, f) for g, d, f in row] for row in grouped]
 
+    def _mean_templates(self, identity_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The mean templates of these identities, read from SQL and the vector store the first
+        time one is asked for and kept for this loaded index version (its vectors do not change;
+        removals are the owners' job), so that repeated searches need neither."""
+        wanted = [g for g in identity_ids if g not in self._means]
+        if wanted:
+            from index.vector_store import VectorStore
+            from storage.embeddings import identity_vector_refs
+
+            store = VectorStore(self.rt.settings.vector_store_dir(self.model.id), self.model.dim)
+            with self.lookups() as s:
+                refs = identity_vector_refs(
+                    session=s, model_version_id=self.model.id, identity_ids=sorted(wanted)
+                )
+            for ident, r in refs.items():
+                self._means[ident] = mean_template(
+                    store.read(r), normalize=self.encoder.config.normalize
+                )
+        return {g: self._means[g] for g in identity_ids if g in self._means}
+
     def _rescore_by_mean(
-        self, session: Session, vectors: np.ndarray, grouped: list[list[tuple[int, float, int]]]
+        self, vectors: np.ndarray, grouped: list[list[tuple[int, float, int]]]
     ) -> list[list[tuple[int, float, int]]]:
         """Re-score each candidate identity by the distance to its mean template."""
-        from index.vector_store import VectorStore
         from siamese.distances import pairwise_distances
-        from storage.embeddings import identity_vector_refs
 
-        store = VectorStore(self.rt.settings.vector_store_dir(self.model.id), self.model.dim)
-        wanted = sorted({g for row in grouped for g, _, _ in row})
-        refs = identity_vector_refs(
-            session=session, model_version_id=self.model.id, identity_ids=wanted
-        )
-        means = {
-            ident: mean_template(store.read(r), normalize=self.encoder.config.normalize)
-            for ident, r in refs.items()
-        }
+        means = self._mean_templates(sorted({g for row in grouped for g, _, _ in row}))
         out = []
         for v, row in zip(vectors, grouped, strict=True):
             rescored = [

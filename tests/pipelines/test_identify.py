@@ -114,3 +114,25 @@ def test_cli_identify_json_lines_and_parquet(served: str, imported: Path, tmp_pa
     import pandas as pd
 
     assert len(pd.read_parquet(out)) == 4
+
+
+def test_mean_templates_are_read_once_per_loaded_index(
+    rt: Runtime, served: str, imported: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mean template of a candidate comes from SQL and the vector store the first time only:
+    later searches of the same index version answer from memory (the query path's hot path)."""
+    import storage.embeddings
+
+    ident = Identifier(rt, template="mean", top_k=3)
+    probe = imported / "person_0002" / "000.png"
+    first = ident.identify([probe])[0]
+    assert first.candidates[0].identity == "person_0002"
+
+    def no_sql(**kwargs: object) -> None:
+        raise AssertionError("mean templates read again")
+
+    monkeypatch.setattr(storage.embeddings, "identity_vector_refs", no_sql)
+    again = ident.identify([probe])[0]
+    assert [(c.identity, c.distance) for c in again.candidates] == [
+        (c.identity, c.distance) for c in first.candidates
+    ]
