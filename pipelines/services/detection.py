@@ -38,7 +38,7 @@ from pipelines.services.model_files import CNN_FACE_DETECTOR, SHAPE_PREDICTOR_5,
 from pipelines.services.paging import WorkPlan, keyset_pages
 from pipelines.services.runtime import Runtime
 from siamese.images import DecodeLimits, ImageRejected, decode_bytes
-from storage.faces import StoredFace
+from storage.faces import Detection, StoredFace
 
 logger = logging.getLogger(__name__)
 
@@ -369,16 +369,22 @@ def chosen_gallery_faces(rt: Runtime, image_ids: Sequence[int] | None = None) ->
     return {fid: to_face(f) for fid, f in rows.items()}
 
 
-def gallery_outcomes(rt: Runtime, image_ids: Sequence[int]) -> dict[int, str]:
-    """face_image id -> detection outcome with its detail, under the current detector."""
+def current_detections(rt: Runtime, image_ids: Sequence[int]) -> dict[int, Detection]:
+    """face_image id -> its stored detection under the current detector (absent: not yet
+    detected)."""
     from storage.faces import detections_of
 
     det = detector()
     with rt.sessions() as s:
-        found = detections_of(
+        return detections_of(
             session=s,
             face_image_ids=list(image_ids),
             detector=det.name,
             detector_version=det.version,
         )
+
+
+def gallery_outcomes(rt: Runtime, image_ids: Sequence[int]) -> dict[int, str]:
+    """face_image id -> detection outcome with its detail, under the current detector."""
+    found = current_detections(rt, image_ids)
     return {fid: f"{d.outcome}: {d.detail or ''}".rstrip(": ") for fid, d in found.items()}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pipelines.services.detection import (
     DetectionSummary,
     PhotoFaces,
+    current_detections,
     detect_files,
     detector,
     plan_detection,
@@ -47,16 +48,7 @@ def detect_chunk(
 ) -> DetectedChunk:
     """Detect the faces of the items not yet detected and store them in one transaction;
     ``progress(n)`` after each photo."""
-    from storage.faces import detections_of
-
-    det = detector()
-    with rt.sessions() as s:
-        done = detections_of(
-            session=s,
-            face_image_ids=[it[0] for it in items],
-            detector=det.name,
-            detector_version=det.version,
-        )
+    done = current_detections(rt, [it[0] for it in items])
     out = DetectedChunk(0)
     todo = [(image_id, source) for image_id, source, _sha in items if image_id not in done]
     found: list[tuple[int, PhotoFaces]] = []

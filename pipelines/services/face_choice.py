@@ -154,17 +154,9 @@ def gallery_jobs(rt: Runtime, image_ids: Sequence[int], policy: str) -> GalleryJ
     single usable face; every usable one of an image with several (``consistent``), its largest
     (``largest``), or none (``refuse``, or refused when it was detected)."""
     from faces.face import is_too_small
-    from pipelines.services.detection import detector, to_face
-    from storage.faces import detections_of
+    from pipelines.services.detection import current_detections, to_face
 
-    det = detector()
-    with rt.sessions() as s:
-        found = detections_of(
-            session=s,
-            face_image_ids=list(image_ids),
-            detector=det.name,
-            detector_version=det.version,
-        )
+    found = current_detections(rt, image_ids)
     jobs = GalleryJobs()
     for fid in image_ids:
         d = found.get(fid)

@@ -90,14 +90,9 @@ def people_page(rt: Runtime, query: str, page: int, size: int = PAGE_SIZE) -> Pe
 
 def _detections(rt: Runtime, image_ids: list[int]):  # type: ignore[no-untyped-def]
     """image id -> its stored detection under the current detector (detect-mode models)."""
-    from pipelines.services.detection import detector
-    from storage.faces import detections_of
+    from pipelines.services.detection import current_detections
 
-    det = detector()
-    with rt.sessions() as s:
-        return detections_of(
-            session=s, face_image_ids=image_ids, detector=det.name, detector_version=det.version
-        )
+    return current_detections(rt, image_ids)
 
 
 def _boxes(detection, width: int | None, height: int | None) -> list[Box]:  # type: ignore[no-untyped-def]
