@@ -217,19 +217,18 @@ class Identifier:
         from siamese.distances import pairwise_distances
 
         means = self._mean_templates(sorted({g for row in grouped for g, _, _ in row}))
-        out = []
-        for v, row in zip(vectors, grouped, strict=True):
-            rescored = [
-                (
-                    g,
-                    float(pairwise_distances(v[None], means[g][None], self.model.distance)[0, 0]),
-                    f,
-                )
-                for g, _, f in row
-                if g in means
-            ]
-            out.append(sorted(rescored, key=lambda t: t[1]))
-        return out
+        if not means:
+            return [[] for _ in grouped]
+        # One distance matrix for the batch: every probe against every candidate's mean.
+        column = {g: j for j, g in enumerate(means)}
+        dist = pairwise_distances(vectors, np.stack(list(means.values())), self.model.distance)
+        return [
+            sorted(
+                ((g, float(dist[i, column[g]]), f) for g, _, f in row if g in column),
+                key=lambda t: t[1],
+            )
+            for i, row in enumerate(grouped)
+        ]
 
     def decide(
         self, probe: str, candidates: list[Candidate], face: Face | None = None, rank: int = 0

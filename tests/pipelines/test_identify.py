@@ -136,3 +136,21 @@ def test_mean_templates_are_read_once_per_loaded_index(
     assert [(c.identity, c.distance) for c in again.candidates] == [
         (c.identity, c.distance) for c in first.candidates
     ]
+
+
+def test_mean_template_distances_are_each_candidates_own(rt: Runtime, served: str) -> None:
+    """Rescoring by mean template: every candidate's distance is the probe's distance to that
+    identity's mean template, best first, for each probe of a batch on its own."""
+    from siamese.distances import pairwise_distances
+
+    ident = Identifier(rt, template="mean", top_k=3)
+    warm = ident.search(np.zeros((1, ident.model.dim), np.float32) + 0.1)
+    means = ident._mean_templates([c.identity_id for c in warm[0]])
+    probes = np.stack([means[g] for g in sorted(means)[:2]]).astype(np.float32)
+    for probe, row in zip(probes, ident.search(probes), strict=True):
+        assert [c.distance for c in row] == sorted(c.distance for c in row)
+        for c in row:
+            mean = ident._mean_templates([c.identity_id])[c.identity_id]
+            expected = pairwise_distances(probe[None], mean[None], ident.model.distance)
+            assert c.distance == pytest.approx(float(expected[0, 0]), abs=1e-9)
+        assert row[0].distance == pytest.approx(0.0, abs=1e-5)
