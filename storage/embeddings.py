@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
-from sqlalchemy import Select, delete, func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy.orm import Session, aliased
 
 from storage.images import id_range, is_live, live_image_ids
 from storage.models import Embedding, FaceImage, Identity
@@ -123,6 +124,78 @@ def add_embeddings(
             for fid, ref in rows
         ],
     )
+
+
+def choices_to_revisit(
+    *, session: Session, model_version_id: int, chosen_by: Sequence[str]
+) -> list[tuple[int, str, str, int | None, str | None]]:
+    """(face_image_id, source_uri, sha256, face_rank, chosen_by) of live images whose face was
+    chosen among several (``chosen_by``) before their person's newest vector under this model:
+    the person gained photos since, so the choice may change. By id."""
+    newer, owner = aliased(Embedding), aliased(FaceImage)
+    gained = (
+        select(newer.id)
+        .join(owner, owner.id == newer.face_image_id)
+        .where(
+            newer.model_version_id == model_version_id,
+            owner.identity_id == FaceImage.identity_id,
+            newer.created_at > Embedding.created_at,
+        )
+    )
+    stmt = (
+        select(
+            FaceImage.id,
+            FaceImage.source_uri,
+            FaceImage.sha256,
+            Embedding.face_rank,
+            Embedding.chosen_by,
+        )
+        .join(Embedding, Embedding.face_image_id == FaceImage.id)
+        .where(
+            Embedding.model_version_id == model_version_id,
+            Embedding.chosen_by.in_(list(chosen_by)),
+            is_live(),
+            gained.exists(),
+        )
+        .order_by(FaceImage.id)
+    )
+    return [(int(i), str(u), str(h), r, c) for i, u, h, r, c in session.execute(stmt)]
+
+
+def replace_embeddings(
+    *,
+    session: Session,
+    model_version_id: int,
+    rows: Sequence[tuple[int, str | None, int | None, str | None]],
+    at: datetime,
+) -> None:
+    """(face_image_id, vector_ref or None to keep it, face_rank, chosen_by): the face chosen
+    again for stored vectors. All take the one time ``at`` as ``created_at`` (a person's
+    photos chosen together are then none newer than another), which tells the next index
+    version to replace these ids' vectors (:func:`renewed_since`)."""
+    for fid, ref, rank, why in rows:
+        values: dict[str, object] = {"face_rank": rank, "chosen_by": why, "created_at": at}
+        if ref is not None:
+            values["vector_ref"] = ref
+        session.execute(
+            update(Embedding)
+            .where(
+                Embedding.face_image_id == int(fid),
+                Embedding.model_version_id == model_version_id,
+            )
+            .values(**values)
+        )
+
+
+def renewed_since(*, session: Session, model_version_id: int, since: datetime) -> list[int]:
+    """Face image ids whose vector row under this model was written after ``since`` (new ones,
+    and stored ones whose face was chosen again), by id."""
+    stmt = (
+        select(Embedding.face_image_id)
+        .where(Embedding.model_version_id == model_version_id, Embedding.created_at > since)
+        .order_by(Embedding.face_image_id)
+    )
+    return [int(i) for i in session.scalars(stmt)]
 
 
 def live_embeddings(*, session: Session, model_version_id: int) -> list[tuple[int, str]]:

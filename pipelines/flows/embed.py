@@ -59,6 +59,8 @@ class EmbedSummary(BaseModel):
     collected: dict[str, int]
     failed_chunks: list[dict[str, object]] = []
     embed_seconds: float = 0.0
+    #: photos with several faces whose face was chosen again, and how many changed face
+    rechosen: dict[str, int] = {}
 
     @classmethod
     def of(cls, run: IndexRun) -> EmbedSummary:
@@ -80,6 +82,7 @@ class EmbedSummary(BaseModel):
             collected=asdict(run.collected),
             failed_chunks=run.failed_chunks,
             embed_seconds=run.embed_seconds,
+            rechosen=asdict(run.revisited),
         )
 
 
@@ -107,6 +110,13 @@ def embed_chunk(
     rt = worker_runtime(target)
     todo = embedding.still_pending(rt, model, items)
     return embedding.embed_chunk(rt, model, todo, batch_size=batch_size, workers=workers)
+
+
+@task(cache_policy=NO_CACHE)
+def revisit_faces(model: ModelRef, batch_size: int, workers: int) -> embedding.Revisited:
+    return embedding.revisit_face_choices(
+        process_runtime(), model, batch_size=batch_size, workers=workers
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -148,6 +158,7 @@ def embed_flow(
             run = _embed_on_cluster(ref, batches, of, batch_size, workers, target)
         else:
             run = _embed_in_process(ref, batches, of, batch_size, workers, target)
+        revisited = revisit_faces(ref, batch_size, workers)
         seconds = time.perf_counter() - t0
         index, collected = publish_index(ref, factory, full, grace_seconds)
     return EmbedSummary.of(
@@ -161,6 +172,7 @@ def embed_flow(
             detected=detected,
             embed_seconds=seconds,
             failed_chunks=run.failed_chunks,
+            revisited=revisited,
         )
     )
 

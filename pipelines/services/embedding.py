@@ -200,6 +200,61 @@ def _encode_faces(
     return ids, vectors.reshape(len(ids), model.dim), faces, errors
 
 
+@dataclass(frozen=True)
+class Revisited:
+    """Photos whose face was chosen again: how many were looked at, how many changed face."""
+
+    looked: int = 0
+    changed: int = 0
+
+
+def revisit_face_choices(
+    rt: Runtime, model: ModelRef, *, batch_size: int = DEFAULT_BATCH_SIZE, workers: int = 0
+) -> Revisited:
+    """Photos with several faces whose person gained photos since their face was chosen
+    (:mod:`pipelines.services.face_choice`): chosen again against the person's photos now.
+
+    For ``consistent`` models only, and their ``largest`` fallbacks too (chosen when the person
+    had nothing to agree with). A changed face's vector goes to a new shard before its row is
+    replaced; every row looked at takes one time (``replace_embeddings``), so the next index
+    version swaps exactly these vectors and the next run does not look at them again. A photo
+    that cannot be encoded now keeps its face.
+    """
+    from index.vector_store import VectorStore
+    from storage.embeddings import choices_to_revisit, replace_embeddings
+    from storage.models import utcnow
+
+    if not model.crop.detect or model.scoring.multiple_faces != "consistent":
+        return Revisited()
+    with rt.sessions() as s:
+        rows = choices_to_revisit(
+            session=s, model_version_id=model.id, chosen_by=("consistent", "largest")
+        )
+    if not rows:
+        return Revisited()
+    stored = {fid: (rank, why) for fid, _, _, rank, why in rows}
+    items: list[FileItem] = [(fid, uri, sha) for fid, uri, sha, _, _ in rows]
+    keys, vectors, faces, errors = _encode_faces(rt, model, items, batch_size, workers)
+    moved = [k for k, f in enumerate(keys.tolist()) if faces[f][0] != stored[f][0]]
+    refs: dict[int, str] = {}
+    if moved:
+        store = VectorStore(rt.settings.vector_store_dir(model.id), model.dim)
+        written = store.write_shard(keys[moved], vectors[moved])
+        refs = dict(zip(keys[moved].tolist(), written, strict=True))
+    for fid, why in errors.items():
+        logger.warning("image %d keeps its face: choosing again failed (%s)", fid, why)
+    update = [
+        (fid, refs.get(fid), *(faces[fid] if fid in faces else stored[fid])) for fid in stored
+    ]
+    with rt.sessions.begin() as s:
+        replace_embeddings(session=s, model_version_id=model.id, rows=update, at=utcnow())
+    if moved:
+        logger.info(
+            "%d photos with several faces now embed another face of their person", len(moved)
+        )
+    return Revisited(len(rows), len(moved))
+
+
 @dataclass
 class EmbedRun:
     """What embedding every pending image did (the embed flow's chunk loop, in this process)."""

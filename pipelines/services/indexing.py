@@ -3,8 +3,9 @@
 The steps, in order: resolve and load the model (a missing or altered checkpoint fails here,
 before any work); with ``full``, forget its vectors; detect the faces of photos the current
 detector has not seen (models that read detected faces); embed every live image that lacks a
-vector; build and publish an index version without the removed ones; delete the files of
-versions retired long enough ago.
+vector; choose again the face of photos with several whose person gained photos
+(:func:`~pipelines.services.embedding.revisit_face_choices`); build and publish an index version
+without the removed ones; delete the files of versions retired long enough ago.
 
 Callers: ``siamid embed`` (the ``embed`` flow wraps each step in a task and runs the chunks as
 tasks, on Dask when asked), the HTTP service's enrolment jobs, the benchmarks and the tests run
@@ -49,6 +50,7 @@ class IndexRun:
     detected: DetectionSummary | None = None
     embed_seconds: float = 0.0
     failed_chunks: list[dict[str, object]] = field(default_factory=list)
+    revisited: embedding.Revisited = field(default_factory=embedding.Revisited)
 
 
 @contextlib.contextmanager
@@ -122,6 +124,7 @@ def index_pending(
         run = embedding.embed_pending(
             rt, ref, chunk_size=chunk_size, batch_size=batch_size, workers=workers
         )
+        revisited = embedding.revisit_face_choices(rt, ref, batch_size=batch_size, workers=workers)
         seconds = time.perf_counter() - t0
         index, collected = publish_and_collect(rt, ref, factory=factory, full=full, grace=grace)
     return IndexRun(
@@ -133,6 +136,7 @@ def index_pending(
         collected,
         detected=detected,
         embed_seconds=seconds,
+        revisited=revisited,
     )
 
 

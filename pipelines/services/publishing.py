@@ -11,7 +11,7 @@ Old files are deleted by :func:`collect_garbage` once readers had time to reload
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -45,6 +45,9 @@ class IndexPlan:
     current: PublishedIndex | None
     factory: str | None  # asked for; None: keep the current one or choose by size
     full: bool
+    #: ids whose vector row was written since the current version was built: among the ids it
+    #: holds, their vectors were replaced (a face chosen again) and are added anew
+    renewed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def incremental(self) -> bool:
@@ -82,7 +85,7 @@ def plan_index(
     rt: Runtime, model: ModelRef, *, factory: str | None = None, full: bool = False
 ) -> IndexPlan:
     """Retire versions left ``building`` by a dead run and read what the new version holds."""
-    from storage.embeddings import live_embeddings
+    from storage.embeddings import live_embeddings, renewed_since
     from storage.indexes import abandon_building, published_index
 
     with rt.sessions.begin() as s:
@@ -95,6 +98,11 @@ def plan_index(
             if row is None
             else PublishedIndex(row.id, row.model_version_id, row.path, row.sha256, row.factory)
         )
+        renewed = (
+            renewed_since(session=s, model_version_id=model.id, since=row.created_at)
+            if row is not None and row.model_version_id == model.id
+            else []
+        )
     return IndexPlan(
         model=model,
         live_ids=np.asarray([fid for fid, _ in live], dtype=np.int64),
@@ -102,6 +110,7 @@ def plan_index(
         current=current,
         factory=factory,
         full=full,
+        renewed=np.asarray(renewed, dtype=np.int64),
     )
 
 
@@ -122,11 +131,14 @@ def build_index(rt: Runtime, plan: IndexPlan) -> BuiltIndex:
         have = np.sort(index.ids().astype(np.int64))
         removed = np.setdiff1d(have, plan.live_ids, assume_unique=True)
         added = np.setdiff1d(plan.live_ids, have, assume_unique=True)
-        if removed.size:
-            index.remove(removed)
-        if added.size:
-            index.add(store.read([plan.refs[int(i)] for i in added]), added)
-        changed = bool(removed.size or added.size)
+        # held, live, but their vector replaced since: out with the old one, in with the new
+        replaced = np.intersect1d(np.intersect1d(have, plan.live_ids), plan.renewed)
+        if removed.size or replaced.size:
+            index.remove(np.union1d(removed, replaced))
+        if added.size or replaced.size:
+            ids = np.union1d(added, replaced)
+            index.add(store.read([plan.refs[int(i)] for i in ids]), ids)
+        changed = bool(removed.size or added.size or replaced.size)
         return BuiltIndex(index, int(added.size), int(removed.size), False, changed)
 
     chosen = plan.factory or choose_factory(int(plan.live_ids.size), model.dim, "auto")

@@ -89,3 +89,60 @@ def test_a_group_photo_enrols_the_persons_face(rt: Runtime, group_gallery: Path)
     refuse = train_model(rt, ts, options.model_copy(update={"multiple_faces": "refuse"}))
     run = index_pending(rt, refuse.name, workers=0)
     assert [f.source.endswith("with-p1.jpg") for f in run.failed] == [True]
+
+
+@pytest.mark.slow
+def test_a_group_photo_is_chosen_again_when_the_person_gains_photos(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """p2's only photo shows p1's face larger beside p2's: with nothing to agree with, the
+    largest (p1's) is enrolled for p2. Once p2 gains photos of their own, the next run chooses
+    again, the index swaps that one vector, and a probe of p1 no longer finds p2 close."""
+    from pipelines.services.embedding import Revisited
+    from pipelines.services.identification import Identifier
+    from pipelines.services.indexing import index_pending
+
+    first, later = tmp_path / "first", tmp_path / "later"
+    (first / "p1").mkdir(parents=True)
+    (first / "p2").mkdir()
+    (later / "p2").mkdir(parents=True)
+    for i in range(1, 4):
+        _photo([(1, i, 100 + 20 * i, 2.0)], seed=10 + i).save(first / "p1" / f"{i}.jpg")
+        _photo([(2, i, 100 + 20 * i, 2.0)], seed=20 + i).save(later / "p2" / f"{i}.jpg")
+    _photo([(1, 8, 10, 2.2), (2, 8, 230, 1.4)], seed=7).save(first / "p2" / "with-p1.jpg")
+
+    import_items(scan_image_folder(first), sessions=rt.sessions)
+    options = TrainOptions(backbone="dlib-resnet", epochs=0, flip_average=False)
+    model = train_model(rt, training_set(rt, None, options.crop()), options)
+    run = index_pending(rt, model.name, workers=0)
+    assert _embedded_face(rt, model.id, "with-p1.jpg") == (0, "largest")  # p1's face
+    probe = first / "p1" / "1.jpg"
+
+    def p2_distance() -> float:
+        (decision,) = Identifier(rt, top_k=2, threshold=0.5).identify([probe])
+        return next(c.distance for c in decision.candidates if c.identity == "p2")
+
+    assert p2_distance() < 0.5  # p1's face enrolled as p2 answers p1's probe
+
+    import_items(scan_image_folder(later), sessions=rt.sessions)
+    run = index_pending(rt, model.name, workers=0)
+    assert run.revisited == Revisited(looked=1, changed=1)
+    assert _embedded_face(rt, model.id, "with-p1.jpg") == (1, "consistent")  # p2's own
+    assert run.index.added == 3 and run.index.removed == 0 and not run.index.rebuilt
+    assert p2_distance() > 0.5
+    # the served index holds the new vector, not the one it replaced
+    from index.vector_store import VectorStore
+
+    with rt.sessions() as s:
+        fid, ref = s.execute(
+            select(Embedding.face_image_id, Embedding.vector_ref)
+            .join(FaceImage, FaceImage.id == Embedding.face_image_id)
+            .where(FaceImage.source_uri.like("%with-p1.jpg"))
+        ).one()
+    ident = Identifier(rt)
+    stored = VectorStore(rt.settings.vector_store_dir(model.id), ident.model.dim).read([ref])[0]
+    served = ident.index.faiss_index.reconstruct(int(fid))
+    np.testing.assert_allclose(served, stored, rtol=0, atol=1e-6)
+
+    again = index_pending(rt, model.name, workers=0)  # nothing gained: nothing looked at
+    assert again.revisited == Revisited() and not again.index.published
