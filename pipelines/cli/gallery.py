@@ -146,41 +146,15 @@ def gallery_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one identity and its images (status, size, reason)."""
-    from storage.identities import find_identity
-    from storage.images import images_of_identity
+    from pipelines.services.identities import identity_view
 
-    rt = runtime()
-    with rt.sessions() as s:
-        ident = find_identity(session=s, name=identity)
-        images = images_of_identity(session=s, identity_id=ident.id)
-        info = {
-            "id": ident.id,
-            "name": ident.name,
-            "attributes": ident.attributes,
-            "images": [
-                {
-                    "id": im.id,
-                    "source": im.source_uri,
-                    "status": im.status,
-                    "width": im.width,
-                    "height": im.height,
-                    "mode": im.mode,
-                    "reject_reason": im.reject_reason,
-                    "sha256": im.sha256,
-                }
-                for im in images
-            ],
-        }
-    typer.echo(f"{info['name']} (id {info['id']}): {len(images)} images")
-    for im in info["images"]:
-        extra = (
-            f"{im['width']}x{im['height']} {im['mode']}"
-            if im["status"] == "accepted"
-            else im["reject_reason"]
-        )
-        typer.echo(f"  [{im['id']}] {im['status']:8} {extra}  {im['source']}")
+    view = identity_view(runtime(), identity)
+    typer.echo(f"{view.name} (id {view.id}): {len(view.images)} images")
+    for im in view.images:
+        extra = f"{im.width}x{im.height} {im.mode}" if im.status == "accepted" else im.reject_reason
+        typer.echo(f"  [{im.id}] {im.status:8} {extra}  {im.source}")
     if as_json:
-        emit_json(info)
+        emit_json(view.to_dict())
 
 
 @app.command("remove")
