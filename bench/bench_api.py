@@ -47,9 +47,7 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -72,9 +70,11 @@ from bench.common import (  # noqa: E402
     face_embeddings,
     faiss_threads,
     format_table,
+    free_port,
     percentiles,
     prepare_gallery,
     print_header,
+    siamid_command,
     start_record,
     write_result,
 )
@@ -311,17 +311,6 @@ def probe_vectors(data: FaceEmbeddings, identities: np.ndarray, seed: int) -> np
 
 
 # ------------------------------------------------------------------ the server process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def siamid_command() -> list[str]:
-    script = shutil.which("siamid", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-c", "from pipelines.cli import main; main()"]
 
 
 @dataclass

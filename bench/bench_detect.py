@@ -24,34 +24,33 @@ Prints a markdown table; writes JSON to ``bench/results/bench_detect-<time>.json
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.one_thread import DATASETS  # noqa: E402
+
+# one_thread first: it pins the threads before numpy loads
+# isort: split
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from bench.common import cpu_model, memory_total_bytes, percentiles, write_result  # noqa: E402
 from faces import MIN_EYE_SPAN, Face, is_too_small  # noqa: E402
 from faces.detect import Detector  # noqa: E402
 
 NAME = "bench_detect"
-DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "celeba_wild"
+DEFAULT_DATA = DATASETS / "celeba_wild"
 SHAPE_PREDICTOR_5 = "shape_predictor_5_face_landmarks.dat"
 CNN_FACE_DETECTOR = "mmod_human_face_detector.dat"
 #: Eye-span thresholds whose losses are reported beside MIN_EYE_SPAN, to justify its value.
@@ -78,9 +77,23 @@ def list_photos(data: Path, limit: int | None, seed: int) -> list[Path]:
     photos = sorted(p for p in data.glob("*/*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     if not photos:
         raise SystemExit(f"error: no <person>/<file>.jpg photos under {data}")
-    if limit is not None and limit < len(photos):
-        photos = sorted(random.Random(seed).sample(photos, limit))
-    return photos
+    return sample(photos, limit, seed)
+
+
+def att_portraits(limit: int | None, seed: int) -> list[Path]:
+    """The AT&T portraits (``s<N>/<file>.pgm``), sorted; a seeded sample if limited."""
+    root = DATASETS / "att_faces"
+    paths = sorted(root.glob("s*/*.pgm"))
+    if not paths:
+        raise SystemExit(f"error: no AT&T portraits under {root}")
+    return sample(paths, limit, seed)
+
+
+def sample(paths: list[Path], limit: int | None, seed: int) -> list[Path]:
+    """``limit`` of the sorted ``paths``, drawn with ``seed`` and sorted again (all: no limit)."""
+    if limit is not None and limit < len(paths):
+        return sorted(random.Random(seed).sample(paths, limit))
+    return paths
 
 
 def decode(path: Path) -> np.ndarray:

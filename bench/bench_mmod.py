@@ -20,44 +20,35 @@ Prints a markdown summary; writes JSON to ``bench/results/bench_mmod-<time>.json
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.one_thread import DATASETS  # noqa: E402
+
+# one_thread first: it pins the threads before numpy loads
+# isort: split
 import argparse  # noqa: E402
-import random  # noqa: E402
-import sys  # noqa: E402
+import os  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.bench_detect import decode, find_model, list_photos  # noqa: E402
+from bench.bench_detect import att_portraits, decode, find_model, list_photos  # noqa: E402
 from bench.common import median, write_result  # noqa: E402
 
 NAME = "bench_mmod"
-DATASETS = ROOT.parent / "shared" / "datasets"
 CNN_FACE_DETECTOR = "mmod_human_face_detector.dat"
 BOX_TOLERANCE_PX = 1
 SCORE_TOLERANCE = 1e-3
 
 
 def att_photos(limit: int | None, seed: int) -> list[tuple[str, np.ndarray]]:
-    root = DATASETS / "att_faces"
-    paths = sorted(root.glob("s*/*.pgm"))
-    if not paths:
-        raise SystemExit(f"error: no AT&T portraits under {root}")
-    if limit is not None and limit < len(paths):
-        paths = sorted(random.Random(seed).sample(paths, limit))
     out = []
-    for p in paths:
+    for p in att_portraits(limit, seed):
         with Image.open(p) as im:
             im = im.convert("RGB")
             big = im.resize((im.width * 2, im.height * 2), Image.Resampling.BILINEAR)

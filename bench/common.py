@@ -20,6 +20,8 @@ import json
 import math
 import os
 import platform
+import shutil
+import socket
 import statistics
 import sys
 import time
@@ -567,3 +569,20 @@ class DeepFaceStyleBaseline:
     def close(self) -> None:
         del self.frame, self.matrix
         gc.collect()
+
+
+# ------------------------------------------------------------------ server processes
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server started next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def siamid_command() -> list[str]:
+    """The ``siamid`` console script of this interpreter's environment (or the same entry point
+    through ``python -c`` where the script is not installed), to start as a child process."""
+    script = shutil.which("siamid", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-c", "from pipelines.cli import main; main()"]

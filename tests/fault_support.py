@@ -8,9 +8,7 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from bench.common import free_port
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -27,17 +27,6 @@ def skip_or_fail(reason: str) -> None:
     if ON_CI:
         pytest.fail(f"CI=true but {reason}")
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def siamid_command() -> list[str]:
-    script = shutil.which("siamid", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-c", "from pipelines.cli import main; main()"]
 
 
 def child_env(**extra: str) -> dict[str, str]:

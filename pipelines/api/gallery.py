@@ -14,7 +14,6 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
@@ -42,26 +41,6 @@ class IdentityPage:
     total: int
     offset: int
     limit: int
-
-
-@dataclass(frozen=True)
-class ImageView:
-    id: int
-    status: str
-    sha256: str | None
-    width: int | None
-    height: int | None
-    mode: str | None
-    reject_reason: str | None
-    imported_at: datetime
-
-
-@dataclass(frozen=True)
-class IdentityView:
-    id: int
-    name: str
-    created_at: datetime
-    images: list[ImageView]
 
 
 @dataclass
@@ -120,29 +99,6 @@ def identity_page(rt: Runtime, *, offset: int, limit: int) -> IdentityPage:
         items = _page(session=s, offset=offset, limit=limit)
         total = count_identities(session=s)
     return IdentityPage(items, total, offset, limit)
-
-
-def identity_view(rt: Runtime, name: str) -> IdentityView:
-    """One identity and its images (raises ``UnknownIdentityError``); no server paths."""
-    from storage.identities import find_identity
-    from storage.images import images_of_identity
-
-    with rt.sessions() as s:
-        ident = find_identity(session=s, name=name)
-        images = [
-            ImageView(
-                im.id,
-                im.status,
-                im.sha256,
-                im.width,
-                im.height,
-                im.mode,
-                im.reject_reason,
-                im.imported_at,
-            )
-            for im in images_of_identity(session=s, identity_id=ident.id)
-        ]
-        return IdentityView(ident.id, ident.name, ident.created_at, images)
 
 
 def enrol(rt: Runtime, name: str, uploads: list[Upload]) -> Enrolment:

@@ -95,7 +95,7 @@ def index_pending(rt: Runtime) -> dict[str, Any]:
         "model_version": run.model.name,
         "detected": run.detected.detected if run.detected is not None else 0,
         "embedded": run.embedded,
-        "failed": [{"image_id": f.face_image_id, "reason": f.reason} for f in run.failed],
+        "failed": [{"image_id": f.face_image_id, "reason": str(f.refusal)} for f in run.failed],
         "index_version": run.index.index_version_id,
         "published": run.index.published,
         "vectors": run.index.vectors,

@@ -9,19 +9,21 @@ import typer
 
 from pipelines.cli.options import (
     BackboneChoice,
+    BackboneOpt,
     CalibrateOnChoice,
+    CalibrateOnOpt,
     DetectorOpt,
     EpochsOpt,
-    FacesChoice,
+    FacesModeOpt,
     FlipOpt,
     JsonOpt,
     LabelledMultipleOpt,
+    MembersOpt,
     TargetFpirOpt,
     TemplateOpt,
     TuneOpt,
     chosen,
     data_folder,
-    use_detector,
 )
 from pipelines.cli.output import CliError, emit_json, quiet_flow_failures, runtime
 from siamese.openset import DEFAULT_TARGET_FPIR, rate_label
@@ -45,34 +47,12 @@ def evaluate_cmd(
         str | None,
         typer.Option(help="Evaluate this model version instead of training one per fold."),
     ] = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            min=0, help="Training epochs per fold (dlib-resnet: of its head; default 0, zero-shot)."
-        ),
-    ] = None,
-    backbone: Annotated[
-        BackboneChoice, typer.Option(help="The fold encoders' network.")
-    ] = BackboneChoice["small-cnn"],  # type: ignore[valid-type]
-    members: Annotated[
-        int | None,
-        typer.Option(min=1, help="Ensemble members of each fold's encoder (default 3)."),
-    ] = None,
+    epochs: EpochsOpt = None,
+    backbone: BackboneOpt = BackboneChoice["small-cnn"],
+    members: MembersOpt = None,
     template: TemplateOpt = None,
-    calibrate_on: Annotated[
-        CalibrateOnChoice,
-        typer.Option(
-            help="Non-mated searches that set the threshold: the calibration unknowns, and "
-            "by default also the people the encoder was trained on."
-        ),
-    ] = CalibrateOnChoice["unknown+train"],  # type: ignore[valid-type]
-    faces: Annotated[
-        FacesChoice | None,
-        typer.Option(
-            help="whole images or detected, aligned faces (photos without one are left out); "
-            "default: the --model's mode, else whole."
-        ),
-    ] = None,
+    calibrate_on: CalibrateOnOpt = CalibrateOnChoice["unknown+train"],
+    faces: FacesModeOpt = None,
     tune: TuneOpt = None,
     flip_average: FlipOpt = None,
     multiple_faces: LabelledMultipleOpt = None,
@@ -80,7 +60,6 @@ def evaluate_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Identity-disjoint open-set evaluation: DIR/FPIR, FNIR, rank-1/CMC, DET; HTML report."""
-    use_detector(detector)
     from pipelines.flows.evaluate import evaluate_flow
     from pipelines.services.eval_outputs import headline_dir
     from pipelines.services.evaluation import Protocol
@@ -151,20 +130,10 @@ def demo_cmd(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seeds data, splits and training.")] = 0,
     epochs: EpochsOpt = None,
-    backbone: Annotated[
-        BackboneChoice, typer.Option(help="The encoders' network.")
-    ] = BackboneChoice["small-cnn"],  # type: ignore[valid-type]
+    backbone: BackboneOpt = BackboneChoice["small-cnn"],
     folds: Annotated[int, typer.Option(min=1, help="Evaluation folds.")] = 1,
-    members: Annotated[
-        int, typer.Option(min=1, help="Ensemble members of the demo's encoders.")
-    ] = 1,
-    faces: Annotated[
-        FacesChoice | None,
-        typer.Option(
-            help="whole images (synthetic, AT&T) or detected faces (default: the "
-            "backbone's: detect for dlib-resnet, else whole)."
-        ),
-    ] = None,
+    members: MembersOpt = 1,
+    faces: FacesModeOpt = None,
     tune: TuneOpt = None,
     flip_average: FlipOpt = None,
     as_json: JsonOpt = False,

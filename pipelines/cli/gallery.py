@@ -12,20 +12,24 @@ from pipelines.cli.options import (
     DaskOpt,
     DaskWorkersOpt,
     DetectorOpt,
+    GalleryMultipleOpt,
     JsonOpt,
     MultipleChoice,
     WaitOpt,
-    use_detector,
 )
 from pipelines.cli.output import (
     CliError,
+    echo_failed_chunks,
     emit_json,
+    exit_if_chunks_failed,
     progress_bar,
     quiet_flow_failures,
     runtime,
 )
 
 app = typer.Typer(help="Import, list, show and remove gallery identities.", no_args_is_help=True)
+
+IdentityArg = Annotated[str, typer.Argument(help="The identity's exact name.")]
 
 
 @app.command("import")
@@ -51,13 +55,7 @@ def gallery_import(
             help="Detect faces in the new images and store them (for --faces detect models).",
         ),
     ] = True,
-    multiple_faces: Annotated[
-        MultipleChoice,
-        typer.Option(
-            help="A photo of several people: enrol the largest face (the others are recorded) "
-            "or refuse the photo."
-        ),
-    ] = MultipleChoice["largest"],  # type: ignore[valid-type]
+    multiple_faces: GalleryMultipleOpt = MultipleChoice["largest"],
     dask: DaskOpt = None,
     dask_workers: DaskWorkersOpt = None,
     wait: WaitOpt = 0.0,
@@ -65,7 +63,6 @@ def gallery_import(
     as_json: JsonOpt = False,
 ) -> None:
     """Import a gallery; bad files are recorded as rejected with a reason and the import goes on."""
-    use_detector(detector)
     from pipelines.cluster import ClusterSpec
     from pipelines.services.gallery import import_items, read_manifest, scan_image_folder
     from siamese.images import DecodeLimits
@@ -118,17 +115,14 @@ def gallery_import(
             f"no_face {counts['no_face']}  multiple_faces {counts['multiple_faces']}  "
             f"too_small {counts['too_small']}  unreadable {counts['error']}"
         )
-    for c in failed_chunks:
-        typer.echo(f"chunk {c['chunk']} ({c['images']} photos) failed: {c['reason']}", err=True)
+    echo_failed_chunks(failed_chunks, "photos")
     if as_json:
         emit_json(d)
-    if failed_chunks:
-        typer.echo(
-            f"{len(failed_chunks)} chunk(s) failed: run the import again once the workers can "
-            "reach the photos; it adds nothing twice and detects the rest",
-            err=True,
-        )
-        raise typer.Exit(1)
+    exit_if_chunks_failed(
+        failed_chunks,
+        "run the import again once the workers can reach the photos; it adds nothing twice and "
+        "detects the rest",
+    )
 
 
 @app.command("list")
@@ -148,50 +142,24 @@ def gallery_list(as_json: JsonOpt = False) -> None:
 
 @app.command("show")
 def gallery_show(
-    identity: Annotated[str, typer.Argument(help="The identity's exact name.")],
+    identity: IdentityArg,
     as_json: JsonOpt = False,
 ) -> None:
     """Show one identity and its images (status, size, reason)."""
-    from storage.identities import find_identity
-    from storage.images import images_of_identity
+    from pipelines.services.identities import identity_view
 
-    rt = runtime()
-    with rt.sessions() as s:
-        ident = find_identity(session=s, name=identity)
-        images = images_of_identity(session=s, identity_id=ident.id)
-        info = {
-            "id": ident.id,
-            "name": ident.name,
-            "attributes": ident.attributes,
-            "images": [
-                {
-                    "id": im.id,
-                    "source": im.source_uri,
-                    "status": im.status,
-                    "width": im.width,
-                    "height": im.height,
-                    "mode": im.mode,
-                    "reject_reason": im.reject_reason,
-                    "sha256": im.sha256,
-                }
-                for im in images
-            ],
-        }
-    typer.echo(f"{info['name']} (id {info['id']}): {len(images)} images")
-    for im in info["images"]:
-        extra = (
-            f"{im['width']}x{im['height']} {im['mode']}"
-            if im["status"] == "accepted"
-            else im["reject_reason"]
-        )
-        typer.echo(f"  [{im['id']}] {im['status']:8} {extra}  {im['source']}")
+    view = identity_view(runtime(), identity)
+    typer.echo(f"{view.name} (id {view.id}): {len(view.images)} images")
+    for im in view.images:
+        extra = f"{im.width}x{im.height} {im.mode}" if im.status == "accepted" else im.reject_reason
+        typer.echo(f"  [{im.id}] {im.status:8} {extra}  {im.source}")
     if as_json:
-        emit_json(info)
+        emit_json(view.to_dict())
 
 
 @app.command("remove")
 def gallery_remove(
-    identity: Annotated[str, typer.Argument(help="The identity's exact name.")],
+    identity: IdentityArg,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove an identity and its images; its vectors leave the next published index."""

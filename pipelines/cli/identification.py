@@ -15,7 +15,6 @@ from pipelines.cli.options import (
     TargetFpirOpt,
     TemplateOpt,
     chosen,
-    use_detector,
 )
 from pipelines.cli.output import CliError, emit_json, runtime
 from siamese.openset import DEFAULT_TARGET_FPIR
@@ -43,7 +42,6 @@ def identify_cmd(
     detector: DetectorOpt = None,
 ) -> None:
     """Identify probes against the published index: a match within the threshold, or unknown."""
-    use_detector(detector)
     from pipelines.services.gallery import read_manifest
     from pipelines.services.identification import Identifier, probe_files
 

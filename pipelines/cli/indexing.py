@@ -14,9 +14,14 @@ from pipelines.cli.options import (
     JsonOpt,
     WaitOpt,
     chosen,
-    use_detector,
 )
-from pipelines.cli.output import emit_json, quiet_flow_failures, runtime
+from pipelines.cli.output import (
+    echo_failed_chunks,
+    emit_json,
+    exit_if_chunks_failed,
+    quiet_flow_failures,
+    runtime,
+)
 
 app = typer.Typer()
 
@@ -52,7 +57,6 @@ def embed_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Embed images lacking a vector, drop removed ones, publish a new index version."""
-    use_detector(detector)
     from pipelines.cluster import ClusterSpec, flow_on
     from pipelines.flows.embed import embed_flow
 
@@ -76,8 +80,7 @@ def embed_cmd(
         )
     for f in out.failed_images[:20]:
         typer.echo(f"could not embed {f['source']}: {f['reason']}", err=True)
-    for c in out.failed_chunks:
-        typer.echo(f"chunk {c['chunk']} ({c['images']} images) failed: {c['reason']}", err=True)
+    echo_failed_chunks(out.failed_chunks, "images")
     state = "published" if out.published else "unchanged"
     typer.echo(
         f"model {out.model_version}: embedded {out.embedded}, skipped {out.skipped}, "
@@ -86,13 +89,10 @@ def embed_cmd(
     )
     if as_json:
         emit_json(out.model_dump(exclude={"failed_images"}))
-    if out.failed_chunks:
-        typer.echo(
-            f"{len(out.failed_chunks)} chunk(s) failed: their images stay pending; run "
-            "`siamid embed` again once the workers can reach them",
-            err=True,
-        )
-        raise typer.Exit(1)
+    exit_if_chunks_failed(
+        out.failed_chunks,
+        "their images stay pending; run `siamid embed` again once the workers can reach them",
+    )
 
 
 @app.command("doctor")

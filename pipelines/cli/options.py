@@ -7,9 +7,10 @@ services take.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,36 +54,59 @@ def data_folder(data: Path, what: str = "person") -> Path:
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
 
-DetectorOpt = Annotated[
-    DetectorChoice | None,  # type: ignore[valid-type]
-    typer.Option(
-        "--detector",
-        help="Face detector: hog, cnn (dlib's CNN in torch) or hog+cnn (the CNN where HOG finds "
-        "no face); default SIAMID_DETECTOR. Part of the detector's version: a change re-detects.",
-    ),
-]
+
+def optional_choice(choices: type[StrEnum], flag: str, help: str, **option: Any) -> Any:
+    """The type of an option ``flag`` that takes one of ``choices`` and is ``None`` when not
+    given (:func:`chosen` turns it back into the plain string)."""
+    return Annotated[choices | None, typer.Option(flag, help=help, **option)]
 
 
-def use_detector(choice: StrEnum | None) -> None:
-    """Make ``--detector`` this run's choice: it becomes ``SIAMID_DETECTOR``, which the detection
-    service reads, here and in the Dask workers this process starts."""
-    import os
+def required_choice(choices: type[StrEnum], help: str) -> Any:
+    """The type of an option that takes one of ``choices``; the command gives the default."""
+    return Annotated[choices, typer.Option(help=help)]
 
+
+def _use_detector(choice: StrEnum | None) -> StrEnum | None:
+    """``--detector`` becomes this run's choice as it is parsed: ``SIAMID_DETECTOR``, which the
+    detection service reads, here and in the Dask workers this process starts."""
     if choice is not None:
         os.environ["SIAMID_DETECTOR"] = choice.value
+    return choice
 
+
+DetectorOpt = optional_choice(
+    DetectorChoice,
+    "--detector",
+    "Face detector: hog, cnn (dlib's CNN in torch) or hog+cnn (the CNN where HOG finds "
+    "no face); default SIAMID_DETECTOR. Part of the detector's version: a change re-detects.",
+    callback=_use_detector,
+)
 
 BACKBONE_HELP = (
     "small-cnn or chopra2005 (trained from scratch) or dlib-resnet (dlib's pretrained face "
     "ResNet in torch, a head trained with the contrastive loss; implies --faces detect)."
 )
+BackboneOpt = required_choice(BackboneChoice, BACKBONE_HELP)
 
-FacesCheck = Annotated[
-    FacesChoice | None,  # type: ignore[valid-type]
+FacesCheck = optional_choice(
+    FacesChoice,
+    "--faces",
+    "The crop mode you expect (whole images or detected faces); refused when it "
+    "differs from the model's. Default: the model's.",
+)
+FacesModeOpt = optional_choice(
+    FacesChoice,
+    "--faces",
+    "whole: every image is already a face crop (synthetic, AT&T); detect: detect and align the "
+    "face in each photo (photos without one are left out). Recorded with the model. Default: "
+    "a given --model's mode, else the backbone's (detect for dlib-resnet, else whole).",
+)
+MembersOpt = Annotated[
+    int | None,
     typer.Option(
-        "--faces",
-        help="The crop mode you expect (whole images or detected faces); refused when it "
-        "differs from the model's. Default: the model's.",
+        min=1,
+        help="Encoders trained on their own seeds and used side by side (default 3, the demo "
+        "1; 1 trains and embeds 3x faster).",
     ),
 ]
 
@@ -112,13 +136,12 @@ WaitOpt = Annotated[
         help="Wait this long for another run on the same database to finish (0: exit at once).",
     ),
 ]
-TuneOpt = Annotated[
-    TuneChoice | None,  # type: ignore[valid-type]
-    typer.Option(
-        help="dlib-resnet with --epochs: train a head on its descriptors (default) or fine-tune "
-        "its last stages at a low learning rate (last-stages)."
-    ),
-]
+TuneOpt = optional_choice(
+    TuneChoice,
+    "--tune",
+    "dlib-resnet with --epochs: train a head on its descriptors (default) or fine-tune "
+    "its last stages at a low learning rate (last-stages).",
+)
 FlipOpt = Annotated[
     bool | None,
     typer.Option(
@@ -129,25 +152,35 @@ FlipOpt = Annotated[
         show_default=False,
     ),
 ]
-TemplateOpt = Annotated[
-    TemplateChoice | None,  # type: ignore[valid-type]
-    typer.Option(
-        "--template",
-        help="Score a known person by the nearest enrolled image (best) or the mean of them. "
-        "Default: the model's (recorded with it; dlib-resnet: mean, else best).",
-    ),
-]
-LabelledMultipleOpt = Annotated[
-    LabelledMultipleChoice | None,  # type: ignore[valid-type]
-    typer.Option(
-        "--multiple-faces",
-        help="A labelled photo with several usable faces: the person's is the one that agrees "
-        "with their other photos (consistent), the largest, or none (refuse). Recorded with "
-        "the model. Default: the backbone's (consistent).",
-    ),
-]
+TemplateOpt = optional_choice(
+    TemplateChoice,
+    "--template",
+    "Score a known person by the nearest enrolled image (best) or the mean of them. "
+    "Default: the model's (recorded with it; dlib-resnet: mean, else best).",
+)
+LabelledMultipleOpt = optional_choice(
+    LabelledMultipleChoice,
+    "--multiple-faces",
+    "A labelled photo with several usable faces: the person's is the one that agrees "
+    "with their other photos (consistent), the largest, or none (refuse). Recorded with "
+    "the model. Default: the backbone's (consistent).",
+)
+GalleryMultipleOpt = required_choice(
+    MultipleChoice,
+    "A photo of several people: enrol the largest face (the others are recorded) or refuse "
+    "the photo.",
+)
+CalibrateOnOpt = required_choice(
+    CalibrateOnChoice,
+    "Non-mated searches that set the threshold: the calibration unknowns, and by default "
+    "also the people the encoder was trained on.",
+)
 EpochsOpt = Annotated[
     int | None,
-    typer.Option(min=0, help="Training epochs (dlib-resnet: of its head; default 0, zero-shot)."),
+    typer.Option(
+        min=0,
+        help="Training epochs, at most (per fold in evaluate; dlib-resnet: of its --tune mode, "
+        "default 0: the pretrained network as it is, zero-shot).",
+    ),
 ]
 TargetFpirOpt = Annotated[float, typer.Option(help="Target false-positive identification rate.")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,19 @@ def emit_json(obj: Any) -> None:
     """One JSON object on one line: the last line of stdout."""
     sys.stdout.flush()
     typer.echo(json.dumps(obj, ensure_ascii=False, sort_keys=True, default=str))
+
+
+def echo_failed_chunks(chunks: Sequence[Mapping[str, Any]], unit: str) -> None:
+    """One stderr line per chunk that failed on the cluster (``unit``: what its items are)."""
+    for c in chunks:
+        typer.echo(f"chunk {c['chunk']} ({c['images']} {unit}) failed: {c['reason']}", err=True)
+
+
+def exit_if_chunks_failed(chunks: Sequence[object], advice: str) -> None:
+    """Exit 1 when chunks failed on the cluster, saying what to do (``advice``)."""
+    if chunks:
+        typer.echo(f"{len(chunks)} chunk(s) failed: {advice}", err=True)
+        raise typer.Exit(1)
 
 
 @contextmanager

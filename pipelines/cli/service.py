@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from pipelines.cli.logs import PROGRESS_LOGGERS
-from pipelines.cli.options import DetectorOpt, JsonOpt, use_detector
+from pipelines.cli.options import DetectorOpt, JsonOpt
 from pipelines.cli.output import emit_json, runtime
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ def api_cmd(
     ] = None,
 ) -> None:
     """Serve the HTTP API (FastAPI + uvicorn); OpenAPI docs at /docs, web console at /ui/."""
-    use_detector(detector)
     import os
 
     import uvicorn

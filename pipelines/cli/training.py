@@ -8,15 +8,17 @@ from typing import Annotated
 import typer
 
 from pipelines.cli.options import (
-    BACKBONE_HELP,
     ArchChoice,
     BackboneChoice,
+    BackboneOpt,
     DistanceChoice,
-    FacesChoice,
+    EpochsOpt,
+    FacesModeOpt,
     FlipOpt,
     JsonOpt,
     LabelledMultipleOpt,
     LossChoice,
+    MembersOpt,
     TemplateOpt,
     TuneOpt,
     chosen,
@@ -49,34 +51,11 @@ def train_cmd(
             help="Contrastive margin m (or Chopra's Q); default from the training config."
         ),
     ] = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            help="Maximum epochs (dlib-resnet: of its --tune mode; the default, 0, "
-            "registers the pretrained network as it is).",
-        ),
-    ] = None,
+    epochs: EpochsOpt = None,
     seed: Annotated[int, typer.Option(help="Seeds split, weights, sampling, augmentation.")] = 0,
-    backbone: Annotated[BackboneChoice, typer.Option(help=BACKBONE_HELP)] = BackboneChoice[
-        "small-cnn"
-    ],
-    members: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Encoders trained on their own seeds and used side by side (default 3; "
-            "1 trains and embeds 3x faster).",
-        ),
-    ] = None,
-    faces: Annotated[
-        FacesChoice | None,
-        typer.Option(
-            help="whole: every image is already a face crop (AT&T); detect: detect and align "
-            "the face in each photo. Recorded with the model. Default: detect for dlib-resnet, "
-            "else whole."
-        ),
-    ] = None,
+    backbone: BackboneOpt = BackboneChoice["small-cnn"],
+    members: MembersOpt = None,
+    faces: FacesModeOpt = None,
     tune: TuneOpt = None,
     flip_average: FlipOpt = None,
     template: TemplateOpt = None,

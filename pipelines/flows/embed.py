@@ -71,7 +71,7 @@ class EmbedSummary(BaseModel):
             embedded=run.embedded,
             skipped=run.skipped,
             failed=len(run.failed),
-            failed_images=[asdict(f) for f in run.failed],
+            failed_images=[f.as_dict() for f in run.failed],
             removed=index.removed,
             added=index.added,
             vectors=index.vectors,

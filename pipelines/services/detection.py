@@ -36,6 +36,7 @@ from faces.face import Face, is_too_small
 from pipelines.services.encoding import FileItem
 from pipelines.services.model_files import CNN_FACE_DETECTOR, SHAPE_PREDICTOR_5, model_file
 from pipelines.services.paging import WorkPlan, keyset_pages
+from pipelines.services.refusals import Refusal
 from pipelines.services.runtime import Runtime
 from siamese.images import DecodeLimits, ImageRejected, decode_bytes
 from storage.faces import Detection, StoredFace
@@ -384,7 +385,7 @@ def current_detections(rt: Runtime, image_ids: Sequence[int]) -> dict[int, Detec
         )
 
 
-def gallery_outcomes(rt: Runtime, image_ids: Sequence[int]) -> dict[int, str]:
+def gallery_outcomes(rt: Runtime, image_ids: Sequence[int]) -> dict[int, Refusal]:
     """face_image id -> detection outcome with its detail, under the current detector."""
     found = current_detections(rt, image_ids)
-    return {fid: f"{d.outcome}: {d.detail or ''}".rstrip(": ") for fid, d in found.items()}
+    return {fid: Refusal(d.outcome, d.detail or "") for fid, d in found.items()}

@@ -22,6 +22,7 @@ import numpy as np
 from pipelines.services.encoding import DEFAULT_BATCH_SIZE, FileItem, encode_files
 from pipelines.services.models import ModelRef
 from pipelines.services.paging import WorkPlan, keyset_pages
+from pipelines.services.refusals import NO_FACE, Refusal
 from pipelines.services.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,15 @@ T = TypeVar("T")
 class FailedImage:
     face_image_id: int
     source: str
-    reason: str
+    refusal: Refusal
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain data: the refusal as its text (what the command line prints)."""
+        return {
+            "face_image_id": self.face_image_id,
+            "source": self.source,
+            "reason": str(self.refusal),
+        }
 
 
 @dataclass
@@ -153,13 +162,13 @@ def embed_chunk(
     sources = {fid: src for fid, src, _ in items}
     failed = [FailedImage(fid, sources[fid], err) for fid, err in errors.items()]
     for f in failed:
-        logger.warning("could not embed image %d (%s): %s", f.face_image_id, f.source, f.reason)
+        logger.warning("could not embed image %d (%s): %s", f.face_image_id, f.source, f.refusal)
     return ChunkResult(int(keys.size), failed, time.perf_counter() - t0)
 
 
 def _encode_faces(
     rt: Runtime, model: ModelRef, items: Sequence[FileItem], batch_size: int, workers: int
-) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, str]], dict[int, str]]:
+) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, str]], dict[int, Refusal]]:
     """Detect mode: encode the usable faces of each image and keep the person's
     (:mod:`pipelines.services.face_choice`, the model's ``multiple_faces``). Returns (image
     ids, their vectors, (face rank, chosen_by) per image, errors per image)."""
@@ -190,7 +199,7 @@ def _encode_faces(
     )
     # say what detection found instead of a bare "no face"
     missing = [fid for fid in by_id if fid not in chosen and fid not in errors]
-    errors.update({fid: "no_face: no usable face was detected in this photo" for fid in missing})
+    errors.update(dict.fromkeys(missing, NO_FACE))
     errors.update(gallery_outcomes(rt, missing))
     ids = np.asarray(sorted(chosen), dtype=np.int64)
     vectors = np.asarray([chosen[f].vector for f in ids.tolist()], np.float32)

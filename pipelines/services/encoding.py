@@ -14,6 +14,7 @@ import numpy as np
 from faces.face import Face
 from pipelines.services.crops import CropSpec, crop
 from pipelines.services.models import LoadedEncoder
+from pipelines.services.refusals import NO_FACE, Refusal
 from siamese.images import DecodeLimits
 
 logger = logging.getLogger(__name__)
@@ -26,11 +27,11 @@ FileItem = tuple[int, str, str | None]
 
 @dataclass
 class Encoded:
-    """Vectors of the files that could be encoded, by key, and the reason for the others."""
+    """Vectors of the files that could be encoded, by key, and why not for the others."""
 
     keys: np.ndarray  # [n] int64
     vectors: np.ndarray  # [n, d] float32
-    errors: dict[int, str] = field(default_factory=dict)
+    errors: dict[int, Refusal] = field(default_factory=dict)
 
     def dense(self, n: int) -> np.ndarray:
         """Vectors in key order 0..n-1 (keys must be 0..n-1; missing rows stay zero)."""
@@ -41,6 +42,11 @@ class Encoded:
 
 class FaceFiles:
     """Decodes, crops and preprocesses image files in DataLoader workers; bad files become errors.
+
+    An item is ``(x, key, reason, detail)``: a bad file's ``reason`` (a key of
+    :data:`~pipelines.services.refusals.REASONS`; empty for a good one) and ``detail`` travel
+    as two strings, which the DataLoader batches as they are, and become a
+    :class:`~pipelines.services.refusals.Refusal` in :func:`encode_files`.
 
     With a recorded sha256, the bytes are checked against it: a file changed on disk since
     its import is not silently embedded under the old row. In ``detect`` mode each key's face
@@ -64,7 +70,12 @@ class FaceFiles:
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[Any, int, str]:
+    def load(self, i: int) -> tuple[Any, Refusal | None]:
+        """Item ``i`` outside a DataLoader: its input tensor, or why there is none."""
+        x, _, reason, detail = self[i]
+        return x, Refusal(reason, detail) if reason else None
+
+    def __getitem__(self, i: int) -> tuple[Any, int, str, str]:
         import torch
 
         from siamese.data import preprocess
@@ -76,19 +87,19 @@ class FaceFiles:
         try:
             data = Path(source).read_bytes()
         except FileNotFoundError:
-            return blank, key, f"missing: {source} does not exist"
+            return blank, key, "missing", f"{source} does not exist"
         except OSError as exc:
-            return blank, key, f"unreadable: {exc.strerror or exc}"
+            return blank, key, "unreadable", f"{exc.strerror or exc}"
         if sha is not None and hashlib.sha256(data).hexdigest() != sha:
-            return blank, key, "changed: the bytes differ from the imported ones; re-import"
+            return blank, key, "changed", "the bytes differ from the imported ones; re-import"
         try:
             img = decode_bytes(data, limits=self.limits, name=source).image
         except ImageRejected as rej:
-            return blank, key, f"{rej.reason}: {rej.detail}"
+            return blank, key, rej.reason, rej.detail
         face = self.faces.get(key)
         if self.spec.detect and face is None:
-            return blank, key, "no_face: no usable face was detected in this photo"
-        return preprocess(crop(img, face, self.spec), self.cfg), key, ""
+            return blank, key, NO_FACE.reason, NO_FACE.detail
+        return preprocess(crop(img, face, self.spec), self.cfg), key, "", ""
 
 
 class Forward:
@@ -152,13 +163,13 @@ def encode_files(
     )
     vectors: list[np.ndarray] = []
     keys: list[int] = []
-    errors: dict[int, str] = {}
+    errors: dict[int, Refusal] = {}
     with torch.inference_mode():
-        for x, batch_keys, batch_errors in loader:
-            ok = torch.tensor([not e for e in batch_errors], dtype=torch.bool)
-            errors.update(
-                (k, e) for k, e in zip(batch_keys.tolist(), batch_errors, strict=True) if e
-            )
+        for x, batch_keys, reasons, details in loader:
+            ok = torch.tensor([not r for r in reasons], dtype=torch.bool)
+            for k, r, d in zip(batch_keys.tolist(), reasons, details, strict=True):
+                if r:
+                    errors[k] = Refusal(r, d)
             if not bool(ok.any()):
                 continue
             vectors.append(forward(x[ok]))

@@ -19,6 +19,7 @@ from pipelines.services.evaluation import (
 )
 from pipelines.services.models import resolve_model
 from pipelines.services.photo_faces import EmbeddedSet
+from pipelines.services.refusals import Refusal
 from pipelines.services.runtime import Runtime
 from pipelines.services.training import TrainedModel, TrainingSet, TrainOptions, train_model
 
@@ -149,7 +150,7 @@ def embed_dataset(rt: Runtime, model_ref: str, data: EvalData) -> EmbeddedSet:
     return EmbeddedSet(enc.dense(len(jobs)), start, model.distance, normalized)
 
 
-def _refuse_errors(errors: dict[int, str], paths: list[str]) -> None:
+def _refuse_errors(errors: dict[int, Refusal], paths: list[str]) -> None:
     if errors:
         bad = ", ".join(f"{paths[k]} ({e})" for k, e in list(errors.items())[:3])
         raise EvaluationError(f"{len(errors)} images could not be embedded, e.g. {bad}")

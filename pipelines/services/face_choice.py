@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from faces.face import Face
+from pipelines.services.refusals import Refusal
 from pipelines.services.scoring import MULTIPLE_FACES
 from storage.models import CHOSEN_BY
 
@@ -145,7 +146,7 @@ class GalleryJobs:
     image: list[int] = field(default_factory=list)
     rank: list[int] = field(default_factory=list)
     faces: list[Face] = field(default_factory=list)
-    refused: dict[int, str] = field(default_factory=dict)
+    refused: dict[int, Refusal] = field(default_factory=dict)
     largest: set[int] = field(default_factory=set)  # several usable faces, the largest taken
 
 
@@ -162,14 +163,14 @@ def gallery_jobs(rt: Runtime, image_ids: Sequence[int], policy: str) -> GalleryJ
         d = found.get(fid)
         usable = [f for f in (d.faces if d else []) if not is_too_small(to_face(f))]
         if d is not None and d.outcome == "multiple_faces" and d.chosen is None:
-            jobs.refused[fid] = f"multiple_faces: {d.detail} (refused when detected)"
+            jobs.refused[fid] = Refusal("multiple_faces", f"{d.detail} (refused when detected)")
             continue
         if len(usable) > 1 and policy != "consistent":
             usable = usable[:1] if policy == "largest" else []
             if usable:
                 jobs.largest.add(fid)
             else:
-                jobs.refused[fid] = f"multiple_faces: {d.detail if d else ''} (refused)"
+                jobs.refused[fid] = Refusal("multiple_faces", f"{d.detail if d else ''} (refused)")
         for f in usable:
             jobs.image.append(fid)
             jobs.rank.append(f.rank)

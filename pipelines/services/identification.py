@@ -28,6 +28,7 @@ from pipelines.services.encoding import Encoded, Forward, encode_paths
 from pipelines.services.errors import SiamidError
 from pipelines.services.models import LoadedEncoder, ModelRef, resolve_model
 from pipelines.services.owners import Owners
+from pipelines.services.refusals import Refusal
 from pipelines.services.runtime import Runtime
 from pipelines.services.scoring import TEMPLATES, mean_template
 from pipelines.services.threshold import resolve_threshold
@@ -164,7 +165,7 @@ class Identifier:
         )
         for i, f in enumerate(found):
             if f.face is None:
-                enc.errors[i] = f"{f.outcome}: {f.detail}"
+                enc.errors[i] = Refusal(f.outcome, f.detail or "")
         return enc
 
     def search(

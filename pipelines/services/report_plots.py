@@ -135,28 +135,27 @@ def _count_label(label: str, values: np.ndarray) -> str:
     return f"{label} ({values.size}{extra})"
 
 
+def _operating_line(data: ReportData) -> list[tuple[str, float, str]]:
+    """The operating threshold as a histogram's vertical line (none without a threshold)."""
+    return [] if data.threshold is None else [("operating threshold", float(data.threshold), "-")]
+
+
 def _plot_pair_hist(data: ReportData) -> bytes:
     _, eer_thr = eer(data.genuine, data.impostor)
-    lines = [("EER threshold", eer_thr, "--")]
-    if data.threshold is not None:
-        lines.append(("operating threshold", float(data.threshold), "-"))
     return _histogram(
         "Genuine and impostor pair distances",
         ("genuine", data.genuine),
         ("impostor", data.impostor),
-        lines,
+        [("EER threshold", eer_thr, "--"), *_operating_line(data)],
     )
 
 
 def _plot_search_hist(data: ReportData) -> bytes:
-    lines = []
-    if data.threshold is not None:
-        lines.append(("operating threshold", float(data.threshold), "-"))
     return _histogram(
         "Best-candidate distances of 1:N searches",
         ("mated: mate's distance", data.mated_dist),
         ("non-mated: best distance", data.nonmated_best),
-        lines,
+        _operating_line(data),
     )
 
 

@@ -252,9 +252,9 @@ def load_inputs(ts: TrainingSet, encoder: EncoderConfig, crop: CropSpec | None =
     )
     tensors = []
     for i in range(len(files)):
-        x, _, error = files[i]
-        if error:
-            raise TrainingDataError(f"{ts.paths[i]} cannot train: {error}")
+        x, refusal = files.load(i)
+        if refusal is not None:
+            raise TrainingDataError(f"{ts.paths[i]} cannot train: {refusal}")
         tensors.append(x)
     return torch.stack(tensors)
 

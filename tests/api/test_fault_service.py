@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.common import free_port, siamid_command
 from pipelines.services.apikeys import create_api_key
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.identification import Identifier
@@ -36,9 +37,7 @@ from tests.api.support import home_settings, quick_model
 from tests.fault_support import (
     OwnPostgres,
     child_env,
-    free_port,
     own_postgres,
-    siamid_command,
     wait_http,
 )
 

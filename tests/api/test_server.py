@@ -4,11 +4,8 @@ index versions are published (by its own jobs and from outside) and an identity 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from bench.common import free_port, siamid_command
 from pipelines.services.apikeys import create_api_key
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.identification import Identifier
@@ -26,17 +24,6 @@ from pipelines.services.indexing import index_pending
 from pipelines.services.runtime import Runtime
 from siamese.synthetic import generate_gallery
 from tests.api.support import Prepared
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def siamid_command() -> list[str]:
-    script = shutil.which("siamid", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-c", "from pipelines.cli import main; main()"]
 
 
 @pytest.fixture

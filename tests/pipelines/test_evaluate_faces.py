@@ -1,5 +1,6 @@
-"""Photos with several faces in evaluation: every face of a probe is a search, and a labelled
-photo contributes the person's face (tiny fixtures with known answers)."""
+"""Photos with several faces (or none) in evaluation: every face of a probe is a search, a labelled
+photo contributes the person's face, a photo without one is a miss or a rejection (tiny fixtures
+with known answers)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,30 @@ def _fixture(
     )
     paths = [f"{n}/{i}.jpg" for i, n in enumerate(names)]
     return embedded, names, paths, split, protocol
+
+
+def test_photos_without_a_face_enrol_nothing_and_find_no_one() -> None:
+    """Detect mode keeps every photo: one with no face is a miss if its person is enrolled and
+    a correct rejection if not, never left out of the figures."""
+    embedded, names, paths, split, protocol = _fixture({})
+    full = score_fold(embedded, names, paths, split, protocol, 0, None)
+    assert np.isfinite(full.mated_rank).all()  # every mated search finds its person
+
+    valid = np.ones(len(names), dtype=bool)
+    gallery, mated, _, test = probe_rows_of(names, split, protocol, 0)
+    no_face = [mated[0], test[0], gallery[0]]  # a mated search, a non-mated one, an enrolment
+    valid[no_face] = False
+    vectors = embedded.face_vectors  # one face per row
+    scores = score_fold(
+        EmbeddedSet.one_per_row(vectors, "l2", False, valid), names, paths, split, protocol, 0, None
+    )
+    assert len(scores.mated_rank) == len(mated) and len(scores.test_nonmated) == len(test)
+    assert np.isinf(scores.mated_rank[0]) and np.isinf(scores.mated_dist[0])  # a miss
+    assert np.isfinite(scores.mated_rank[1:]).all()  # the person still has an enrolled photo
+    assert np.isinf(scores.test_nonmated[0])  # rejected: found no one
+    rows = {r["probe"]: r for r in scores.test_probe_rows}
+    assert rows[paths[mated[0]]]["correct"] is False
+    assert rows[paths[test[0]]]["correct"] is True
 
 
 def test_every_face_of_a_probe_is_a_search() -> None:

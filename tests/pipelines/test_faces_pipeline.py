@@ -96,7 +96,7 @@ def test_detect_mode_model_end_to_end(rt: Runtime, photo_gallery: Path) -> None:
     run = index_pending(rt, name)
     assert run.model.crop == CropSpec(faces="detect")
     assert run.embedded == 25 and run.index.vectors == 25
-    assert [f.reason.split(":")[0] for f in run.failed] == ["no_face"]
+    assert [f.refusal.reason for f in run.failed] == ["no_face"]
 
     ident = Identifier(rt, threshold=10.0, top_k=2)
     decisions = ident.identify(

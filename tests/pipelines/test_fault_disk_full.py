@@ -60,6 +60,28 @@ def embed(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -
     return int(exited.value.code or 0), err
 
 
+def embed_on_full_disk(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], mount: Path, when: str
+) -> None:
+    """`siamid embed` on the full disk: exit 2 with one ``error:`` line that names the file it
+    could not write there, no traceback."""
+    code, err = embed(monkeypatch, capsys)
+    with capsys.disabled():
+        print(f"\nFAULT disk-full during {when}: exit {code}; {error_line(err)}")
+    assert code == 2 and "error: no space left on device writing " in err, err
+    assert str(mount) in err.split("error:")[1], err  # names the file on the full disk
+    assert "Traceback" not in err, err
+
+
+def embed_with_room(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], filler: Path
+) -> None:
+    """Space is back (``filler`` removed): `siamid embed` finishes the work."""
+    filler.unlink()
+    code, err = embed(monkeypatch, capsys)
+    assert code == 0, err
+
+
 def state(rt: Runtime) -> tuple[int, int, int]:
     """(embeddings in SQL, published index version, its vector count)."""
     with rt.sessions() as s:
@@ -103,20 +125,13 @@ def test_disk_full_during_embed_and_publish(
         # 1. during the embed: room for one shard of 4 images, and one page more
         import_items(scan_image_folder(tmp_path / "g1"), sessions=rt.sessions)  # 15 images
         filler = fill(mount, leave_bytes=(shard_pages(CHUNK, dim) + 1) * PAGE)
-        code, err = embed(monkeypatch, capsys)
-        with capsys.disabled():
-            print(f"\nFAULT disk-full during embed: exit {code}; {error_line(err)}")
-        assert code == 2 and "error: no space left on device writing " in err, err
-        assert str(mount) in err.split("error:")[1], err  # names the file on the full disk
-        assert "Traceback" not in err, err
+        embed_on_full_disk(monkeypatch, capsys, mount, "embed")
         vectors, version, count = state(rt)
         assert (version, count) == first[1:], "the published index changed"
         assert vectors == first[0] + CHUNK, "the chunk done before the disk filled is kept"
         assert store.validate().ok, store.validate()
         only_pending(rt, CHUNK)
-        filler.unlink()
-        code, err = embed(monkeypatch, capsys)
-        assert code == 0, err
+        embed_with_room(monkeypatch, capsys, filler)
         second = state(rt)
         assert second[0] == second[2] == first[0] + 15 and second[1] > first[1]
         only_pending(rt, 0)
@@ -124,20 +139,13 @@ def test_disk_full_during_embed_and_publish(
         # 2. during the publish: room for the run's two shards, not for its index file
         import_items(scan_image_folder(tmp_path / "g2"), sessions=rt.sessions)  # 6 images
         filler = fill(mount, leave_bytes=(2 * shard_pages(CHUNK, dim) + 1) * PAGE)
-        code, err = embed(monkeypatch, capsys)
-        with capsys.disabled():
-            print(f"FAULT disk-full during publish: exit {code}; {error_line(err)}")
-        assert code == 2 and "error: no space left on device writing " in err, err
-        assert str(mount) in err.split("error:")[1], err  # names the file on the full disk
-        assert "Traceback" not in err, err
+        embed_on_full_disk(monkeypatch, capsys, mount, "publish")
         vectors, version, count = state(rt)
         assert (version, count) == second[1:] and vectors == second[0] + 6
         assert store.validate().ok
         assert not [p for p in rt.settings.indexes_dir.iterdir() if p.name.startswith(".")]
         only_pending(rt, 6)
-        filler.unlink()
-        code, err = embed(monkeypatch, capsys)
-        assert code == 0, err
+        embed_with_room(monkeypatch, capsys, filler)
         third = state(rt)
         assert third[0] == third[2] == second[0] + 6 and third[1] > second[1]
         only_pending(rt, 0)

@@ -228,6 +228,11 @@ def test_cli_import_json_exit_zero(tmp_path: Path, siamid_home: Path) -> None:
     assert listing.exit_code == 0, listing.output
     shown = json.loads(listing.stdout.strip().splitlines()[-1])
     assert shown["name"] == NAMES["sqli"] and len(shown["images"]) == 2
+    # the CLI shows the service's view that the API's schema is built from: every API field
+    from pipelines.api.schemas import Identity, Image
+
+    assert set(Identity.model_fields) <= set(shown)
+    assert all(set(Image.model_fields) <= set(im) and im["source"] for im in shown["images"])
     removed = runner.invoke(app, ["gallery", "remove", NAMES["sqli"], "--json"])
     assert removed.exit_code == 0
     assert json.loads(removed.stdout.strip().splitlines()[-1])["removed_images"] == 2

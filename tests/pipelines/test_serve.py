@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bench.common import free_port
 
 
 def _wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
@@ -42,7 +37,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.mark.slow
 def test_serve_registers_cron_deployment_on_a_real_server(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,

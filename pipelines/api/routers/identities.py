@@ -11,6 +11,7 @@ from pipelines.api import gallery
 from pipelines.api.deps import IdentityName, State, require_read, require_write
 from pipelines.api.limits import read_upload
 from pipelines.api.schemas import MAX_PAGE, Enrolment, Identity, IdentityPage, Job, Removal
+from pipelines.services.identities import identity_view
 
 router = APIRouter(prefix="/v1/identities", tags=["gallery"])
 
@@ -32,7 +33,7 @@ def list_identities(
 )
 def get_identity(state: State, name: IdentityName) -> Identity:
     """One identity and its images (status, size, digest; never a server path)."""
-    return Identity.model_validate(gallery.identity_view(state.rt, name))
+    return Identity.model_validate(identity_view(state.rt, name))
 
 
 @router.post(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import UploadFile
@@ -14,46 +12,38 @@ from pipelines.api.deps import State
 from pipelines.api.errors import message_of
 from pipelines.api.limits import read_upload_async
 from pipelines.api.state import ApiState
-from pipelines.api.ui.web import (
-    SECURITY_HEADERS,
-    Forbidden,
-    SignedIn,
-    checked_form,
-    person_url,
-    render,
-    served,
-    upload_file,
-)
+from pipelines.api.ui import web
 from pipelines.services.errors import user_errors
 
-logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = web.page_router()
 
 
 @router.get("/identify")
-def identify_page(request: Request, state: State, v: SignedIn) -> HTMLResponse:
-    ident = served(state)
-    return render(request, "identify.html.j2", v, ready=ident is not None)
+def identify_page(request: Request, state: State, v: web.SignedIn) -> HTMLResponse:
+    ident = web.served(state)
+    return web.render(request, "identify.html.j2", v, ready=ident is not None)
 
 
 @router.post("/identify")
-async def identify(request: Request, state: State, v: SignedIn) -> JSONResponse:
+async def identify(request: Request, state: State, v: web.SignedIn) -> JSONResponse:
     """Every face of the photo with its decision and candidates (JSON for the page's script)."""
     try:
-        form = await checked_form(request, v, write=False, max_files=1)
-    except Forbidden as exc:
+        form = await web.checked_form(request, v, write=False, max_files=1)
+    except web.Forbidden as exc:
         return JSONResponse({"detail": str(exc)}, 403)
     image = form.get("image")
     if not isinstance(image, UploadFile):
         return JSONResponse({"detail": "send the photo in the field 'image'"}, 422)
-    ident = served(state)
+    ident = web.served(state)
     if ident is None:
         return JSONResponse(
             {"detail": "no index is loaded yet; publish one with siamid embed"}, 503
         )
     label = (image.filename or "photo")[:200]
     try:
-        data = await read_upload_async(upload_file(image), state.settings.max_upload_bytes, label)
+        data = await read_upload_async(
+            web.upload_file(image), state.settings.max_upload_bytes, label
+        )
         decisions = await state.compute(
             probes.identify_photo, ident, data, limits=state.rt.limits, label=label
         )
@@ -77,7 +67,7 @@ async def identify(request: Request, state: State, v: SignedIn) -> JSONResponse:
                     {
                         "identity": c.identity,
                         "distance": c.distance,
-                        "href": person_url(c.identity),
+                        "href": web.person_url(c.identity),
                         "thumb": f"/ui/thumbs/{nearest[c.face_image_id]}.jpg?size=96"
                         if c.face_image_id in nearest
                         else None,
@@ -88,7 +78,7 @@ async def identify(request: Request, state: State, v: SignedIn) -> JSONResponse:
         )
     return JSONResponse(
         {"model": ident.model.name, "index_version": ident.index_version_id, "faces": faces},
-        headers=SECURITY_HEADERS,
+        headers=web.SECURITY_HEADERS,
     )
 
 

@@ -4,66 +4,56 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pipelines.api.deps import State
+from pipelines.api.ui import web
 from pipelines.api.ui.session import (
     COOKIE,
     COOKIE_PATH,
 )
-from pipelines.api.ui.web import (
-    SignedIn,
-    SignInRequired,
-    checked_form,
-    console_of,
-    redirect,
-    render,
-    safe_next,
-    same_origin,
-    visitor,
-)
 from pipelines.services.apikeys import authenticate
 
 logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = web.page_router()
 
 
 @router.get("")
 async def root_no_slash() -> RedirectResponse:
-    return redirect("/ui/")
+    return web.redirect("/ui/")
 
 
 @router.get("/")
 async def root(request: Request, state: State) -> Response:
     try:
-        await visitor(request, state)
-    except SignInRequired:
-        return redirect("/ui/signin")
-    return redirect("/ui/gallery")
+        await web.visitor(request, state)
+    except web.SignInRequired:
+        return web.redirect("/ui/signin")
+    return web.redirect("/ui/gallery")
 
 
 @router.get("/signin")
 async def signin_page(request: Request, next: str | None = None) -> HTMLResponse:
-    return render(request, "signin.html.j2", None, next=safe_next(next), error=None)
+    return web.render(request, "signin.html.j2", None, next=web.safe_next(next), error=None)
 
 
 @router.post("/signin")
 async def signin(request: Request, state: State) -> Response:
     form = await request.form(max_files=0, max_fields=10)
-    token, target = str(form.get("key") or "").strip(), safe_next(str(form.get("next") or ""))
-    if not same_origin(request):
-        return render(request, "signin.html.j2", None, 403, next=target, error="wrong origin")
+    token, target = str(form.get("key") or "").strip(), web.safe_next(str(form.get("next") or ""))
+    if not web.same_origin(request):
+        return web.render(request, "signin.html.j2", None, 403, next=target, error="wrong origin")
     key = await run_in_threadpool(authenticate, state.lookups, token) if token else None
     if key is None or not key.active:
         why = "that key was revoked" if key is not None else "unknown key"
-        return render(
+        return web.render(
             request, "signin.html.j2", None, 401, next=target, error=f"{why}; check and retry"
         )
-    console = console_of(request)
+    console = web.console_of(request)
     cookie, _ = console.signer.issue(key.id, key.prefix)
-    response = redirect(target)
+    response = web.redirect(target)
     response.set_cookie(
         COOKIE,
         cookie,
@@ -78,8 +68,8 @@ async def signin(request: Request, state: State) -> Response:
 
 
 @router.post("/signout")
-async def signout(request: Request, v: SignedIn) -> Response:
-    await checked_form(request, v, write=False)
-    response = redirect("/ui/signin")
+async def signout(request: Request, v: web.SignedIn) -> Response:
+    await web.checked_form(request, v, write=False)
+    response = web.redirect("/ui/signin")
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response

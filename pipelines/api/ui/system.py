@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import mimetypes
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from pipelines.api.deps import State
 from pipelines.api.errors import message_of
 from pipelines.api.state import ApiState
-from pipelines.api.ui.web import (
-    REPORT_CSP,
-    SECURITY_HEADERS,
-    SignedIn,
-    checked_form,
-    job_dict,
-    problem,
-    redirect,
-    render,
-    served,
-)
+from pipelines.api.ui import web
 from pipelines.services.errors import user_errors
 
-logger = logging.getLogger(__name__)
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = web.page_router()
 
 
 def _reports(state: ApiState) -> list[str]:
@@ -38,14 +26,14 @@ def _reports(state: ApiState) -> list[str]:
 
 
 @router.get("/reports/{path:path}")
-def report_file(state: State, v: SignedIn, path: str) -> Response:
+def report_file(state: State, v: web.SignedIn, path: str) -> Response:
     """A file of an evaluation report under ``SIAMID_HOME/reports`` (and nowhere else)."""
     root = state.rt.settings.reports_dir.resolve()
     target = (root / path).resolve()
     if not target.is_relative_to(root) or not target.is_file():
-        return Response("no such report file", 404, headers=SECURITY_HEADERS)
+        return Response("no such report file", 404, headers=web.SECURITY_HEADERS)
     media = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-    headers = {**SECURITY_HEADERS, "Content-Security-Policy": REPORT_CSP}
+    headers = {**web.SECURITY_HEADERS, "Content-Security-Policy": web.REPORT_CSP}
     return FileResponse(target, media_type=media, headers=headers)
 
 
@@ -54,7 +42,7 @@ def _system(state: ApiState) -> dict[str, Any]:
     from storage.calibration import latest_calibration
     from storage.jobs import recent_jobs
 
-    ident = served(state)
+    ident = web.served(state)
     calibration = None
     with state.rt.sessions() as s:
         if ident is not None:
@@ -71,7 +59,7 @@ def _system(state: ApiState) -> dict[str, Any]:
                     "index_version_id": cal.index_version_id,
                     "created_at": cal.created_at,
                 }
-        jobs = [job_dict(j) for j in recent_jobs(session=s, limit=15)]
+        jobs = [web.job_dict(j) for j in recent_jobs(session=s, limit=15)]
     return {
         "ident": ident,
         "not_ready": None if ident is not None else (state.live.last_error or "no index loaded"),
@@ -83,35 +71,35 @@ def _system(state: ApiState) -> dict[str, Any]:
 
 
 @router.get("/system")
-def system_page(request: Request, state: State, v: SignedIn) -> HTMLResponse:
-    return render(request, "system.html.j2", v, new_key=None, **_system(state))
+def system_page(request: Request, state: State, v: web.SignedIn) -> HTMLResponse:
+    return web.render(request, "system.html.j2", v, new_key=None, **_system(state))
 
 
 @router.post("/keys")
-async def create_key(request: Request, state: State, v: SignedIn) -> HTMLResponse:
+async def create_key(request: Request, state: State, v: web.SignedIn) -> HTMLResponse:
     from pipelines.services.apikeys import create_api_key
 
-    form = await checked_form(request, v, write=True)
+    form = await web.checked_form(request, v, write=True)
     scope = str(form.get("scope") or "")
     try:
         new = await run_in_threadpool(create_api_key, state.rt.sessions, scope)
     except user_errors() as exc:
-        return problem(request, v, 422, message_of(exc))
-    # Shown in this answer only (no redirect, no storage): the key exists nowhere else.
+        return web.problem(request, v, 422, message_of(exc))
+    # Shown in this answer only (no web.redirect, no storage): the key exists nowhere else.
     context = await run_in_threadpool(_system, state)
-    return render(request, "system.html.j2", v, new_key=new, **context)
+    return web.render(request, "system.html.j2", v, new_key=new, **context)
 
 
 @router.post("/keys/revoke")
-async def revoke_key(request: Request, state: State, v: SignedIn) -> Response:
+async def revoke_key(request: Request, state: State, v: web.SignedIn) -> Response:
     from pipelines.services.apikeys import revoke_api_key
 
-    form = await checked_form(request, v, write=True)
+    form = await web.checked_form(request, v, write=True)
     try:
         key_id = int(str(form.get("id") or ""))
         await run_in_threadpool(revoke_api_key, state.rt.sessions, key_id)
     except ValueError:
-        return problem(request, v, 422, "the form names no key id")
+        return web.problem(request, v, 422, "the form names no key id")
     except user_errors() as exc:
-        return problem(request, v, 404, message_of(exc))
-    return redirect("/ui/system")
+        return web.problem(request, v, 404, message_of(exc))
+    return web.redirect("/ui/system")

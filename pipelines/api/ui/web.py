@@ -15,7 +15,7 @@ from typing import Annotated, Any, cast
 from urllib.parse import quote, urlsplit
 
 import jinja2
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi import UploadFile as FastApiUpload
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -83,6 +83,11 @@ class Console:
     signer: SessionSigner
     templates: jinja2.Environment
     secure_cookie: bool
+
+
+def page_router() -> APIRouter:
+    """The router of a module of console pages: under ``/ui``, left out of the OpenAPI schema."""
+    return APIRouter(prefix="/ui", include_in_schema=False)
 
 
 def person_url(name: str) -> str:
