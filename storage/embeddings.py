@@ -162,6 +162,17 @@ def choices_to_revisit(
     return [(int(i), str(u), str(h), r, c) for i, u, h, r, c in session.execute(stmt)]
 
 
+def agreed_face_ranks(*, session: Session, model_version_id: int) -> dict[int, int]:
+    """face_image id -> the rank of the face this model embeds for it, where it chose among
+    several by agreement with the person's other photos (``chosen_by`` consistent)."""
+    stmt = select(Embedding.face_image_id, Embedding.face_rank).where(
+        Embedding.model_version_id == model_version_id,
+        Embedding.chosen_by == "consistent",
+        Embedding.face_rank.is_not(None),
+    )
+    return {int(f): int(r) for f, r in session.execute(stmt)}
+
+
 def replace_embeddings(
     *,
     session: Session,

@@ -176,7 +176,10 @@ def training_set(rt: Runtime, data: Path | None, crop: CropSpec | None = None) -
     """Accepted images of the folder's identities (imported first), or of the whole gallery.
 
     In detect mode the gallery's faces are detected first (once per image and detector) and
-    only images with an enrolled face train, each on its aligned crop.
+    only images with an enrolled face train, each on its aligned crop: in a photo with several
+    faces, the one the served model chose as the person's by agreement with their other photos
+    where it did (:func:`~pipelines.services.detection.agreed_gallery_faces`), else the face
+    chosen at detection (the largest).
     """
     wanted: set[str] | None = None
     if data is not None:
@@ -187,12 +190,13 @@ def training_set(rt: Runtime, data: Path | None, crop: CropSpec | None = None) -
         rows = [r for r in labelled_images(session=s) if wanted is None or r[2] in wanted]
     if crop is None or not crop.detect:
         return TrainingSet([u for _, u, _ in rows], [n for _, _, n in rows])
-    from pipelines.services.detection import chosen_gallery_faces
+    from pipelines.services.detection import agreed_gallery_faces, chosen_gallery_faces
     from pipelines.services.indexing import detect_pending
 
     # under the indexing lock, waiting for a run that is detecting the same photos
     detect_pending(rt, wait_seconds=DETECT_WAIT_SECONDS)
     chosen = chosen_gallery_faces(rt, [i for i, _, _ in rows])
+    chosen.update(agreed_gallery_faces(rt, list(chosen)))
     rows = [r for r in rows if r[0] in chosen]
     return TrainingSet(
         [u for _, u, _ in rows], [n for _, _, n in rows], [chosen[i] for i, _, _ in rows]

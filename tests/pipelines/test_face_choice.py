@@ -75,6 +75,14 @@ def test_a_group_photo_enrols_the_persons_face(rt: Runtime, group_gallery: Path)
     rank, why = _embedded_face(rt, consistent.id, "with-p1.jpg")
     assert (rank, why) == (1, "consistent")  # p2's face: the smaller, second one
     assert _embedded_face(rt, consistent.id, "p1/1.jpg")[1] == "only"
+    # a model trained on the gallery now learns p2 from p2's face in that photo, not p1's
+    k = next(i for i, p in enumerate(ts.paths) if p.endswith("with-p1.jpg"))
+    retrain = training_set(rt, None, options.crop())
+    assert retrain.paths == ts.paths and ts.faces is not None and retrain.faces is not None
+    before, after = ts.faces[k], retrain.faces[k]
+    assert before is not None and after is not None
+    assert after.box[0] > before.box[0]  # the right-hand (smaller) face: p2's
+    assert retrain.faces[:k] + retrain.faces[k + 1 :] == ts.faces[:k] + ts.faces[k + 1 :]
 
     # The same photo searched: its left (p1's) face is not p2 in the gallery: only p1 answers.
     probe = group_gallery / "p2" / "with-p1.jpg"
