@@ -3,7 +3,9 @@
 A worker opens the database, the gallery files and the vector store from its own ``SIAMID_*``
 settings, like every siamid process. A worker set up for another database or home would write
 vectors where the run never looks, so each task first checks that its worker serves the run's
-:class:`RunTarget`, and fails with a message naming the worker and what to set otherwise.
+:class:`RunTarget`, and fails with a message naming the worker and what to set otherwise. The
+run's face detector travels with it: a worker started with another ``SIAMID_DETECTOR`` detects
+with the run's.
 """
 
 from __future__ import annotations
@@ -26,14 +28,18 @@ class WorkerSetupError(SiamidError):
 
 @dataclass(frozen=True)
 class RunTarget:
-    """What a run writes to: its database (password hidden) and its ``SIAMID_HOME``."""
+    """What a run writes to: its database (password hidden) and its ``SIAMID_HOME``; and the
+    face detector it detects with (``SIAMID_DETECTOR`` / ``--detector`` where it started)."""
 
     database: str
     home: str
+    detector: str = ""
 
     @classmethod
     def of(cls, settings: Settings) -> RunTarget:
-        return cls(safe_url(settings.db_url), str(settings.home_dir))
+        from pipelines.services.detection import detection_method
+
+        return cls(safe_url(settings.db_url), str(settings.home_dir), detection_method())
 
 
 def this_worker() -> str:
@@ -58,4 +64,14 @@ def worker_runtime(target: RunTarget) -> Runtime:
         _ = rt.engine
     except DatabaseError as exc:
         raise WorkerSetupError(f"{this_worker()}: {exc}") from None
+    from pipelines.services.detection import detection_method
+
+    if target.detector and detection_method() != target.detector:
+        logger.info(
+            "%s detects with the run's detector %s (its own SIAMID_DETECTOR: %s)",
+            this_worker(),
+            target.detector,
+            detection_method(),
+        )
+        os.environ["SIAMID_DETECTOR"] = target.detector
     return rt

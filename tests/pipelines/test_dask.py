@@ -325,6 +325,20 @@ def test_a_worker_that_cannot_open_the_database_says_so(
         worker_runtime(target)
 
 
+def test_a_worker_detects_with_the_runs_detector(
+    siamid_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remote worker started with another SIAMID_DETECTOR detects with the run's."""
+    from pipelines.services.detection import detection_method
+
+    monkeypatch.setenv("SIAMID_DETECTOR", "cnn")  # the run's --detector
+    target = RunTarget.of(Settings())
+    assert target.detector == "cnn"
+    monkeypatch.setenv("SIAMID_DETECTOR", "hog")  # the worker's own
+    worker_runtime(target)
+    assert detection_method() == "cnn"
+
+
 def test_cluster_options() -> None:
     assert ClusterSpec.from_options(None, None) is None
     with pytest.raises(ClusterError, match="not both"):
