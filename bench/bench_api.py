@@ -134,6 +134,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--photo-size", type=int, default=250, help="side of the square probe photo (pixels)"
     )
+    p.add_argument(
+        "--template",
+        choices=("best", "mean"),
+        default=None,
+        help="the served model's template (default: the small model's own, best); mean "
+        "re-scores each candidate identity by its mean template, as dlib-resnet does",
+    )
     args = p.parse_args(argv)
     if args.smoke:
         args.vectors, args.duration, args.concurrency = 3000, 1.0, "1,4"
@@ -269,7 +276,13 @@ def prepare(args: argparse.Namespace, workdir: Path) -> Gallery:
     from pipelines.services.models import resolve_model
 
     env = prepare_gallery(
-        workdir, identities=4, per_identity=4, seed=args.seed, train_people=4, members=1
+        workdir,
+        identities=4,
+        per_identity=4,
+        seed=args.seed,
+        train_people=4,
+        members=1,
+        template=args.template,
     )
     rt = env.rt
     model = resolve_model(rt.sessions, env.model_name)
@@ -952,7 +965,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         workdir.mkdir(parents=True, exist_ok=True)
         g = prepare(args, workdir)
         record["index"] = g.index
-        record["model"] = {"name": g.model.name, "dim": g.model.dim}
+        record["model"] = {
+            "name": g.model.name,
+            "dim": g.model.dim,
+            "template": g.model.scoring.template,
+        }
         probes, _ = g.data.probes(args.probes, seed=args.seed)
         record["server"] = {
             "workers": args.workers,

@@ -400,6 +400,7 @@ def prepare_gallery(
     train_people: int = 8,
     train_per_person: int = 4,
     members: int | None = None,
+    template: str | None = None,
 ) -> GalleryEnv:
     """Render and import a synthetic gallery, then train and register a 1-epoch model.
 
@@ -407,7 +408,8 @@ def prepare_gallery(
     epoch on ``train_per_person`` images of each of ``train_people`` people only (enough for
     the identity-disjoint validation split): the benchmarks measure speed, which does not
     depend on how well the weights separate people. ``members``: ensemble size
-    (``TrainConfig.members``; ``None`` = the default).
+    (``TrainConfig.members``; ``None`` = the default). ``template``: the scoring's template
+    (``best`` / ``mean``; ``None`` = the backbone's default).
     """
     from dataclasses import replace
 
@@ -425,7 +427,8 @@ def prepare_gallery(
     generate_gallery(root, identities=identities, per_identity=per_identity, seed=seed)
     rt = open_bench_runtime(workdir / "home")
     summary = import_items(scan_image_folder(root), sessions=rt.sessions, limits=rt.limits)
-    config, encoder = TrainOptions(seed=seed, epochs=1, members=members).configs()
+    options = TrainOptions(seed=seed, epochs=1, members=members, template=template)
+    config, encoder = options.configs()
     config = replace(config, identities_per_batch=4, images_per_identity=2, patience=0)
     everything = training_set(rt, None)
     chosen: dict[str, list[str]] = {}
@@ -441,7 +444,7 @@ def prepare_gallery(
     name = f"bench-{uuid.uuid4().hex[:8]}"
     checkpoint = rt.settings.checkpoints_dir / f"{name}.pt"
     validation = run_training(subset, config, encoder, checkpoint)
-    register_trained(rt, name, checkpoint, config, encoder, validation)
+    register_trained(rt, name, checkpoint, config, encoder, validation, scoring=options.scoring())
     return GalleryEnv(rt, root, name, summary.new)
 
 
