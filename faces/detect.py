@@ -44,7 +44,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,7 +57,7 @@ from faces.image import Box, WorkingCopy, check_image, scale_for
 from faces.methods import check_method
 
 if TYPE_CHECKING:
-    from faces.mmod import MmodDetector
+    from faces.mmod import MmodDetector, MmodInput
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,18 @@ _SP5_PARTS = 5
 _NAMES = {"hog": "dlib-hog+sp5", "hog+cnn": "dlib-hog+mmod+sp5", "cnn": "dlib-mmod+sp5"}
 
 Found = list[tuple[dlib.rectangle, float]]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One photo as :meth:`Detector.prepare` leaves it for :meth:`Detector.finish`: the
+    checked pixels, HOG's faces (empty when HOG did not run or found none) and, when the CNN
+    is to search it, the working copy and pyramid of its first search (picklable: DataLoader
+    workers return these)."""
+
+    image: np.ndarray
+    faces: list[Face]
+    cnn: tuple[WorkingCopy, MmodInput] | None
 
 
 class Detector:
@@ -194,18 +206,46 @@ class Detector:
 
     def detect_many(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """:meth:`detect` for each image; the CNN searches them in batches (one forward pass
-        for many photos), which is what makes it fast."""
-        imgs = [check_image(image) for image in images]
-        found: list[list[Face]] = [[] for _ in imgs]
-        if self.method != "cnn":
-            found = [self._hog_search(img) for img in imgs]
-        if self._cnn is not None:
-            todo = [i for i, faces in enumerate(found) if not faces]
-            for i, faces in self._cnn_search(imgs, todo).items():
-                found[i] = faces
-        for img, faces in zip(imgs, found, strict=True):
+        for many photos), which is what makes it fast. ``finish(prepare(image) for each)``."""
+        return self.finish([self.prepare(image) for image in images])
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        """Everything this detector does to one photo before the CNN's network runs: the
+        HOG search with its landmarks (``hog``, ``hog+cnn``) and, when the CNN is to search
+        the photo (``cnn``, or HOG found nothing), its working copy and tiled pyramid.
+
+        Per photo and on the CPU, so DataLoader worker processes can run it (the detector
+        reaches them by fork) while this process runs :meth:`finish` on earlier batches;
+        ``finish([prepare(im) ...])`` is :meth:`detect_many` either way."""
+        img = check_image(image)
+        faces = self._hog_search(img) if self.method != "cnn" else []
+        return Prepared(img, faces, None if faces else self._cnn_input(img, 0))
+
+    def finish(self, prepared: Sequence[Prepared]) -> list[list[Face]]:
+        """The faces of photos :meth:`prepare` made ready, largest first: the CNN's network on
+        every pyramid in batches, its boxes' landmarks, and the next scale of each photo the
+        CNN found nothing in (built here: few photos)."""
+        found = [list(p.faces) for p in prepared]
+        pending = [(i, p.cnn) for i, p in enumerate(prepared) if p.cnn is not None]
+        step = 0
+        while pending:
+            assert self._cnn is not None
+            detections = self._cnn.detect_prepared([inp for _, (_, inp) in pending])
+            later: list[tuple[int, tuple[WorkingCopy, MmodInput]]] = []
+            for (i, (copy, _)), dets in zip(pending, detections, strict=True):
+                img = prepared[i].image
+                faces = self._faces_on(
+                    img, copy, [(dlib.rectangle(*d.rect), d.score) for d in dets]
+                )
+                if faces:
+                    found[i] = [replace(f, found_by="cnn") for f in faces]
+                elif (more := self._cnn_input(img, step + 1)) is not None:
+                    later.append((i, more))
+            pending = later
+            step += 1
+        for p, faces in zip(prepared, found, strict=True):
             faces.sort(key=lambda f: (-f.area, -f.score))
-            logger.debug("%dx%d photo: %d face(s)", img.shape[1], img.shape[0], len(faces))
+            logger.debug("%dx%d photo: %d face(s)", p.image.shape[1], p.image.shape[0], len(faces))
         return found
 
     # ------------------------------------------------------------------ internals
@@ -243,30 +283,13 @@ class Detector:
             scales.append(2.0)  # then scales[0] is 1: the photo is within the budget
         return scales
 
-    def _cnn_search(self, imgs: Sequence[np.ndarray], todo: Sequence[int]) -> dict[int, list[Face]]:
-        """The CNN on the photos ``todo`` (indices into ``imgs``), a batch per scale: each
-        photo at its first scale, then the ones still without a face at their next."""
-        assert self._cnn is not None
-        out: dict[int, list[Face]] = {}
-        pending = list(todo)
-        step = 0
-        while pending:
-            copies = [
-                (i, WorkingCopy.make(imgs[i], scale=scales[step], pad=self.pad))
-                for i in pending
-                if step < len(scales := self._cnn_scales(imgs[i]))
-            ]
-            detections = self._cnn.detect([copy.pixels for _, copy in copies])
-            pending = []
-            for (i, copy), dets in zip(copies, detections, strict=True):
-                found = [(dlib.rectangle(*d.rect), d.score) for d in dets]
-                faces = self._faces_on(imgs[i], copy, found)
-                if faces:
-                    out[i] = [replace(f, found_by="cnn") for f in faces]
-                else:
-                    pending.append(i)
-            step += 1
-        return out
+    def _cnn_input(self, img: np.ndarray, step: int) -> tuple[WorkingCopy, MmodInput] | None:
+        """The CNN's ``step``-th search of ``img`` (its scales: :meth:`_cnn_scales`), ready
+        for the network: the working copy and its pyramid; None when there is none."""
+        if self._cnn is None or step >= len(scales := self._cnn_scales(img)):
+            return None
+        copy = WorkingCopy.make(img, scale=scales[step], pad=self.pad)
+        return copy, self._cnn.prepare(copy.pixels)
 
     def _faces_on(self, img: np.ndarray, copy: WorkingCopy, found: Found) -> list[Face]:
         il, it, ir, ib = copy.inner

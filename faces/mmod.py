@@ -357,25 +357,21 @@ class MmodDetector:
         self.net = net.to(self.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.window = (loss.windows[0].width, loss.windows[0].height)
         self.nms = loss.nms
-        self.mean = torch.tensor(inp.mean_rgb, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean_rgb = tuple(float(m) for m in inp.mean_rgb)
         self.padding, self.outer_padding = inp.padding, inp.outer_padding
 
     def layout(self, rows: int, cols: int) -> PyramidLayout:
         return pyramid_layout(rows, cols, self.padding, self.outer_padding)
 
-    def normalise(self, images: Tensor) -> Tensor:
-        """uint8 (N, H, W, 3) RGB -> (N, 3, H, W) float ``(value - mean) / 256``."""
-        x = images.permute(0, 3, 1, 2).to(torch.float32)
-        return (x - self.mean.to(x.device)) / 256.0
+    def prepare(self, image: np.ndarray) -> MmodInput:
+        """:func:`pyramid_input` with this detector's means and padding: the CPU half of a
+        search, which DataLoader workers can do while the network runs."""
+        return pyramid_input(image, self.mean_rgb, self.padding, self.outer_padding)
 
     @torch.inference_mode()
     def score_maps(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, PyramidLayout]]:
         """Each image's score map (h, w) over its tiled pyramid, and the pyramid's layout."""
-        out: list[tuple[np.ndarray, PyramidLayout]] = [None] * len(images)  # type: ignore[list-item]
-        for batch in self._batches(images):
-            for i, scores, layout in self._forward([images[i] for i in batch]):
-                out[batch[i]] = (scores, layout)
-        return out
+        return self._score_maps([self.prepare(im) for im in images])
 
     def detect(
         self, images: Sequence[np.ndarray], adjust_threshold: float = 0.0
@@ -385,10 +381,18 @@ class MmodDetector:
         Images are HxWx3 RGB or HxW grey uint8 (grey is repeated into three planes, as the
         binding's ``assign_image`` does). Detections are highest score first.
         """
-        found: list[list[MmodDetection]] = []
-        for scores, layout in self.score_maps(images):
-            found.append(self.boxes(scores, layout, adjust_threshold))
-        return found
+        return self.detect_prepared([self.prepare(im) for im in images], adjust_threshold)
+
+    @torch.inference_mode()
+    def detect_prepared(
+        self, inputs: Sequence[MmodInput], adjust_threshold: float = 0.0
+    ) -> list[list[MmodDetection]]:
+        """:meth:`detect` on pyramids already built (by :meth:`prepare`, perhaps in another
+        process): the network's forward passes and the boxes, nothing per pixel."""
+        return [
+            self.boxes(scores, layout, adjust_threshold)
+            for scores, layout in self._score_maps(inputs)
+        ]
 
     def boxes(
         self, scores: np.ndarray, layout: PyramidLayout, adjust_threshold: float = 0.0
@@ -404,11 +408,17 @@ class MmodDetector:
 
     # ------------------------------------------------------------------ internals
 
-    def _batches(self, images: Sequence[np.ndarray]) -> list[list[int]]:
+    def _score_maps(self, inputs: Sequence[MmodInput]) -> list[tuple[np.ndarray, PyramidLayout]]:
+        out: list[tuple[np.ndarray, PyramidLayout]] = [None] * len(inputs)  # type: ignore[list-item]
+        for batch in self._batches([inp.layout for inp in inputs]):
+            for i, scores, layout in self._forward([inputs[i] for i in batch]):
+                out[batch[i]] = (scores, layout)
+        return out
+
+    def _batches(self, layouts: Sequence[PyramidLayout]) -> list[list[int]]:
         """Indices grouped so that one canvas (largest pyramid x count) stays bounded; photos
         of similar size go together so that little of a canvas is padding."""
-        layouts = [self.layout(*_check(im).shape[:2]) for im in images]
-        order = sorted(range(len(images)), key=lambda i: (layouts[i].rows, layouts[i].cols))
+        order = sorted(range(len(layouts)), key=lambda i: (layouts[i].rows, layouts[i].cols))
         batches: list[list[int]] = []
         current: list[int] = []
         rows = cols = 0
@@ -423,24 +433,20 @@ class MmodDetector:
             batches.append(current)
         return batches
 
-    def _forward(self, images: Sequence[np.ndarray]) -> list[tuple[int, np.ndarray, PyramidLayout]]:
-        layouts = [self.layout(*im.shape[:2]) for im in images]
+    def _forward(self, inputs: Sequence[MmodInput]) -> list[tuple[int, np.ndarray, PyramidLayout]]:
+        """One forward pass: the pyramids at the top left of one canvas of the largest size."""
+        layouts = [inp.layout for inp in inputs]
         rows = max(lay.rows for lay in layouts)
         cols = max(lay.cols for lay in layouts)
-        canvas = torch.zeros((len(images), 3, rows, cols), device=self.device)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(images):
-            by_size.setdefault(im.shape[:2], []).append(i)
-        for idx in by_size.values():  # photos of one size tile together
-            pixels = torch.from_numpy(np.stack([_rgb(images[i]) for i in idx])).to(self.device)
-            slot = canvas[idx]
-            tile_pyramid(self.normalise(pixels), layouts[idx[0]], slot)
-            canvas[idx] = slot
+        canvas = torch.zeros((len(inputs), 3, rows, cols), device=self.device).contiguous(
+            memory_format=torch.channels_last
+        )
+        for i, inp in enumerate(inputs):
+            canvas[i, :, : inp.layout.rows, : inp.layout.cols] = inp.pyramid
         same = all((lay.rows, lay.cols) == (rows, cols) for lay in layouts)
         extents = None
         if not same:
             extents = torch.tensor([[lay.rows, lay.cols] for lay in layouts], device=self.device)
-        canvas = canvas.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, enabled=self.autocast):
             scores = self.net(canvas, extents)
         scores = scores.float().cpu().numpy()[:, 0]
@@ -449,6 +455,35 @@ class MmodDetector:
             h, w = MmodNet.output_size(lay.rows, lay.cols)
             out.append((i, np.ascontiguousarray(scores[i, :h, :w]), lay))
         return out
+
+
+@dataclass(frozen=True)
+class MmodInput:
+    """One photo as the network reads it: its tiled pyramid (3, layout.rows, layout.cols),
+    float32 ``(value - mean) / 256``, zero between the levels, and where the levels lie (what
+    maps the scores back to the photo). Small enough to pass between processes."""
+
+    pyramid: Tensor
+    layout: PyramidLayout
+
+
+def pyramid_input(
+    image: np.ndarray,
+    mean_rgb: Sequence[float],
+    padding: int = 10,
+    outer_padding: int = 11,
+) -> MmodInput:
+    """dlib's ``input_rgb_image_pyramid`` of one photo (HxWx3 RGB or HxW grey uint8): the
+    photo normalised by the file's per-plane means, then tiled (:func:`tile_pyramid`).
+
+    A pure function of the pixels, on the CPU: DataLoader workers build these while the main
+    process runs the network (:meth:`MmodDetector.detect_prepared`)."""
+    pixels = torch.from_numpy(np.require(_rgb(_check(image)), requirements=["C", "W"]))
+    planes = pixels.permute(2, 0, 1).unsqueeze(0).to(torch.float32)
+    mean = torch.tensor(tuple(mean_rgb), dtype=torch.float32).view(1, 3, 1, 1)
+    layout = pyramid_layout(pixels.shape[0], pixels.shape[1], padding, outer_padding)
+    with torch.inference_mode():
+        return MmodInput(tile_pyramid((planes - mean) / 256.0, layout)[0], layout)
 
 
 def _check(image: np.ndarray) -> np.ndarray:

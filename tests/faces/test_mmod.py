@@ -21,6 +21,7 @@ from faces.mmod import (
     MmodNet,
     box_overlaps,
     non_max_suppression,
+    pyramid_input,
     pyramid_layout,
     tile_pyramid,
 )
@@ -204,4 +205,4 @@ def test_model_file_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match=r"junk\.dat.*mmod_human_face_detector\.dat"):
         MmodDetector(junk)
     with pytest.raises(ValueError, match="uint8"):
-        MmodDetector.__new__(MmodDetector)._batches([np.zeros((10, 10, 3), np.float32)])
+        pyramid_input(np.zeros((10, 10, 3), np.float32), (0.0, 0.0, 0.0))
