@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -40,6 +41,9 @@ from pipelines.services.refusals import Refusal
 from pipelines.services.runtime import Runtime
 from siamese.images import DecodeLimits, ImageRejected, decode_bytes
 from storage.faces import Detection, StoredFace
+
+if TYPE_CHECKING:
+    from faces.detect import Detector, Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ def detection_method() -> str:
     return Settings().detector
 
 
-def detector():  # type: ignore[no-untyped-def]  # -> faces.detect.Detector
+def detector() -> Detector:
     """This thread's detector of the chosen method (dlib's scanner is not thread-safe; building
     one takes ~0.3 s). A changed ``SIAMID_DETECTOR`` builds the new one."""
     key = os.environ.get("SIAMID_DETECTOR", "")
@@ -144,33 +148,80 @@ def detect_file(path: str | Path, limits: DecodeLimits, multiple: str = "largest
         return PhotoFaces("error", [], None, f"{rej.reason}: {rej.detail}")
 
 
-#: Photos per :meth:`faces.detect.Detector.detect_many` call in gallery runs: the CNN searches
+#: Photos per :meth:`faces.detect.Detector.finish` call in gallery runs: the CNN searches
 #: them in one forward pass (a few per CPU core; a GPU takes more).
 DETECT_BATCH = 16
 
+#: Runs of fewer photos are prepared in this process: forking workers for one or two batches
+#: costs about what it saves.
+MIN_PHOTOS_FOR_WORKERS = 2 * DETECT_BATCH
 
-class _Decoded:
-    """A map-style data set of decoded photos (array, or the rejection) for a DataLoader."""
 
-    def __init__(self, paths: Sequence[str | Path], limits: DecodeLimits) -> None:
-        self.paths, self.limits = list(paths), limits
+def detect_workers(photos: int, workers: int | None = None) -> int:
+    """How many DataLoader processes prepare the photos of a detection run (read, decode and
+    the :class:`DecodeLimits` checks, then :meth:`faces.detect.Detector.prepare`: HOG and the
+    CNN's working copy and pyramid) while this process runs the CNN's network on ready
+    batches. The one rule for it:
+
+    - ``workers`` when the caller gives it (0: a threaded server forks nothing), otherwise
+      ``SIAMID_DETECT_WORKERS``, whose default is one process per CPU core but one (at
+      least one): see BENCHMARKS.md, "decode and pyramid in DataLoader workers";
+    - 0 for runs of fewer than :data:`MIN_PHOTOS_FOR_WORKERS` photos, in a daemonic process
+      (a Dask worker), which cannot start processes, and off the main thread (the HTTP
+      service's request and job threads: a threaded server forks nothing).
+
+    The faces found are the same bit for bit either way (tests/pipelines/test_detect_workers.py).
+    """
+    import multiprocessing
+
+    if threading.current_thread() is not threading.main_thread():
+        return 0
+    if workers is None:
+        from pipelines.settings import Settings
+
+        workers = Settings().detect_workers
+    if photos < MIN_PHOTOS_FOR_WORKERS or multiprocessing.current_process().daemon:
+        return 0
+    return max(0, workers)
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A photo :meth:`faces.detect.Detector.prepare` made ready, and the seconds that took."""
+
+    prepared: Prepared
+    seconds: float
+
+
+class _Prepared:
+    """A map-style data set of photos read, decoded and prepared for detection (or why one
+    could not be decoded), for a DataLoader: its workers get the detector by fork."""
+
+    def __init__(self, paths: Sequence[str | Path], limits: DecodeLimits, det: Detector) -> None:
+        self.paths, self.limits, self.det = list(paths), limits, det
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> np.ndarray | ImageRejected:
+    def __getitem__(self, i: int) -> Ready | ImageRejected:
+        import time
+
         try:
-            return as_array(read_photo(self.paths[i], self.limits))
+            image = as_array(read_photo(self.paths[i], self.limits))
         except ImageRejected as rej:
             return rej
+        t0 = time.perf_counter()
+        prepared = self.det.prepare(image)
+        return Ready(prepared, time.perf_counter() - t0)
 
 
-def _decoded(
-    paths: Sequence[str | Path], limits: DecodeLimits, batch: int, workers: int
-) -> Iterator[list[np.ndarray | ImageRejected]]:
-    """The photos decoded, ``batch`` at a time, in order; by ``workers`` DataLoader processes
-    (decoding overlaps detection) or in this process when 0."""
-    data = _Decoded(paths, limits)
+def _prepared(
+    paths: Sequence[str | Path], limits: DecodeLimits, det: Detector, batch: int, workers: int
+) -> Iterator[list[Ready | ImageRejected]]:
+    """The photos prepared, ``batch`` at a time, in order; by ``workers`` DataLoader processes
+    (forked: they prepare the next batches while this process runs the CNN) or in this
+    process when 0."""
+    data = _Prepared(paths, limits, det)
     if workers <= 0:
         for start in range(0, len(data), batch):
             yield [data[i] for i in range(start, min(start + batch, len(data)))]
@@ -178,7 +229,12 @@ def _decoded(
     from torch.utils.data import DataLoader
 
     yield from DataLoader(
-        data, batch_size=batch, num_workers=workers, collate_fn=list, prefetch_factor=2
+        data,
+        batch_size=batch,
+        num_workers=workers,
+        collate_fn=list,
+        prefetch_factor=2,
+        multiprocessing_context="fork",  # the detector (dlib's models) is inherited, not pickled
     )
 
 
@@ -188,27 +244,29 @@ def detect_files(
     multiple: str = "largest",
     *,
     batch: int = DETECT_BATCH,
-    workers: int = 0,
+    workers: int | None = None,
     seconds: list[float] | None = None,
 ) -> Iterator[PhotoFaces]:
-    """:func:`detect_file` for many files, in order, detected ``batch`` photos at a time
-    (decoded by ``workers`` DataLoader processes when > 0). ``seconds``, when given, gets
-    each photo's share of its batch's detection time."""
+    """:func:`detect_file` for many files, in order, ``batch`` photos per
+    :meth:`faces.detect.Detector.finish`, prepared by :func:`detect_workers` DataLoader
+    processes (``workers``: see there). ``seconds``, when given, gets each photo's detection
+    time: its :meth:`~faces.detect.Detector.prepare` plus its share of its batch's ``finish``
+    (decoding not counted), wherever each ran."""
     import time
 
     det = detector()
-    for photos in _decoded(paths, limits, batch, workers):
-        arrays = [p for p in photos if isinstance(p, np.ndarray)]
+    for photos in _prepared(paths, limits, det, batch, detect_workers(len(paths), workers)):
+        ready = [p for p in photos if isinstance(p, Ready)]
         t0 = time.perf_counter()
-        found = iter(det.detect_many(arrays))
-        share = (time.perf_counter() - t0) / max(len(arrays), 1)
+        found = iter(det.finish([p.prepared for p in ready]))
+        share = (time.perf_counter() - t0) / max(len(ready), 1)
         for p in photos:
             if isinstance(p, ImageRejected):
                 yield PhotoFaces("error", [], None, f"{p.reason}: {p.detail}")
             else:
                 yield classify(next(found), multiple)
             if seconds is not None:
-                seconds.append(share if isinstance(p, np.ndarray) else 0.0)
+                seconds.append(p.seconds + share if isinstance(p, Ready) else 0.0)
 
 
 def store_detection(session: Session, image_id: int, found: PhotoFaces) -> None:
