@@ -10,10 +10,19 @@ batch through every detector in turn (the load of a shared machine falls on all 
 thread (torch, OMP and BLAS pinned to 1). Reports photos with at least one face, faces, faces
 the CNN found, and the mean and median ms per photo.
 
+With ``--workers 0,1,...`` it measures instead how DataLoader workers help the service's
+gallery path (:func:`pipelines.services.detection.detect_files`, what ``siamid gallery import``
+runs): for ``hog+cnn`` and ``cnn``, the celeba_wild sample read from disk and detected with
+each number of workers preparing the photos (decode, HOG, the CNN's pyramids) while the main
+process (one torch thread) runs the CNN; every setting in turn, then again in reverse order
+(the load drifts). Reports photos/s, the main process's CPU per photo, all CPU per photo
+(workers included) and whether the faces are the same as with 0 workers.
+
 Prints a markdown table; writes JSON to ``bench/results/bench_detector_choice-<time>.json``::
 
     python bench/bench_detector_choice.py                    # 300 celeba_wild, all AT&T
     python bench/bench_detector_choice.py --celeba-limit 50 --att-limit 50
+    python bench/bench_detector_choice.py --workers 0,1,2     # DataLoader workers (issue 21)
 """
 
 from __future__ import annotations
@@ -46,8 +55,8 @@ BASELINE = "hog+cnn, dlib's CNN (before)"
 
 
 class DlibCnn:
-    """dlib's own CNN behind the interface ``Detector`` calls (``detect(images)``): the
-    fallback as it ran before the port, one photo at a time."""
+    """dlib's own CNN behind the interface ``Detector`` calls (``prepare``,
+    ``detect_prepared``): the fallback as it ran before the port, one photo at a time."""
 
     def __init__(self, path: Path) -> None:
         import dlib
@@ -55,7 +64,10 @@ class DlibCnn:
         self._net = dlib.cnn_face_detection_model_v1(str(path))
         self.digest = "dlib"
 
-    def detect(self, images: list[np.ndarray]) -> list[list[MmodDetection]]:
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return image  # dlib builds its pyramid inside the call
+
+    def detect_prepared(self, images: list[np.ndarray]) -> list[list[MmodDetection]]:
         out = []
         for image in images:
             if image.ndim == 2:
@@ -108,6 +120,54 @@ def measure(detectors: dict[str, Detector], photos: list[np.ndarray], batch: int
     return out
 
 
+def _faces_key(found: list) -> list:
+    """What detection found, exactly: outcome, then each face's box, score, landmarks, finder."""
+    return [
+        (p.outcome, [(f.box, f.score, f.landmarks.tolist(), f.found_by) for f in p.faces])
+        for p in found
+    ]
+
+
+def measure_workers(paths: list[Path], counts: list[int], methods: list[str]) -> dict:
+    """The service's detect_files with each method and number of workers (see the docstring)."""
+    from bench.common import stopwatch
+    from pipelines.services import detection
+    from siamese.images import DecodeLimits
+
+    limits = DecodeLimits(16, 50_000_000)
+    runs = [(m, w) for m in methods for w in counts]
+    seconds: dict[tuple[str, int], list[dict[str, float]]] = {r: [] for r in runs}
+    faces: dict[tuple[str, int], list] = {}
+    for run in [*runs, *reversed(runs)]:
+        method, workers = run
+        os.environ["SIAMID_DETECTOR"] = method
+        detection.detector()  # built before the clock starts (the service keeps it)
+        main0 = time.process_time()
+        with stopwatch() as t:
+            found = list(detection.detect_files(paths, limits, workers=workers))
+        main = time.process_time() - main0
+        seconds[run].append({"wall": t.wall, "cpu": t.cpu, "main_cpu": main})
+        faces.setdefault(run, _faces_key(found))
+        print(f"{method} workers={workers}: {seconds[run][-1]}", file=sys.stderr, flush=True)
+    n = len(paths)
+    out = {}
+    for method, workers in runs:
+        s = seconds[(method, workers)]
+        wall = median([x["wall"] for x in s])
+        out[f"{method} / workers={workers}"] = {
+            "photos": n,
+            "runs": s,
+            "photos_per_s": n / wall,
+            "main_cpu_ms_per_photo": 1e3 * median([x["main_cpu"] for x in s]) / n,
+            "all_cpu_ms_per_photo": 1e3 * median([x["cpu"] for x in s]) / n,
+            "photos_with_a_face": sum(
+                o != "no_face" and o != "error" for o, _ in faces[(method, workers)]
+            ),
+            "same_faces_as_0_workers": faces[(method, workers)] == faces[(method, counts[0])],
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--celeba-limit", type=int, default=300)
@@ -115,11 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=8, help="photos per detect_many call")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--workers",
+        default=None,
+        help="comma-separated DataLoader worker counts: measure the service's detect_files "
+        "with each (celeba_wild only) instead of comparing the methods",
+    )
     args = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(1)
+    if args.workers is not None:
+        return main_workers(args)
     sp5 = find_model("shape_predictor_5_face_landmarks.dat")
     mmod = find_model("mmod_human_face_detector.dat")
     detectors = {m: Detector(sp5, cnn_path=mmod, method=m) for m in DETECTION_METHODS}
@@ -157,6 +225,34 @@ def main(argv: list[str] | None = None) -> int:
             f"| {key} | {r['photos_with_a_face']}/{r['photos']} "
             f"({100 * r['share_with_a_face']:.1f}%) | {r['faces']} | {r['photos_found_by_cnn']} "
             f"| {r['mean_ms']:.1f} | {r['median_ms']:.1f} |"
+        )
+    print(f"\nwritten to {path}")
+    return 0
+
+
+def main_workers(args: argparse.Namespace) -> int:
+    counts = [int(w) for w in args.workers.split(",")]
+    paths = list_photos(DATASETS / "celeba_wild", args.celeba_limit, args.seed)
+    record: dict[str, Any] = {
+        "benchmark": NAME,
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "threads": 1,
+        "loadavg_start": os.getloadavg(),
+        "results": measure_workers(paths, counts, ["hog+cnn", "cnn"]),
+        "loadavg_end": os.getloadavg(),
+    }
+    path = write_result(NAME, record, args.out)
+    print(f"load average {record['loadavg_start']} -> {record['loadavg_end']}, one torch thread\n")
+    print(
+        "| detector / workers | photos/s | main process CPU ms per photo | all CPU ms per photo "
+        "| photos with a face | same faces as 0 workers |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for key, r in record["results"].items():
+        print(
+            f"| {key} | {r['photos_per_s']:.2f} | {r['main_cpu_ms_per_photo']:.1f} "
+            f"| {r['all_cpu_ms_per_photo']:.1f} | {r['photos_with_a_face']}/{r['photos']} "
+            f"| {r['same_faces_as_0_workers']} |"
         )
     print(f"\nwritten to {path}")
     return 0
