@@ -44,6 +44,11 @@ top left of a canvas as large as the largest in the batch; after each layer that
 photo sees is exactly the zeros it would see alone. The results are bit-for-bit those of one
 photo at a time, up to float summation order.
 
+The pyramid of a photo is a pure function of its pixels (:func:`pyramid_input`, giving an
+:class:`MmodInput`): DataLoader workers build them while the main process runs the network
+on ready ones (:meth:`MmodDetector.detect_prepared`), which only copies each into its batch's
+canvas.
+
 Boxes are dlib ``rectangle`` corners (inclusive) in the pixels of the image given; the
 :class:`faces.detect.Detector` maps them to the original photo.
 """
@@ -167,26 +172,44 @@ def _intersects(a: Rect, b: Rect) -> bool:
     return max(a[0], b[0]) <= min(a[2], b[2]) and max(a[1], b[1]) <= min(a[3], b[3])
 
 
+def pyramid_levels(planes: Tensor, layout: PyramidLayout) -> list[Tensor]:
+    """The levels of ``planes`` (N, C, rows, cols), already normalised, level 0 first: each
+    the one before resampled to its rectangle's size (corner-aligned bilinear, as dlib's
+    ``tt::resize_bilinear``), in the float domain."""
+    n, c, rows, cols = planes.shape
+    l0, t0, r0, b0 = layout.rects[0]
+    if (rows, cols) != (b0 - t0 + 1, r0 - l0 + 1):
+        raise ValueError(f"planes of {cols}x{rows} do not fit level 0 of {layout}")
+    levels = [planes]
+    for left, top, right, bottom in layout.rects[1:]:
+        levels.append(
+            F.interpolate(
+                levels[-1],
+                size=(bottom - top + 1, right - left + 1),
+                mode="bilinear",
+                align_corners=True,
+            )
+        )
+    return levels
+
+
+def place_levels(levels: Sequence[Tensor], layout: PyramidLayout, out: Tensor) -> Tensor:
+    """Write ``levels`` (each (..., h, w)) at their rectangles of the zeroed ``out``."""
+    for level, (left, top, right, bottom) in zip(levels, layout.rects, strict=True):
+        out[..., top : bottom + 1, left : right + 1] = level
+    return out
+
+
 def tile_pyramid(planes: Tensor, layout: PyramidLayout, out: Tensor | None = None) -> Tensor:
     """The tiled pyramid of ``planes`` (N, C, rows, cols), already normalised, as dlib builds it.
 
     ``out``, when given, is an (N, C, >= layout.rows, >= layout.cols) zeroed tensor to fill
     (a slot of a larger batch canvas); otherwise a new one of the layout's size is returned.
     """
-    n, c, rows, cols = planes.shape
-    l0, t0, r0, b0 = layout.rects[0]
-    if (rows, cols) != (b0 - t0 + 1, r0 - l0 + 1):
-        raise ValueError(f"planes of {cols}x{rows} do not fit level 0 of {layout}")
+    levels = pyramid_levels(planes, layout)
     if out is None:
-        out = planes.new_zeros((n, c, layout.rows, layout.cols))
-    out[:, :, t0 : b0 + 1, l0 : r0 + 1] = planes
-    prev = planes
-    for left, top, right, bottom in layout.rects[1:]:
-        prev = F.interpolate(
-            prev, size=(bottom - top + 1, right - left + 1), mode="bilinear", align_corners=True
-        )
-        out[:, :, top : bottom + 1, left : right + 1] = prev
-    return out
+        out = planes.new_zeros((*planes.shape[:2], layout.rows, layout.cols))
+    return place_levels(levels, layout, out)
 
 
 # ------------------------------------------------------------------------------------------
@@ -442,7 +465,7 @@ class MmodDetector:
             memory_format=torch.channels_last
         )
         for i, inp in enumerate(inputs):
-            canvas[i, :, : inp.layout.rows, : inp.layout.cols] = inp.pyramid
+            place_levels([torch.from_numpy(level) for level in inp.levels], inp.layout, canvas[i])
         same = all((lay.rows, lay.cols) == (rows, cols) for lay in layouts)
         extents = None
         if not same:
@@ -459,12 +482,20 @@ class MmodDetector:
 
 @dataclass(frozen=True)
 class MmodInput:
-    """One photo as the network reads it: its tiled pyramid (3, layout.rows, layout.cols),
-    float32 ``(value - mean) / 256``, zero between the levels, and where the levels lie (what
-    maps the scores back to the photo). Small enough to pass between processes."""
+    """One photo as the network reads it: its pyramid's levels (each (3, h, w) float32
+    ``(value - mean) / 256``, level 0 first) and where they lie in the tiled image (which also
+    maps the scores back to the photo). The levels without the padding between them are what
+    passes between processes (numpy: pickled through the DataLoader's pipe, which costs less
+    than torch's shared memory here); :meth:`MmodDetector.detect_prepared` places them in
+    its batch's canvas (:meth:`pyramid` tiles one alone)."""
 
-    pyramid: Tensor
+    levels: tuple[np.ndarray, ...]
     layout: PyramidLayout
+
+    def pyramid(self) -> Tensor:
+        """The tiled pyramid (3, layout.rows, layout.cols), zero between the levels."""
+        out = torch.zeros((3, self.layout.rows, self.layout.cols))
+        return place_levels([torch.from_numpy(lv) for lv in self.levels], self.layout, out)
 
 
 def pyramid_input(
@@ -474,7 +505,7 @@ def pyramid_input(
     outer_padding: int = 11,
 ) -> MmodInput:
     """dlib's ``input_rgb_image_pyramid`` of one photo (HxWx3 RGB or HxW grey uint8): the
-    photo normalised by the file's per-plane means, then tiled (:func:`tile_pyramid`).
+    photo normalised by the file's per-plane means, then its levels (:func:`pyramid_levels`).
 
     A pure function of the pixels, on the CPU: DataLoader workers build these while the main
     process runs the network (:meth:`MmodDetector.detect_prepared`)."""
@@ -483,7 +514,8 @@ def pyramid_input(
     mean = torch.tensor(tuple(mean_rgb), dtype=torch.float32).view(1, 3, 1, 1)
     layout = pyramid_layout(pixels.shape[0], pixels.shape[1], padding, outer_padding)
     with torch.inference_mode():
-        return MmodInput(tile_pyramid((planes - mean) / 256.0, layout)[0], layout)
+        levels = pyramid_levels((planes - mean) / 256.0, layout)
+    return MmodInput(tuple(level[0].numpy() for level in levels), layout)
 
 
 def _check(image: np.ndarray) -> np.ndarray:

@@ -9,6 +9,11 @@ for the photos in which HOG finds nothing (:mod:`faces.methods`); both model fil
 ``face_recognition_models``. The choice is part of the detector's name and version, so a
 change re-detects incrementally.
 
+Gallery runs and evaluation read, decode and prepare photos (HOG, the CNN's pyramids:
+:meth:`faces.detect.Detector.prepare`) in DataLoader worker processes while this process runs
+the CNN's network on ready batches (:func:`detect_files`; how many: :func:`detect_workers`,
+``SIAMID_DETECT_WORKERS``); the faces are the same bit for bit as in one process.
+
 Policies, per photo:
 - no face, by either detector -> ``no_face`` (a detect-mode model cannot enrol it);
 - the largest face too small to align (eyes' outer corners under
