@@ -461,9 +461,9 @@ class MmodDetector:
         layouts = [inp.layout for inp in inputs]
         rows = max(lay.rows for lay in layouts)
         cols = max(lay.cols for lay in layouts)
-        canvas = torch.zeros((len(inputs), 3, rows, cols), device=self.device).contiguous(
-            memory_format=torch.channels_last
-        )
+        canvas = torch.empty(
+            (len(inputs), 3, rows, cols), device=self.device, memory_format=torch.channels_last
+        ).zero_()
         for i, inp in enumerate(inputs):
             place_levels([torch.from_numpy(level) for level in inp.levels], inp.layout, canvas[i])
         same = all((lay.rows, lay.cols) == (rows, cols) for lay in layouts)

@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -191,6 +191,15 @@ def detect_workers(photos: int, workers: int | None = None) -> int:
 
 
 @dataclass(frozen=True)
+class Rejected:
+    """A photo that could not be read or decoded (:class:`ImageRejected`'s reason and detail,
+    which pickle where the exception does not)."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Ready:
     """A photo :meth:`faces.detect.Detector.prepare` made ready, and the seconds that took."""
 
@@ -208,13 +217,13 @@ class _Prepared:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> Ready | ImageRejected:
+    def __getitem__(self, i: int) -> Ready | Rejected:
         import time
 
         try:
             image = as_array(read_photo(self.paths[i], self.limits))
         except ImageRejected as rej:
-            return rej
+            return Rejected(rej.reason, rej.detail)
         t0 = time.perf_counter()
         prepared = self.det.prepare(image)
         return Ready(prepared, time.perf_counter() - t0)
@@ -222,7 +231,7 @@ class _Prepared:
 
 def _prepared(
     paths: Sequence[str | Path], limits: DecodeLimits, det: Detector, batch: int, workers: int
-) -> Iterator[list[Ready | ImageRejected]]:
+) -> Iterator[list[Ready | Rejected]]:
     """The photos prepared, ``batch`` at a time, in order; by ``workers`` DataLoader processes
     (forked: they prepare the next batches while this process runs the CNN) or in this
     process when 0."""
@@ -233,14 +242,70 @@ def _prepared(
         return
     from torch.utils.data import DataLoader
 
-    yield from DataLoader(
+    loader = DataLoader(
         data,
         batch_size=batch,
         num_workers=workers,
-        collate_fn=list,
+        collate_fn=_pack,
         prefetch_factor=2,
         multiprocessing_context="fork",  # the detector (dlib's models) is inherited, not pickled
     )
+    for packed in loader:
+        yield _unpack(*packed)
+
+
+def _pack(photos: list[Ready | Rejected]) -> tuple[list[Ready | Rejected], Any]:
+    """A worker's batch for the trip to this process: the CNN's pyramid levels of all its
+    photos (float32, ~6 MB for a 400x300 photo) moved into one tensor, which the DataLoader
+    sends as one shared-memory segment; the rest is pickled through its pipe. Through the
+    pipe, the levels cost this process about what building them does (BENCHMARKS.md, issue 21).
+    """
+    import torch
+
+    levels = [lv for p in photos if isinstance(p, Ready) for lv in _cnn_levels(p)]
+    if not levels:
+        return photos, None
+    flat = torch.empty(sum(lv.size for lv in levels), dtype=torch.float32)
+    start = 0
+    for lv in levels:
+        flat[start : start + lv.size] = torch.from_numpy(lv).reshape(-1)
+        start += lv.size
+    return [_with_levels(p, ()) if _cnn_levels(p) else p for p in photos], flat
+
+
+def _unpack(photos: list[Ready | Rejected], flat: Any) -> list[Ready | Rejected]:
+    """:func:`_pack` undone: each photo's levels are views of the one tensor."""
+    if flat is None:
+        return photos
+    values = flat.numpy()
+    out: list[Ready | Rejected] = []
+    start = 0
+    for p in photos:
+        if isinstance(p, Ready) and p.prepared.cnn is not None:
+            levels = []
+            for left, top, right, bottom in p.prepared.cnn[1].layout.rects:
+                shape = (3, bottom - top + 1, right - left + 1)
+                size = shape[0] * shape[1] * shape[2]
+                levels.append(values[start : start + size].reshape(shape))
+                start += size
+            p = _with_levels(p, tuple(levels))
+        out.append(p)
+    return out
+
+
+def _cnn_levels(p: Ready | Rejected) -> tuple[np.ndarray, ...]:
+    if isinstance(p, Ready) and p.prepared.cnn is not None:
+        return p.prepared.cnn[1].levels
+    return ()
+
+
+def _with_levels(p: Ready, levels: tuple[np.ndarray, ...]) -> Ready:
+    from dataclasses import replace
+
+    assert p.prepared.cnn is not None
+    copy, inp = p.prepared.cnn
+    prepared = replace(p.prepared, cnn=(copy, replace(inp, levels=levels)))
+    return replace(p, prepared=prepared)
 
 
 def detect_files(
@@ -266,7 +331,7 @@ def detect_files(
         found = iter(det.finish([p.prepared for p in ready]))
         share = (time.perf_counter() - t0) / max(len(ready), 1)
         for p in photos:
-            if isinstance(p, ImageRejected):
+            if isinstance(p, Rejected):
                 yield PhotoFaces("error", [], None, f"{p.reason}: {p.detail}")
             else:
                 yield classify(next(found), multiple)

@@ -7,6 +7,7 @@ celeba_wild photos is ``bench/bench_mmod.py``.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import dlib
@@ -116,6 +117,27 @@ def test_pyramid_levels_are_dlibs_bilinear_resampling() -> None:
     for left, t, r, b in lay.rects:
         mask[t : b + 1, left : r + 1] = False
     assert not tiled[mask].any()  # everything between the levels stays 0
+
+
+def test_a_photos_input_is_its_normalised_tiled_pyramid(mmod: MmodDetector) -> None:
+    """``pyramid_input`` (what DataLoader workers compute): level 0 is ``(value - mean) / 256``
+    per plane, the levels are those dlib tiles, and the network finds on it, pickled as a
+    worker sends it, what ``detect`` finds on the photo."""
+    photo = np.random.default_rng(1).integers(0, 256, size=(61, 83, 3), dtype=np.uint8)
+    inp = pyramid_input(photo, mmod.mean_rgb, mmod.padding, mmod.outer_padding)
+    assert inp.layout == pyramid_layout(61, 83) == mmod.layout(61, 83)
+    assert [lv.shape for lv in inp.levels] == [
+        (3, b - t + 1, r - left + 1) for left, t, r, b in inp.layout.rects
+    ]
+    mean = np.asarray(mmod.mean_rgb, np.float32)[:, None, None]
+    level0 = (photo.transpose(2, 0, 1).astype(np.float32) - mean) / np.float32(256)
+    assert np.array_equal(inp.levels[0], level0)
+    assert torch.equal(inp.pyramid(), tile_pyramid(torch.from_numpy(level0)[None], inp.layout)[0])
+    grey = pyramid_input(photo[:, :, 1], mmod.mean_rgb)  # grey: one plane, three times
+    assert np.array_equal(grey.levels[0], (photo[:, :, 1].astype(np.float32) - mean) / 256)
+    sent = pickle.loads(pickle.dumps(inp))
+    found = mmod.detect_prepared([sent], adjust_threshold=-1.5)
+    assert found == mmod.detect([photo], adjust_threshold=-1.5) and found[0]
 
 
 # ------------------------------------------------------------------------------ NMS
