@@ -12,13 +12,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from faces.methods import DEFAULT_DETECTION, DETECTION_METHODS, check_method
 
 
-def default_detect_workers() -> int:
-    """``SIAMID_DETECT_WORKERS``'s default: one process per CPU core this process may use but
-    one (the network's), at least one (BENCHMARKS.md, issue 21: decode and pyramid in
-    DataLoader workers)."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
-
-
 class Settings(BaseSettings):
     """``SIAMID_HOME`` holds the SQLite database, checkpoints, vectors, indexes and reports."""
 
@@ -48,12 +41,13 @@ class Settings(BaseSettings):
         description=f"face detector: {' | '.join(DETECTION_METHODS)} (a change re-detects)",
     )
 
-    detect_workers: int = Field(
-        default_factory=default_detect_workers,
+    detect_workers: int | None = Field(
+        default=None,
         ge=0,
         description="DataLoader processes that decode photos and prepare them for face "
-        "detection (HOG, the CNN's pyramids) while the CNN runs; default: one per CPU core "
-        "but one, at least one; 0 = in this process",
+        "detection (HOG, the CNN's pyramids) while the CNN runs; 0 = in this process; "
+        "unset: one per CPU core, none for the CNN alone on a CPU "
+        "(pipelines.services.detection.detect_workers)",
     )
 
     @field_validator("detector")

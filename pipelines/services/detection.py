@@ -25,6 +25,7 @@ Policies, per photo:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -32,13 +33,21 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 from sqlalchemy.orm import Session
 
 from faces.face import Face, is_too_small
+from pipelines.services.detection_workers import (
+    DETECT_BATCH,
+    Ready,
+    Rejected,
+    cuda_present,
+    detect_workers,
+    prepared_batches,
+)
 from pipelines.services.encoding import FileItem
 from pipelines.services.model_files import CNN_FACE_DETECTOR, SHAPE_PREDICTOR_5, model_file
 from pipelines.services.paging import WorkPlan, keyset_pages
@@ -48,7 +57,7 @@ from siamese.images import DecodeLimits, ImageRejected, decode_bytes
 from storage.faces import Detection, StoredFace
 
 if TYPE_CHECKING:
-    from faces.detect import Detector, Prepared
+    from faces.detect import Detector
 
 logger = logging.getLogger(__name__)
 
@@ -80,17 +89,10 @@ def detector() -> Detector:
             model_file(SHAPE_PREDICTOR_5),
             cnn_path=model_file(CNN_FACE_DETECTOR),
             method=method,
-            cnn_device="cuda" if method != "hog" and _cuda() else "cpu",
+            cnn_device="cuda" if method != "hog" and cuda_present() else "cpu",
         )
         _local.key = key
     return _local.detector
-
-
-def _cuda() -> bool:
-    """Whether the CNN should run on a GPU: one is present (torch already imported by the CNN)."""
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,11 @@ def read_photo(path: str | Path, limits: DecodeLimits) -> Image.Image:
     return decode_bytes(data, limits=limits, name=str(path)).image
 
 
+def photo_array(path: str | Path, limits: DecodeLimits) -> np.ndarray:
+    """:func:`read_photo` as the array the detector takes."""
+    return as_array(read_photo(path, limits))
+
+
 def detect_photo(image: Image.Image, multiple: str = "largest") -> PhotoFaces:
     return classify(detector().detect(as_array(image)), multiple)
 
@@ -151,161 +158,6 @@ def detect_file(path: str | Path, limits: DecodeLimits, multiple: str = "largest
         return detect_photo(read_photo(path, limits), multiple)
     except ImageRejected as rej:
         return PhotoFaces("error", [], None, f"{rej.reason}: {rej.detail}")
-
-
-#: Photos per :meth:`faces.detect.Detector.finish` call in gallery runs: the CNN searches
-#: them in one forward pass (a few per CPU core; a GPU takes more).
-DETECT_BATCH = 16
-
-#: Runs of fewer photos are prepared in this process: forking workers for one or two batches
-#: costs about what it saves.
-MIN_PHOTOS_FOR_WORKERS = 2 * DETECT_BATCH
-
-
-def detect_workers(photos: int, workers: int | None = None) -> int:
-    """How many DataLoader processes prepare the photos of a detection run (read, decode and
-    the :class:`DecodeLimits` checks, then :meth:`faces.detect.Detector.prepare`: HOG and the
-    CNN's working copy and pyramid) while this process runs the CNN's network on ready
-    batches. The one rule for it:
-
-    - ``workers`` when the caller gives it (0: a threaded server forks nothing), otherwise
-      ``SIAMID_DETECT_WORKERS``, whose default is one process per CPU core but one (at
-      least one): see BENCHMARKS.md, "decode and pyramid in DataLoader workers";
-    - 0 for runs of fewer than :data:`MIN_PHOTOS_FOR_WORKERS` photos, in a daemonic process
-      (a Dask worker), which cannot start processes, and off the main thread (the HTTP
-      service's request and job threads: a threaded server forks nothing).
-
-    The faces found are the same bit for bit either way (tests/pipelines/test_detect_workers.py).
-    """
-    import multiprocessing
-
-    if threading.current_thread() is not threading.main_thread():
-        return 0
-    if workers is None:
-        from pipelines.settings import Settings
-
-        workers = Settings().detect_workers
-    if photos < MIN_PHOTOS_FOR_WORKERS or multiprocessing.current_process().daemon:
-        return 0
-    return max(0, workers)
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A photo that could not be read or decoded (:class:`ImageRejected`'s reason and detail,
-    which pickle where the exception does not)."""
-
-    reason: str
-    detail: str
-
-
-@dataclass(frozen=True)
-class Ready:
-    """A photo :meth:`faces.detect.Detector.prepare` made ready, and the seconds that took."""
-
-    prepared: Prepared
-    seconds: float
-
-
-class _Prepared:
-    """A map-style data set of photos read, decoded and prepared for detection (or why one
-    could not be decoded), for a DataLoader: its workers get the detector by fork."""
-
-    def __init__(self, paths: Sequence[str | Path], limits: DecodeLimits, det: Detector) -> None:
-        self.paths, self.limits, self.det = list(paths), limits, det
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> Ready | Rejected:
-        import time
-
-        try:
-            image = as_array(read_photo(self.paths[i], self.limits))
-        except ImageRejected as rej:
-            return Rejected(rej.reason, rej.detail)
-        t0 = time.perf_counter()
-        prepared = self.det.prepare(image)
-        return Ready(prepared, time.perf_counter() - t0)
-
-
-def _prepared(
-    paths: Sequence[str | Path], limits: DecodeLimits, det: Detector, batch: int, workers: int
-) -> Iterator[list[Ready | Rejected]]:
-    """The photos prepared, ``batch`` at a time, in order; by ``workers`` DataLoader processes
-    (forked: they prepare the next batches while this process runs the CNN) or in this
-    process when 0."""
-    data = _Prepared(paths, limits, det)
-    if workers <= 0:
-        for start in range(0, len(data), batch):
-            yield [data[i] for i in range(start, min(start + batch, len(data)))]
-        return
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(
-        data,
-        batch_size=batch,
-        num_workers=workers,
-        collate_fn=_pack,
-        prefetch_factor=2,
-        multiprocessing_context="fork",  # the detector (dlib's models) is inherited, not pickled
-    )
-    for packed in loader:
-        yield _unpack(*packed)
-
-
-def _pack(photos: list[Ready | Rejected]) -> tuple[list[Ready | Rejected], Any]:
-    """A worker's batch for the trip to this process: the CNN's pyramid levels of all its
-    photos (float32, ~6 MB for a 400x300 photo) moved into one tensor, which the DataLoader
-    sends as one shared-memory segment; the rest is pickled through its pipe. Through the
-    pipe, the levels cost this process about what building them does (BENCHMARKS.md, issue 21).
-    """
-    import torch
-
-    levels = [lv for p in photos if isinstance(p, Ready) for lv in _cnn_levels(p)]
-    if not levels:
-        return photos, None
-    flat = torch.empty(sum(lv.size for lv in levels), dtype=torch.float32)
-    start = 0
-    for lv in levels:
-        flat[start : start + lv.size] = torch.from_numpy(lv).reshape(-1)
-        start += lv.size
-    return [_with_levels(p, ()) if _cnn_levels(p) else p for p in photos], flat
-
-
-def _unpack(photos: list[Ready | Rejected], flat: Any) -> list[Ready | Rejected]:
-    """:func:`_pack` undone: each photo's levels are views of the one tensor."""
-    if flat is None:
-        return photos
-    values = flat.numpy()
-    out: list[Ready | Rejected] = []
-    start = 0
-    for p in photos:
-        if isinstance(p, Ready) and p.prepared.cnn is not None:
-            levels = []
-            for left, top, right, bottom in p.prepared.cnn[1].layout.rects:
-                shape = (3, bottom - top + 1, right - left + 1)
-                size = shape[0] * shape[1] * shape[2]
-                levels.append(values[start : start + size].reshape(shape))
-                start += size
-            p = _with_levels(p, tuple(levels))
-        out.append(p)
-    return out
-
-
-def _cnn_levels(p: Ready | Rejected) -> tuple[np.ndarray, ...]:
-    if isinstance(p, Ready) and p.prepared.cnn is not None:
-        return p.prepared.cnn[1].levels
-    return ()
-
-
-def _with_levels(p: Ready, levels: tuple[np.ndarray, ...]) -> Ready:
-    from dataclasses import replace
-
-    assert p.prepared.cnn is not None
-    copy, inp = p.prepared.cnn
-    prepared = replace(p.prepared, cnn=(copy, replace(inp, levels=levels)))
-    return replace(p, prepared=prepared)
 
 
 def detect_files(
@@ -325,7 +177,9 @@ def detect_files(
     import time
 
     det = detector()
-    for photos in _prepared(paths, limits, det, batch, detect_workers(len(paths), workers)):
+    read = functools.partial(photo_array, limits=limits)
+    n = detect_workers(len(paths), workers)
+    for photos in prepared_batches(paths, read, det, batch, n):
         ready = [p for p in photos if isinstance(p, Ready)]
         t0 = time.perf_counter()
         found = iter(det.finish([p.prepared for p in ready]))

@@ -1,6 +1,6 @@
 """Photos decoded and prepared for detection (HOG, the CNN's pyramids) in DataLoader workers:
-how many (:func:`pipelines.services.detection.detect_workers`), that gallery runs use that rule,
-and that the faces are those this process finds, bit for bit."""
+how many (:func:`pipelines.services.detection_workers.detect_workers`), that gallery runs use
+that rule, and that the faces are those this process finds, bit for bit."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.services import detection
-from pipelines.services.detection import MIN_PHOTOS_FOR_WORKERS, detect_files, detect_workers
+from pipelines.services import detection, detection_workers
+from pipelines.services.detection import detect_files
 from pipelines.services.detection_chunks import detect_gallery
+from pipelines.services.detection_workers import MIN_PHOTOS_FOR_WORKERS, detect_workers
 from pipelines.services.gallery import import_items, scan_image_folder
 from pipelines.services.runtime import Runtime
 from pipelines.settings import Settings
@@ -29,12 +30,17 @@ LIMITS = DecodeLimits(16, 50_000_000)
 
 def test_how_many_workers_prepare_the_photos(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SIAMID_DETECT_WORKERS", raising=False)
-    default = max(1, len(os.sched_getaffinity(0)) - 1)
-    assert Settings().detect_workers == default
-    many = MIN_PHOTOS_FOR_WORKERS
-    assert detect_workers(many) == default and detect_workers(many, 3) == 3
+    monkeypatch.setenv("SIAMID_DETECTOR", "hog+cnn")
+    monkeypatch.setattr(detection_workers, "cuda_present", lambda: False)
+    assert Settings().detect_workers is None
+    many, cores = MIN_PHOTOS_FOR_WORKERS, len(os.sched_getaffinity(0))
+    assert detect_workers(many) == cores and detect_workers(many, 3) == 3
     assert detect_workers(many - 1) == 0 and detect_workers(many - 1, 3) == 0  # a small run
     assert detect_workers(many, 0) == 0
+    monkeypatch.setenv("SIAMID_DETECTOR", "cnn")  # on a CPU: the pyramid is a sixth of it
+    assert detect_workers(many) == 0 and detect_workers(many, 2) == 2
+    monkeypatch.setattr(detection_workers, "cuda_present", lambda: True)
+    assert detect_workers(many) == cores
     monkeypatch.setenv("SIAMID_DETECT_WORKERS", "0")
     assert detect_workers(many) == 0
     monkeypatch.setenv("SIAMID_DETECT_WORKERS", "2")
@@ -69,7 +75,7 @@ def test_workers_find_what_this_process_finds(
 ) -> None:
     root = need_dir(CELEBA)
     monkeypatch.setenv("SIAMID_DETECTOR", method)
-    monkeypatch.setattr(detection, "MIN_PHOTOS_FOR_WORKERS", 0)
+    monkeypatch.setattr(detection_workers, "MIN_PHOTOS_FOR_WORKERS", 0)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a photo")
     paths = [root / p for p in PHOTOS[:2]] + [broken] + [root / p for p in PHOTOS[2:]]
@@ -96,14 +102,14 @@ def test_gallery_runs_use_the_rule(
     import_items(scan_image_folder(gallery), sessions=rt.sessions)
     monkeypatch.setenv("SIAMID_DETECTOR", "hog+cnn")
     monkeypatch.setenv("SIAMID_DETECT_WORKERS", "1")
-    monkeypatch.setattr(detection, "MIN_PHOTOS_FOR_WORKERS", 2)
+    monkeypatch.setattr(detection_workers, "MIN_PHOTOS_FOR_WORKERS", 2)
     used: list[int] = []
-    prepared = detection._prepared
+    prepared = detection.prepared_batches
 
     def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         used.append(args[-1])
         return prepared(*args, **kwargs)
 
-    monkeypatch.setattr(detection, "_prepared", spy)
+    monkeypatch.setattr(detection, "prepared_batches", spy)
     found = detect_gallery(rt)
     assert (found.detected, dict(found.outcomes), used) == (2, {"ok": 2}, [1])
