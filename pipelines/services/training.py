@@ -175,11 +175,9 @@ class TrainedModel:
 def training_set(rt: Runtime, data: Path | None, crop: CropSpec | None = None) -> TrainingSet:
     """Accepted images of the folder's identities (imported first), or of the whole gallery.
 
-    In detect mode the gallery's faces are detected first (once per image and detector) and
-    only images with an enrolled face train, each on its aligned crop: in a photo with several
-    faces, the one the served model chose as the person's by agreement with their other photos
-    where it did (:func:`~pipelines.services.detection.agreed_gallery_faces`), else the face
-    chosen at detection (the largest).
+    Detect mode: the gallery's faces are detected first (once per image and detector); only
+    images with an enrolled face train, on its aligned crop: the face the served model chose by
+    agreement (:func:`~pipelines.services.detection.agreed_gallery_faces`), else the largest.
     """
     wanted: set[str] | None = None
     if data is not None:
