@@ -352,29 +352,6 @@ def chosen_gallery_faces(rt: Runtime, image_ids: Sequence[int] | None = None) ->
     return {fid: to_face(f) for fid, f in rows.items()}
 
 
-def agreed_gallery_faces(rt: Runtime, image_ids: Sequence[int]) -> dict[int, Face]:
-    """face_image id -> the face the served index's model embeds for it, for photos with
-    several faces where that model chose the person's by agreement
-    (:mod:`pipelines.services.face_choice`), under the current detector; others are absent."""
-    from storage.embeddings import agreed_face_ranks
-    from storage.indexes import published_index
-
-    with rt.sessions() as s:
-        served = published_index(session=s)
-        ranks = (
-            agreed_face_ranks(session=s, model_version_id=served.model_version_id)
-            if served is not None
-            else {}
-        )
-    wanted = [i for i in image_ids if i in ranks]
-    out = {}
-    for fid, d in current_detections(rt, wanted).items():
-        face = next((f for f in d.faces if f.rank == ranks[fid]), None)
-        if face is not None:
-            out[fid] = to_face(face)
-    return out
-
-
 def current_detections(rt: Runtime, image_ids: Sequence[int]) -> dict[int, Detection]:
     """face_image id -> its stored detection under the current detector (absent: not yet
     detected)."""

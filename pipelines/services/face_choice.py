@@ -137,6 +137,41 @@ def _distances(a: np.ndarray, b: np.ndarray, distance: str) -> np.ndarray:
 # ------------------------------------------------------------------ the gallery
 
 
+def agreed_gallery_faces(rt: Runtime, image_ids: Sequence[int]) -> dict[int, Face]:
+    """face_image id -> the face the served index's model embeds for it, for photos with
+    several faces where that model chose the person's by agreement
+    (:mod:`pipelines.services.face_choice`), under the current detector; others are absent."""
+    from pipelines.services.detection import current_detections, to_face
+    from storage.embeddings import agreed_face_ranks
+    from storage.indexes import published_index
+
+    with rt.sessions() as s:
+        served = published_index(session=s)
+        ranks = (
+            agreed_face_ranks(session=s, model_version_id=served.model_version_id)
+            if served is not None
+            else {}
+        )
+    wanted = [i for i in image_ids if i in ranks]
+    out = {}
+    for fid, d in current_detections(rt, wanted).items():
+        face = next((f for f in d.faces if f.rank == ranks[fid]), None)
+        if face is not None:
+            out[fid] = to_face(face)
+    return out
+
+
+def labelled_faces(rt: Runtime, image_ids: Sequence[int]) -> dict[int, Face]:
+    """face_image id -> the face a labelled gallery photo trains on, under the current detector:
+    the served model's choice by agreement (:func:`agreed_gallery_faces`), else the face
+    chosen at detection (the largest); photos without one are absent."""
+    from pipelines.services.detection import chosen_gallery_faces
+
+    chosen = chosen_gallery_faces(rt, image_ids)
+    chosen.update(agreed_gallery_faces(rt, list(chosen)))
+    return chosen
+
+
 @dataclass
 class GalleryJobs:
     """What to encode for a chunk of gallery images in detect mode: every usable face of each

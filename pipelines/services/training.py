@@ -177,7 +177,7 @@ def training_set(rt: Runtime, data: Path | None, crop: CropSpec | None = None) -
 
     Detect mode: the gallery's faces are detected first (once per image and detector); only
     images with an enrolled face train, on its aligned crop: the face the served model chose by
-    agreement (:func:`~pipelines.services.detection.agreed_gallery_faces`), else the largest.
+    agreement (:func:`~pipelines.services.face_choice.labelled_faces`), else the largest.
     """
     wanted: set[str] | None = None
     if data is not None:
@@ -188,13 +188,12 @@ def training_set(rt: Runtime, data: Path | None, crop: CropSpec | None = None) -
         rows = [r for r in labelled_images(session=s) if wanted is None or r[2] in wanted]
     if crop is None or not crop.detect:
         return TrainingSet([u for _, u, _ in rows], [n for _, _, n in rows])
-    from pipelines.services.detection import agreed_gallery_faces, chosen_gallery_faces
+    from pipelines.services.face_choice import labelled_faces
     from pipelines.services.indexing import detect_pending
 
     # under the indexing lock, waiting for a run that is detecting the same photos
     detect_pending(rt, wait_seconds=DETECT_WAIT_SECONDS)
-    chosen = chosen_gallery_faces(rt, [i for i, _, _ in rows])
-    chosen.update(agreed_gallery_faces(rt, list(chosen)))
+    chosen = labelled_faces(rt, [i for i, _, _ in rows])
     rows = [r for r in rows if r[0] in chosen]
     return TrainingSet(
         [u for _, u, _ in rows], [n for _, _, n in rows], [chosen[i] for i, _, _ in rows]
