@@ -8,7 +8,9 @@
 - :func:`margin_threshold`: the default threshold when nothing was calibrated.
 - :func:`false_match_tail` / :func:`threshold_for_gallery`: what a calibration keeps so that its
   threshold can be set again for the gallery size at the time it is used.
-- :func:`verification_pairs`: genuine and impostor pair distances of a set of vectors.
+- :func:`claim_distances`: genuine and impostor distances of probe photos against enrolled
+  templates (the evaluation's verification EER); :func:`verification_pairs`: the same over every
+  pair of single photos (its ``pair_eer``).
 - :data:`BACKBONE_SCORING`: per backbone, the scoring choices a new model version records
   (:class:`Scoring`): template, test-time flip, face choice in labelled photos.
 """
@@ -183,6 +185,24 @@ def margin_threshold(margin: float) -> float:
     ignores how well training separated people, so calibrate before relying on it.
     """
     return margin / 2.0
+
+
+def claim_distances(
+    per_identity: np.ndarray, true_ids: np.ndarray, identities: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) distances of verification as the gallery answers a claim.
+
+    ``per_identity`` [n, P]: each probe photo's distance to each enrolled person under the
+    model's scoring (``PhotoSearches.per_identity``: the template identification uses, every
+    face of the photo, flip as recorded); ``true_ids`` [n]: whose photo it is (unknowns too).
+    A genuine claim is a photo against its own person's template, an impostor claim against
+    any other enrolled person's: a verification transaction compares a sample with the
+    claimed identity's enrolled template (ISO/IEC 19795-1), so EER measures the comparison
+    siamid makes, not one between two single photos (``verification_pairs``)."""
+    d = np.asarray(per_identity, dtype=np.float64)
+    own = np.asarray(true_ids, dtype=object)[:, None] == np.asarray(identities, dtype=object)
+    known = np.isfinite(d)
+    return d[own & known], d[~own & known]
 
 
 def verification_pairs(
