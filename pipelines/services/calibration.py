@@ -20,6 +20,7 @@ from pipelines.services.scoring import (
     gallery_self_search,
     mean_template,
     operating_threshold,
+    set_for_size,
     threshold_for_searches,
 )
 
@@ -211,7 +212,9 @@ def _searches_file(rt: Runtime, name: str) -> Path:
 
 def threshold_for_published(rt: Runtime) -> float | None:
     """When the published gallery holds another number of people than the newest calibration
-    of its model was run against, set the threshold again for it (the embed flow calls this
+    of its model was run against (more than ``SEARCH_AGAIN_GROWTH`` away from the size the
+    threshold was last set for, :func:`~pipelines.services.scoring.set_for_size`), set the
+    threshold again for it (the embed flow calls this
     after publishing): the calibration's own searches (their descriptors, kept by
     :func:`calibrate`) run again against this gallery, pooled with up to
     :data:`GALLERY_SEARCHES` enrolled faces searched against the other people
@@ -237,7 +240,8 @@ def threshold_for_published(rt: Runtime) -> float | None:
         cal_id, target, then = cal.id, cal.target_fpir, cal.gallery_identities
         details = dict(cal.details or {})
     name = details.get("searches_file")
-    if not name or now == then or now < 2:
+    last = (details.get("for_gallery") or {}).get("identities") or then
+    if not name or now < 2 or now == then or set_for_size(now, last):
         return None
     path = _searches_file(rt, str(name))
     if not path.is_file():

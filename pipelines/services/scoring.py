@@ -193,6 +193,20 @@ def gallery_self_search(per_identity: np.ndarray, own: np.ndarray) -> np.ndarray
     return d.min(axis=1) if d.shape[1] else np.full(len(own), np.inf)
 
 
+#: A threshold set for a gallery of N people still serves N(1 +- this): FPIR moves about in
+#: proportion to N (by ~0.05 points at a 1% target for 5%), so the gallery is searched again
+#: (``threshold_for_searches``) only when its size has moved further than this from the size
+#: the threshold was last set for, and a publish after one new enrolment reads nothing again.
+SEARCH_AGAIN_GROWTH = 0.05
+
+
+def set_for_size(identities: int, set_for: int | None) -> bool:
+    """Whether a threshold set for ``set_for`` people serves a gallery of ``identities``."""
+    if not set_for:
+        return False
+    return abs(identities - set_for) <= SEARCH_AGAIN_GROWTH * set_for
+
+
 def threshold_for_searches(
     target_fpir: float, calibration_best: np.ndarray, gallery_best: np.ndarray
 ) -> float:

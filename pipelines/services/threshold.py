@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pipelines.services.models import ModelRef
 from pipelines.services.runtime import Runtime
-from pipelines.services.scoring import margin_threshold, threshold_for_gallery
+from pipelines.services.scoring import margin_threshold, set_for_size, threshold_for_gallery
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,11 @@ def resolve_threshold(rt: Runtime, model: ModelRef, explicit: float | None = Non
         now = count_live_identities(session=s)
         source = f"calibrated@fpir={cal.target_fpir:g}"
         again = (cal.details or {}).get("for_gallery") or {}
-        if again.get("identities") == now and now != cal.gallery_identities:
-            # set again when this gallery was published (calibration.threshold_for_published)
-            return Threshold(float(again["threshold"]), f"{source}, searched again", now)
+        if now != cal.gallery_identities and set_for_size(now, again.get("identities")):
+            # set again when a gallery of about this size was published
+            # (calibration.threshold_for_published)
+            value, size = float(again["threshold"]), int(again["identities"])
+            return Threshold(value, f"{source}, searched again", size)
         tail = (cal.details or {}).get("false_match_tail")
         if tail and cal.gallery_identities:
             value = threshold_for_gallery(cal.threshold, tail, cal.gallery_identities, now)

@@ -10,6 +10,7 @@ from pipelines.services.scoring import (
     false_match_tail,
     gallery_self_search,
     operating_threshold,
+    set_for_size,
     threshold_for_gallery,
     threshold_for_searches,
 )
@@ -79,5 +80,6 @@ def test_a_grown_gallery_with_look_alikes_is_searched_again() -> None:
     again = threshold_for_searches(0.01, calib.min(axis=1), self_best)
     assert fpir_at(adjusted, test.min(axis=1)) > 0.1  # the look-alikes alarm
     assert fpir_at(again, test.min(axis=1)) == pytest.approx(0.01, abs=0.01)
+    assert set_for_size(400, 390) and not set_for_size(grown, small) and not set_for_size(5, None)
     with pytest.raises(ValueError, match="no non-mated searches"):
         threshold_for_searches(0.01, np.zeros(0), np.zeros(0))

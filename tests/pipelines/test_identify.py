@@ -106,6 +106,14 @@ def test_a_grown_gallery_gets_its_threshold_set_again_at_publish(
     )
     assert ident.threshold == pytest.approx(expected)
 
+    # one more person (33, within SEARCH_AGAIN_GROWTH of 32): nothing is searched again
+    one = tmp_path / "one"
+    generate_gallery(one, identities=1, per_identity=2, seed=6, first_identity=900)
+    import_items(scan_image_folder(one), sessions=rt.sessions)
+    index_pending(rt, served)
+    later = Identifier(rt)
+    assert (later.threshold, later.threshold_gallery) == (ident.threshold, 32)
+
 
 def test_calibrate_refuses_enrolled_people(rt: Runtime, served: str, imported: Path) -> None:
     with pytest.raises(CalibrationError, match="NOT enrolled"):
