@@ -42,11 +42,17 @@ def growth(
 
     Per seed the people split into 160 to enrol (40 at calibration), and two halves of the
     rest: calibration searches and test searches; mean templates of 5 photos (the person's
-    face), every face of a search photo searched, as ``siamid evaluate`` scores them."""
+    face), every face of a search photo searched, as ``siamid evaluate`` scores them. Three
+    thresholds for the grown gallery: the calibrated one kept ("fixed"), set again by the
+    per-comparison model (``threshold_for_gallery``, "adjusted"), and set again at publish time
+    from the calibration's searches run against the grown gallery pooled with its enrolled
+    faces against the other people (``threshold_for_searches``, "searched again")."""
     from pipelines.services.scoring import (
         false_match_tail,
+        gallery_self_search,
         operating_threshold,
         threshold_for_gallery,
+        threshold_for_searches,
     )
     from siamese.distances import pairwise_distances
     from siamese.openset import fpir_at
@@ -70,18 +76,34 @@ def growth(
         who = names_arr[np.asarray(enrolled.rows)[first]]
         small = np.isin(who, gallery_people[:40])
 
-        def per_identity(persons: list[str], templates: np.ndarray = templates) -> np.ndarray:
-            rows = np.flatnonzero(np.isin(names_arr, persons)).tolist()
+        def per_identity_rows(rows: list[int], templates: np.ndarray = templates) -> np.ndarray:
             faces, owner = embedded.face_rows(rows)
             d = pairwise_distances(embedded.face_vectors[faces], templates, "l2")
             by_photo = np.full((len(rows), len(templates)), np.inf)
             np.minimum.at(by_photo, owner, d)
             return by_photo
 
+        def per_identity(persons: list[str]) -> np.ndarray:
+            return per_identity_rows(np.flatnonzero(np.isin(names_arr, persons)).tolist())
+
         calib, test = per_identity(calib_people), per_identity(test_people)
+        # mated searches: the gallery people's photos not enrolled, against the grown gallery
+        enrolled_set = set(enrol_rows)
+        in_gallery = np.flatnonzero(np.isin(names_arr, gallery_people))
+        mated_rows = [int(r) for r in in_gallery if r not in enrolled_set]
+        mated = per_identity_rows(mated_rows)
+        column = {p: j for j, p in enumerate(who)}
+        own_col = np.asarray([column[p] for p in names_arr[mated_rows]])
+        own_d = mated[np.arange(len(mated_rows)), own_col]
+        first_ok = own_d <= mated.min(axis=1)
+
         threshold = operating_threshold(0.01, calib[:, small].min(axis=1))
         tail = false_match_tail(calib[:, small])
         adjusted = threshold_for_gallery(threshold, tail, int(small.sum()), len(templates))
+        # at publish time: the calibration's searches again, and the gallery's own people
+        own = np.asarray([column[p] for p in names_arr[enrolled.rows]])
+        self_best = gallery_self_search(pairwise_distances(enrolled.vectors, templates, "l2"), own)
+        searched = threshold_for_searches(0.01, calib.min(axis=1), self_best)
         row = {
             "flip": flip,
             "seed": seed,
@@ -92,6 +114,12 @@ def growth(
             "fpir_small": fpir_at(threshold, test[:, small].min(axis=1)),
             "fpir_grown_fixed": fpir_at(threshold, test.min(axis=1)),
             "fpir_grown_adjusted": fpir_at(adjusted, test.min(axis=1)),
+            "searched_again": searched,
+            "fpir_grown_searched_again": fpir_at(searched, test.min(axis=1)),
+            # DIR (rank 1, every face) of the grown gallery's mated searches at each threshold
+            "dir_grown": [
+                float(np.mean(first_ok & (own_d <= t))) for t in (threshold, adjusted, searched)
+            ],
             # the calibration's own searches against the grown gallery (no new searchers)
             "calib_grown_fixed": fpir_at(threshold, calib.min(axis=1)),
             "calib_grown_adjusted": fpir_at(adjusted, calib.min(axis=1)),

@@ -47,3 +47,15 @@ def latest_calibration(*, session: Session, model_version_id: int) -> Calibratio
         .limit(1)
     )
     return session.scalars(stmt).one_or_none()
+
+
+def set_calibration_details(
+    *, session: Session, calibration_id: int, details: dict[str, Any]
+) -> None:
+    """Replace a calibration's ``details`` (what was computed for it since, e.g. its
+    threshold set again for a grown gallery)."""
+    row = session.get(Calibration, calibration_id)
+    if row is None:
+        raise KeyError(f"no calibration {calibration_id}")
+    row.details = details
+    session.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -14,7 +15,14 @@ from pipelines.services.errors import SiamidError
 from pipelines.services.gallery import scan_image_folder
 from pipelines.services.identification import Identifier
 from pipelines.services.runtime import Runtime
-from pipelines.services.scoring import false_match_tail, mean_template, operating_threshold
+from pipelines.services.scoring import (
+    false_match_tail,
+    gallery_self_search,
+    mean_template,
+    operating_threshold,
+    set_for_size,
+    threshold_for_searches,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +97,12 @@ def calibrate(
     realised = fpir_at(threshold, best)
     # what it takes to set the threshold again for another gallery size (threshold_for_gallery)
     tail = false_match_tail(identity_distances(ident, enc.vectors))
+    # and the searches themselves, to run them again against a grown gallery at publish time
+    # (threshold_for_published); by content, so the same searches are kept once
+    vectors = np.ascontiguousarray(enc.vectors, dtype=np.float32)
+    searches_file = f"searches-{hashlib.sha256(vectors.tobytes()).hexdigest()[:16]}.npy"
+    _searches_file(rt, searches_file).parent.mkdir(parents=True, exist_ok=True)
+    np.save(_searches_file(rt, searches_file), vectors)
     with rt.sessions.begin() as s:
         row = add_calibration(
             session=s,
@@ -109,6 +123,7 @@ def calibrate(
                 "skipped": len(enc.errors),
                 "template": ident.template,
                 "false_match_tail": tail,
+                "searches_file": searches_file,
             },
         )
         cal_id = row.id
@@ -117,32 +132,155 @@ def calibrate(
     )
 
 
-def identity_distances(ident: Identifier, vectors: np.ndarray, chunk: int = 256) -> np.ndarray:
+@dataclass
+class LiveGallery:
+    """The live vectors of the identifier's model, grouped by identity (``starts``: where each
+    identity's run begins), and what a search is compared with: one template per identity
+    under ``mean``, every vector under ``best``."""
+
+    ident: Identifier
+    vectors: np.ndarray  # [V, d], sorted by identity
+    starts: np.ndarray  # [N] offsets of each identity's first vector
+    compared: np.ndarray  # [N, d] templates, or [V, d] vectors
+
+    @classmethod
+    def load(cls, ident: Identifier) -> LiveGallery:
+        from index.vector_store import VectorStore
+        from storage.embeddings import identity_ids_of, live_embeddings
+
+        with ident.lookups() as s:
+            rows = live_embeddings(session=s, model_version_id=ident.model.id)
+            owners = identity_ids_of(session=s, face_image_ids=[f for f, _ in rows])
+        rows = [(f, r) for f, r in rows if f in owners]
+        dim = ident.model.dim
+        if not rows:
+            empty = np.zeros((0, dim), np.float32)
+            return cls(ident, empty, np.zeros(0, np.int64), empty)
+        store = VectorStore(ident.rt.settings.vector_store_dir(ident.model.id), dim)
+        who = np.asarray([owners[f] for f, _ in rows])
+        order = np.argsort(who, kind="stable")
+        vectors, who = store.read([rows[i][1] for i in order]), who[order]
+        starts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
+        compared = vectors
+        if ident.template == "mean":
+            normalize = bool(ident.encoder.config.normalize)
+            spans = zip(starts, np.r_[starts[1:], len(who)], strict=True)
+            compared = np.stack(
+                [mean_template(vectors[a:b], normalize=normalize) for a, b in spans]
+            )
+        return cls(ident, vectors, starts, compared)
+
+    def distances(self, vectors: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """[n, identities] distance of each vector to every identity (exact)."""
+        from siamese.distances import pairwise_distances
+
+        if len(self.starts) == 0 or len(vectors) == 0:
+            return np.zeros((len(vectors), len(self.starts)))
+        out = []
+        for i in range(0, len(vectors), chunk):
+            d = pairwise_distances(vectors[i : i + chunk], self.compared, self.ident.model.distance)
+            mean = self.ident.template == "mean"
+            out.append(d if mean else np.minimum.reduceat(d, self.starts, axis=1))
+        return np.concatenate(out)
+
+    def self_search(self, most: int) -> np.ndarray:
+        """At most ``most`` enrolled vectors (seeded sample) searched against the other
+        identities (:func:`~pipelines.services.scoring.gallery_self_search`)."""
+        picked = np.arange(len(self.vectors))
+        if len(picked) > most:
+            picked = np.sort(np.random.default_rng(0).choice(picked, most, replace=False))
+        own = np.searchsorted(self.starts, picked, side="right") - 1
+        return gallery_self_search(self.distances(self.vectors[picked]), own)
+
+
+def identity_distances(ident: Identifier, vectors: np.ndarray) -> np.ndarray:
     """[n, identities] distance of each vector to every enrolled identity under this
     identifier's template (exact: every live vector of the model, not the index's top-k);
     what calibration keeps to set its threshold again as the gallery grows."""
-    from index.vector_store import VectorStore
-    from siamese.distances import pairwise_distances
-    from storage.embeddings import identity_ids_of, live_embeddings
+    return LiveGallery.load(ident).distances(vectors)
 
-    with ident.lookups() as s:
-        rows = live_embeddings(session=s, model_version_id=ident.model.id)
-        owners = identity_ids_of(session=s, face_image_ids=[f for f, _ in rows])
-    rows = [(f, r) for f, r in rows if f in owners]
-    if not rows or len(vectors) == 0:
-        return np.zeros((len(vectors), 0))
-    store = VectorStore(ident.rt.settings.vector_store_dir(ident.model.id), ident.model.dim)
-    who = np.asarray([owners[f] for f, _ in rows])
-    order = np.argsort(who, kind="stable")
-    gallery, who = store.read([rows[i][1] for i in order]), who[order]
-    starts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
-    if ident.template == "mean":
-        normalize = bool(ident.encoder.config.normalize)
-        ends = np.r_[starts[1:], len(who)]
-        spans = zip(starts, ends, strict=True)
-        gallery = np.stack([mean_template(gallery[a:b], normalize=normalize) for a, b in spans])
-    out = []
-    for i in range(0, len(vectors), chunk):
-        d = pairwise_distances(vectors[i : i + chunk], gallery, ident.model.distance)
-        out.append(d if ident.template == "mean" else np.minimum.reduceat(d, starts, axis=1))
-    return np.concatenate(out)
+
+#: Enrolled faces searched against the other enrolled people when a threshold is set again
+#: for a grown gallery: enough to resolve FPIR 0.1% in steps of 0.02%, bounded for a large
+#: gallery (each costs one row of distances to every identity).
+GALLERY_SEARCHES = 5000
+
+
+def _searches_file(rt: Runtime, name: str) -> Path:
+    return rt.settings.home_dir / "calibrations" / name
+
+
+def threshold_for_published(rt: Runtime) -> float | None:
+    """When the published gallery holds another number of people than the newest calibration
+    of its model was run against (more than ``SEARCH_AGAIN_GROWTH`` away from the size the
+    threshold was last set for, :func:`~pipelines.services.scoring.set_for_size`), set the
+    threshold again for it (the embed flow calls this
+    after publishing): the calibration's own searches (their descriptors, kept by
+    :func:`calibrate`) run again against this gallery, pooled with up to
+    :data:`GALLERY_SEARCHES` enrolled faces searched against the other people
+    (:func:`~pipelines.services.scoring.threshold_for_searches`, which says why). The result
+    is kept with the calibration (``details.for_gallery``) for
+    :func:`~pipelines.services.threshold.resolve_threshold`; None when there was nothing to do.
+    """
+    from siamese.openset import fpir_at
+    from storage.calibration import latest_calibration, set_calibration_details
+    from storage.embeddings import count_live_identities
+    from storage.indexes import published_index
+
+    with rt.sessions() as s:
+        iv = published_index(session=s)
+        cal = (
+            None
+            if iv is None
+            else latest_calibration(session=s, model_version_id=iv.model_version_id)
+        )
+        if cal is None:
+            return None
+        now = count_live_identities(session=s)
+        cal_id, target, then = cal.id, cal.target_fpir, cal.gallery_identities
+        details = dict(cal.details or {})
+    name = details.get("searches_file")
+    last = (details.get("for_gallery") or {}).get("identities") or then
+    if not name or now < 2 or now == then or set_for_size(now, last):
+        return None
+    path = _searches_file(rt, str(name))
+    if not path.is_file():
+        logger.warning(
+            "calibration %d's searches (%s) are gone: its threshold is set for %d identities "
+            "by the per-comparison rule; run `siamid calibrate` again",
+            cal_id,
+            path,
+            now,
+        )
+        return None
+    ident = Identifier(rt, threshold=0.0, top_k=1)
+    gallery = LiveGallery.load(ident)
+    searches = gallery.distances(np.load(path)).min(axis=1)
+    own = gallery.self_search(GALLERY_SEARCHES)
+    threshold = threshold_for_searches(target, searches, own)
+    record = {
+        "identities": now,
+        "index_version": ident.index_version_id,
+        "threshold": threshold,
+        "calibration_searches": int(searches.size),
+        "gallery_searches": int(own.size),
+        "fpir": {
+            "calibration_searches": fpir_at(threshold, searches),
+            "gallery_searches": fpir_at(threshold, own),
+        },
+    }
+    with rt.sessions.begin() as s:
+        set_calibration_details(
+            session=s, calibration_id=cal_id, details={**details, "for_gallery": record}
+        )
+    logger.info(
+        "threshold of calibration %d (%d identities) set again for %d identities: %.4f, from "
+        "%d calibration searches and %d of the gallery's own",
+        cal_id,
+        then,
+        now,
+        threshold,
+        searches.size,
+        own.size,
+    )
+    return threshold

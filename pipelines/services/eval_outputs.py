@@ -50,6 +50,7 @@ def summarise(folds: list[FoldScores], protocol: Protocol) -> dict[str, Any]:
         "rank5": stat("rank5")[0],
         "dir_at_fpir": {str(t): stat(dir_key(t))[0] for t in DEFAULT_FPIR_TARGETS},
         "eer": stat("eer")[0],
+        "pair_eer": stat("pair_eer")[0],
         "tar_at_far": {str(t): stat(tar_key(t))[0] for t in DEFAULT_FAR_TARGETS},
         "threshold": stat("threshold")[0],
         "target_fpir": protocol.target_fpir,
@@ -58,6 +59,7 @@ def summarise(folds: list[FoldScores], protocol: Protocol) -> dict[str, Any]:
         "std": {
             "rank1": stat("rank1")[1],
             "eer": stat("eer")[1],
+            "pair_eer": stat("pair_eer")[1],
             "dir_at_fpir": {str(t): stat(dir_key(t))[1] for t in DEFAULT_FPIR_TARGETS},
             "realised_fpir": stat("fpir")[1],
             "realised_fnir": stat("fnir")[1],

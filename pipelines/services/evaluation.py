@@ -37,9 +37,11 @@ from pipelines.services.scoring import (
     CALIBRATE_ON,
     MULTIPLE_FACES,
     TEMPLATES,
+    claim_distances,
     operating_threshold,
     verification_pairs,
 )
+from siamese.metrics import eer
 from siamese.openset import (
     DEFAULT_FAR_TARGETS,
     DEFAULT_FPIR_TARGETS,
@@ -149,7 +151,8 @@ class EvalData:
     labelled photo contributes the person's (:func:`person_faces`). A photo without a usable
     face (``no_face`` counts them by outcome) is answered as siamid would: it enrols nothing,
     trains nothing, and as a search it finds no one (a miss if its person is enrolled, a
-    correct rejection if not). Verification pairs (EER) are measured between faces only.
+    correct rejection if not). Verification (EER) compares probe photos with faces against
+    enrolled templates (:func:`score_fold`).
     """
 
     paths: list[str]
@@ -263,7 +266,10 @@ def score_fold(
     (:func:`person_faces`, ``protocol.multiple_faces``). A probe is searched with every usable
     face, as ``siamid identify`` answers it (:func:`photo_searches`): a mated probe is found
     when one of its faces is accepted as its person, a non-mated one is a false positive when
-    any of its faces is accepted; calibration searches are scored the same way.
+    any of its faces is accepted; calibration searches are scored the same way. Verification
+    (EER, TAR at FAR) is the same comparison with a claimed identity: each probe photo against
+    each enrolled person's template (``claim_distances``); ``pair_eer`` is the EER over every
+    pair of single photos, as measured before.
     """
     from index.vector_index import VectorIndex
     from pipelines.services.report import ReportData, summary_figures
@@ -291,10 +297,22 @@ def score_fold(
     mated_dist, mated_rank = mated.mated(names_arr[mated_rows])
     threshold = operating_threshold(protocol.target_fpir, calib.best_dist)
 
-    # Verification pairs: each person's face in their photos (no face, no pair to measure).
+    # Verification (EER, TAR at FAR): every probe photo (mated and test non-mated) claims each
+    # enrolled person in turn and is compared with that person's template, as identification
+    # compares it (claim_distances); a genuine claim is a mated photo's own person.
+    people = sorted({str(n) for n in names_arr[enrolled.rows]})
+    genuine, impostor = claim_distances(
+        np.vstack([mated.per_identity(people), test.per_identity(people)]),
+        names_arr[mated_rows + test_rows],
+        people,
+    )
+    # Before issue 20's templates: every pair of single photos, each person's face in their
+    # photos (no face, no pair): kept as ``pair_eer`` to compare with earlier runs.
     eval_rows = sorted(set(gallery_rows) | set(mated_rows) | set(test_rows))
     paired = person_faces(embedded, names_arr, eval_rows, protocol.multiple_faces)
-    genuine, impostor = verification_pairs(paired.vectors, names_arr[paired.rows], distance)
+    pair_genuine, pair_impostor = verification_pairs(
+        paired.vectors, names_arr[paired.rows], distance
+    )
 
     data = ReportData(
         genuine=genuine,
@@ -306,6 +324,8 @@ def score_fold(
         target_fpir=protocol.target_fpir,
     )
     figures = summary_figures(data, DEFAULT_FPIR_TARGETS, DEFAULT_FAR_TARGETS)
+    if pair_genuine.size and pair_impostor.size:
+        figures["pair_eer"] = eer(pair_genuine, pair_impostor)[0]
     n_faces = embedded.n_faces()
     figures["n_calibration"] = float(calib.best_dist.size)
     figures["probes_several_faces"] = float(np.count_nonzero(n_faces[mated_rows + test_rows] > 1))

@@ -94,9 +94,15 @@ def publish_and_collect(
     full: bool = False,
     grace: timedelta = RETIRED_GRACE,
 ) -> tuple[IndexResult, Collected]:
-    """Publish an index version of the model's live vectors (when anything changed), then
-    delete what was retired longer than ``grace`` ago."""
+    """Publish an index version of the model's live vectors (when anything changed), set the
+    calibrated threshold again for the published gallery when its size changed
+    (:func:`~pipelines.services.calibration.threshold_for_published`), then delete what was
+    retired longer than ``grace`` ago."""
+    from pipelines.services.calibration import threshold_for_published
+
     index = publishing.build_and_publish(rt, model, factory=factory, full=full)
+    if index.published:
+        threshold_for_published(rt)
     return index, publishing.collect_garbage(rt, grace)
 
 

@@ -152,6 +152,21 @@ class PhotoSearches:
             dist[self.owner[f]], rank[self.owner[f]] = fd[f], fr[f]
         return dist, rank
 
+    def per_identity(self, identities: list[str]) -> np.ndarray:
+        """[n, len(identities)] each photo's distance to each identity: its nearest face's
+        distance to the identity's nearest enrolled entry (its template under ``mean``);
+        ``inf`` where the photo has no face or the lists miss the identity."""
+        out = np.full((self.n, len(identities)), np.inf)
+        column = {str(who): j for j, who in enumerate(identities)}
+        cols = np.asarray(
+            [-1 if w is None else column.get(str(w), -1) for w in self.face_who.ravel()],
+            dtype=np.int64,
+        ).reshape(self.face_dist.shape)
+        rows = np.broadcast_to(self.owner[:, None], cols.shape)
+        hit = cols >= 0
+        np.minimum.at(out, (rows[hit], cols[hit]), self.face_dist[hit])
+        return out
+
 
 def photo_searches(
     index: Any, embedded: EmbeddedSet, names: np.ndarray, rows: list[int]

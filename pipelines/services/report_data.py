@@ -20,7 +20,8 @@ from siamese.openset import DEFAULT_TARGET_FPIR, dir_key, tar_key
 _FIXED_FIGURES: dict[str, tuple[str, bool]] = {
     "rank1": ("Rank-1 identification rate (closed set)", True),
     "rank5": ("Rank-5 identification rate (closed set)", True),
-    "eer": ("Verification EER", True),
+    "eer": ("Verification EER (probe photo vs claimed person's template)", True),
+    "pair_eer": ("Verification EER over pairs of single photos", True),
     "eer_threshold": ("Distance threshold at EER", False),
     "threshold": ("Operating threshold (open set, accept distance <=)", False),
     "target_fpir": ("Target FPIR of the operating threshold", True),
@@ -29,8 +30,8 @@ _FIXED_FIGURES: dict[str, tuple[str, bool]] = {
     "dir": ("DIR (rank 1) at the operating threshold", True),
     "n_mated": ("Mated searches", False),
     "n_nonmated": ("Non-mated searches", False),
-    "n_genuine": ("Genuine pairs", False),
-    "n_impostor": ("Impostor pairs", False),
+    "n_genuine": ("Genuine comparisons", False),
+    "n_impostor": ("Impostor comparisons", False),
 }
 
 
@@ -48,7 +49,7 @@ def figure_label(key: str) -> tuple[str, bool]:
 def figure_order() -> list[str]:
     keys = ["rank1", "rank5"]
     keys += [dir_key(t) for t in FPIR_TARGETS]
-    keys += ["eer", "eer_threshold"]
+    keys += ["eer", "eer_threshold", "pair_eer"]
     keys += [tar_key(t) for t in FAR_TARGETS]
     keys += ["threshold", "target_fpir", "fpir", "fnir", "dir"]
     keys += ["n_mated", "n_nonmated", "n_genuine", "n_impostor"]

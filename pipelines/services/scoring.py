@@ -7,8 +7,14 @@
   largest finite non-mated distance when the target cannot be resolved.
 - :func:`margin_threshold`: the default threshold when nothing was calibrated.
 - :func:`false_match_tail` / :func:`threshold_for_gallery`: what a calibration keeps so that its
-  threshold can be set again for the gallery size at the time it is used.
-- :func:`verification_pairs`: genuine and impostor pair distances of a set of vectors.
+  threshold can be set again for the gallery size at the time it is used, when nothing better
+  was computed at publish time;
+- :func:`threshold_for_searches` / :func:`gallery_self_search`: the threshold set again when a
+  grown gallery is published, from the calibration's searches run again against it and the
+  gallery's own people searched against each other.
+- :func:`claim_distances`: genuine and impostor distances of probe photos against enrolled
+  templates (the evaluation's verification EER); :func:`verification_pairs`: the same over every
+  pair of single photos (its ``pair_eer``).
 - :data:`BACKBONE_SCORING`: per backbone, the scoring choices a new model version records
   (:class:`Scoring`): template, test-time flip, face choice in labelled photos.
 """
@@ -175,6 +181,56 @@ def threshold_for_gallery(
     return min(t, float(threshold)) if identities > calibrated_identities else max(t, threshold)
 
 
+def gallery_self_search(per_identity: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """[n, identities] distances of enrolled faces to every identity's template, and [n] the
+    column of each face's own identity -> [n] each face's nearest other identity: a non-mated
+    search of the gallery as it is now, known without new labels (``threshold_for_searches``)."""
+    d = np.array(per_identity, dtype=np.float64, copy=True)
+    own = np.asarray(own, dtype=np.int64)
+    if d.ndim != 2 or own.shape != (d.shape[0],):
+        raise ValueError(f"need [n, identities] distances and [n] own columns, got {d.shape}")
+    d[np.arange(len(own)), own] = np.inf
+    return d.min(axis=1) if d.shape[1] else np.full(len(own), np.inf)
+
+
+#: A threshold set for a gallery of N people still serves N(1 +- this): FPIR moves about in
+#: proportion to N (by ~0.05 points at a 1% target for 5%), so the gallery is searched again
+#: (``threshold_for_searches``) only when its size has moved further than this from the size
+#: the threshold was last set for, and a publish after one new enrolment reads nothing again.
+SEARCH_AGAIN_GROWTH = 0.05
+
+
+def set_for_size(identities: int, set_for: int | None) -> bool:
+    """Whether a threshold set for ``set_for`` people serves a gallery of ``identities``."""
+    if not set_for:
+        return False
+    return abs(identities - set_for) <= SEARCH_AGAIN_GROWTH * set_for
+
+
+def threshold_for_searches(
+    target_fpir: float, calibration_best: np.ndarray, gallery_best: np.ndarray
+) -> float:
+    """The threshold at ``target_fpir`` for the gallery as published now, from two kinds of
+    non-mated searches against it: the calibration's own searches, run again against this
+    gallery (their descriptors kept), and each enrolled face against the other enrolled people
+    (:func:`gallery_self_search`). Pooled, they give one quantile, as the calibration did.
+
+    Why not only :func:`threshold_for_gallery`: its per-comparison model assumes that the
+    people enrolled since calibration are compared with searches as the calibrated ones were.
+    Look-alike pairs break that: on celeba_wild a gallery grown 4x after calibrating with 40
+    people raised FPIR 2-10x for the same searches, because a few pairs of people this network
+    places close (one pair ~20 alarming photos) are rarely among 40 (BENCHMARKS.md, issue 20).
+    Searching again sees them; the gallery's own people add look-alikes among the enrolled,
+    and more searches resolve the target's quantile more finely. No labels beyond the
+    enrolment's are needed, and nothing is tuned: the pool's quantile at the target."""
+    pooled = np.concatenate(
+        [np.asarray(calibration_best, np.float64).ravel(), np.asarray(gallery_best, np.float64)]
+    )
+    if pooled.size == 0:
+        raise ValueError("no non-mated searches to set a threshold with")
+    return operating_threshold(target_fpir, pooled)
+
+
 def margin_threshold(margin: float) -> float:
     """The threshold when nothing was calibrated: half the contrastive margin.
 
@@ -183,6 +239,24 @@ def margin_threshold(margin: float) -> float:
     ignores how well training separated people, so calibrate before relying on it.
     """
     return margin / 2.0
+
+
+def claim_distances(
+    per_identity: np.ndarray, true_ids: np.ndarray, identities: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) distances of verification as the gallery answers a claim.
+
+    ``per_identity`` [n, P]: each probe photo's distance to each enrolled person under the
+    model's scoring (``PhotoSearches.per_identity``: the template identification uses, every
+    face of the photo, flip as recorded); ``true_ids`` [n]: whose photo it is (unknowns too).
+    A genuine claim is a photo against its own person's template, an impostor claim against
+    any other enrolled person's: a verification transaction compares a sample with the
+    claimed identity's enrolled template (ISO/IEC 19795-1), so EER measures the comparison
+    siamid makes, not one between two single photos (``verification_pairs``)."""
+    d = np.asarray(per_identity, dtype=np.float64)
+    own = np.asarray(true_ids, dtype=object)[:, None] == np.asarray(identities, dtype=object)
+    known = np.isfinite(d)
+    return d[own & known], d[~own & known]
 
 
 def verification_pairs(

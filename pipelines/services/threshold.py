@@ -2,8 +2,11 @@
 
 In order of precedence:
 1. given explicitly (``--threshold``);
-2. calibrated with ``siamid calibrate`` on people who are not enrolled, at a target FPIR, and
-   set again for the gallery's size at the time it is loaded
+2. calibrated with ``siamid calibrate`` on people who are not enrolled, at a target FPIR; for
+   a gallery of another size, the threshold set again when it was published (the calibration's
+   searches run against it, pooled with its own people searched against each other:
+   :func:`~pipelines.services.calibration.threshold_for_published`), else set for the size at
+   load time by the per-comparison rule
    (:func:`~pipelines.services.scoring.threshold_for_gallery`);
 3. :func:`~pipelines.services.scoring.margin_threshold` of the training margin.
 """
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 from pipelines.services.models import ModelRef
 from pipelines.services.runtime import Runtime
-from pipelines.services.scoring import margin_threshold, threshold_for_gallery
+from pipelines.services.scoring import margin_threshold, set_for_size, threshold_for_gallery
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +31,9 @@ class Threshold:
 
 
 def resolve_threshold(rt: Runtime, model: ModelRef, explicit: float | None = None) -> Threshold:
-    """Explicit, else the newest calibration of the model set for today's gallery size
-    (:func:`~pipelines.services.scoring.threshold_for_gallery`), else the margin rule."""
+    """Explicit, else the newest calibration of the model set for today's gallery size (as
+    searched again at publish time, else :func:`~pipelines.services.scoring.
+    threshold_for_gallery`), else the margin rule."""
     from storage.calibration import latest_calibration
     from storage.embeddings import count_live_identities
 
@@ -41,6 +45,12 @@ def resolve_threshold(rt: Runtime, model: ModelRef, explicit: float | None = Non
             return Threshold(margin_threshold(model.margin), "margin/2")
         now = count_live_identities(session=s)
         source = f"calibrated@fpir={cal.target_fpir:g}"
+        again = (cal.details or {}).get("for_gallery") or {}
+        if now != cal.gallery_identities and set_for_size(now, again.get("identities")):
+            # set again when a gallery of about this size was published
+            # (calibration.threshold_for_published)
+            value, size = float(again["threshold"]), int(again["identities"])
+            return Threshold(value, f"{source}, searched again", size)
         tail = (cal.details or {}).get("false_match_tail")
         if tail and cal.gallery_identities:
             value = threshold_for_gallery(cal.threshold, tail, cal.gallery_identities, now)

@@ -134,3 +134,26 @@ def test_choose_faces_reference_rules() -> None:
     assert choose_faces([np.zeros((0, 4))], distance="l2")[0].face is None
     with pytest.raises(ValueError, match="--multiple-faces"):
         choose_faces(single, distance="l2", policy="smallest")
+
+
+def test_verification_compares_probe_photos_with_the_claimed_persons_template() -> None:
+    """EER is measured as the gallery verifies a claim: each probe photo (mated and test
+    non-mated, every face) against each enrolled person's template; genuine when it is the
+    photo's own person. The EER over pairs of single photos stays as ``pair_eer``."""
+    embedded, names, paths, split, protocol = _fixture({})
+    gallery, mated, _, test = probe_rows_of(names, split, protocol, 0)
+    t = test[0]
+    embedded, *_ = _fixture({t: [CENTRE["b"] + 0.01]})  # b's face in the back of d's photo
+    mean = Protocol(**{**protocol.__dict__, "template": "mean"})
+    s = score_fold(embedded, names, paths, split, mean, 0, None)
+
+    def template(person: str) -> np.ndarray:
+        rows = [r for r in gallery if names[r] == person]
+        return np.mean([embedded.faces_of(r)[-1] for r in rows], axis=0)
+
+    own = [np.linalg.norm(embedded.faces_of(r)[-1] - template(names[r])) for r in mated]
+    assert sorted(s.genuine) == pytest.approx(sorted(own), rel=1e-5)
+    assert s.genuine.size == len(mated)  # one claim per mated photo, of its own person
+    assert s.impostor.size == len(mated) * 1 + len(test) * 2  # every other enrolled person
+    assert s.impostor.min() == pytest.approx(np.linalg.norm(CENTRE["b"] + 0.01 - template("b")))
+    assert 0.0 <= s.figures["pair_eer"] <= 1.0 and "eer" in s.figures

@@ -67,6 +67,54 @@ def test_calibrate_stores_threshold_used_by_identify(
     assert sum(d.decision == "match" for d in decisions) <= 2
 
 
+def test_a_grown_gallery_gets_its_threshold_set_again_at_publish(
+    rt: Runtime, served: str, tmp_path: Path
+) -> None:
+    """Calibrated with 8 people enrolled; 24 more are enrolled and published: the embed step
+    runs the calibration's kept searches again against the 32, pooled with the gallery's own
+    people searched against each other, and identify uses that threshold, for 32 people."""
+    from pipelines.services.gallery import import_items, scan_image_folder
+    from pipelines.services.scoring import gallery_self_search, threshold_for_searches
+    from storage.calibration import latest_calibration
+
+    visitors, more = tmp_path / "visitors", tmp_path / "more"
+    generate_gallery(visitors, identities=5, per_identity=4, seed=3, first_identity=500)
+    generate_gallery(more, identities=24, per_identity=2, seed=5, first_identity=700)
+    res = calibrate(rt, visitors, 0.1)
+    assert Identifier(rt).threshold_gallery == 8
+    import_items(scan_image_folder(more), sessions=rt.sessions)
+    index_pending(rt, served)
+
+    ident = Identifier(rt)
+    assert ident.threshold_gallery == 32 and ident.threshold_source.endswith("searched again")
+    with rt.sessions() as s:
+        cal = latest_calibration(session=s, model_version_id=ident.model.id)
+        assert cal is not None and cal.id == res.calibration
+        again = cal.details["for_gallery"]
+    assert again["identities"] == 32 and again["threshold"] == ident.threshold
+    assert (again["calibration_searches"], again["gallery_searches"]) == (20, 32 + 48)
+    # the same threshold from the services' rule on the same searches
+    from pipelines.services.calibration import LiveGallery
+
+    gallery = LiveGallery.load(ident)
+    searches = np.load(rt.settings.home_dir / "calibrations" / cal.details["searches_file"])
+    own = np.searchsorted(gallery.starts, np.arange(len(gallery.vectors)), side="right") - 1
+    expected = threshold_for_searches(
+        0.1,
+        gallery.distances(searches).min(axis=1),
+        gallery_self_search(gallery.distances(gallery.vectors), own),
+    )
+    assert ident.threshold == pytest.approx(expected)
+
+    # one more person (33, within SEARCH_AGAIN_GROWTH of 32): nothing is searched again
+    one = tmp_path / "one"
+    generate_gallery(one, identities=1, per_identity=2, seed=6, first_identity=900)
+    import_items(scan_image_folder(one), sessions=rt.sessions)
+    index_pending(rt, served)
+    later = Identifier(rt)
+    assert (later.threshold, later.threshold_gallery) == (ident.threshold, 32)
+
+
 def test_calibrate_refuses_enrolled_people(rt: Runtime, served: str, imported: Path) -> None:
     with pytest.raises(CalibrationError, match="NOT enrolled"):
         calibrate(rt, imported, 0.01)
