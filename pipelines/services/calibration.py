@@ -55,6 +55,7 @@ def calibrate(
     trained on count too, as long as they are not enrolled: on AT&T their distances to the
     gallery were like those of unseen people (BENCHMARKS.md, "Open-set identification").
     """
+    from pipelines.services.photo_faces import labelled_file_vectors
     from siamese.openset import fpir_at
     from storage.calibration import add_calibration
     from storage.embeddings import count_live_identities, count_live_images
@@ -77,7 +78,10 @@ def calibrate(
             f"{where} are in the gallery (e.g. {sorted(enrolled)[:3]}); use other people"
         )
     ident = Identifier(rt, threshold=0.0, top_k=1, faces=faces)
-    enc = ident.embed_paths([it.path for it in items])
+    # the person's face of each photo, chosen as the gallery's are
+    enc = labelled_file_vectors(
+        rt, ident.model, [it.path for it in items], [str(it.identity) for it in items]
+    )
     for k, e in enc.errors.items():
         logger.warning("calibration image %s skipped: %s", items[k].path, e)
     cands = ident.search(enc.vectors)

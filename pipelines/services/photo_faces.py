@@ -12,13 +12,20 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipelines.services.face_choice import choose_faces
 from pipelines.services.scoring import mean_template
+
+if TYPE_CHECKING:
+    from pipelines.services.encoding import Encoded
+    from pipelines.services.models import ModelRef
+    from pipelines.services.runtime import Runtime
 
 
 @dataclass
@@ -197,3 +204,48 @@ def mean_templates(
     ids = [rs[0] for rs in by_person.values()]
     dim = vectors.shape[1]
     return np.asarray(means, dtype=np.float32).reshape(-1, dim), np.asarray(ids, dtype=np.int64)
+
+
+def labelled_file_vectors(
+    rt: Runtime, model: ModelRef, paths: Sequence[str | Path], names: Sequence[str]
+) -> Encoded:
+    """One vector per labelled file outside the gallery (calibration's people), keyed by list
+    position: the person's face, chosen among the photo's usable faces as the gallery's are
+    (:func:`person_faces` over each person's files, the model's ``multiple_faces``); a file
+    without one is an error. Whole-image models: the whole image."""
+    from faces.face import is_too_small
+    from pipelines.services.detection import detect_paths
+    from pipelines.services.encoding import Encoded, encode_paths
+    from pipelines.services.refusals import Refusal
+
+    encoder = rt.encoders.get(model)
+    if not model.crop.detect:
+        return encode_paths(encoder, paths, rt.limits, spec=model.crop)
+    found = detect_paths(paths, rt.limits)
+    jobs = [(i, f) for i, pf in enumerate(found) for f in pf.faces if not is_too_small(f)]
+    enc = encode_paths(
+        encoder, [paths[i] for i, _ in jobs], rt.limits, spec=model.crop, faces=[f for _, f in jobs]
+    )
+    errors = {jobs[k][0]: e for k, e in enc.errors.items()}
+    order = np.argsort(enc.keys, kind="stable")  # each photo's faces stay largest first
+    photo = np.asarray([jobs[k][0] for k in enc.keys[order].tolist()], dtype=np.int64)
+    ok = ~np.isin(photo, list(errors))  # a photo with a face that failed to encode is refused
+    counts = np.bincount(photo[ok], minlength=len(paths))
+    embedded = EmbeddedSet(
+        enc.vectors[order][ok],
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        model.distance,
+        bool(encoder.config.normalize),
+    )
+    for i, pf in enumerate(found):
+        if counts[i] == 0 and i not in errors:
+            errors[i] = Refusal(pf.outcome, pf.detail or "")
+    rows = [i for i in range(len(paths)) if counts[i] > 0]
+    chosen = person_faces(
+        embedded, np.asarray(names, dtype=object), rows, model.scoring.multiple_faces
+    )
+    for i in sorted(set(rows) - set(chosen.rows)):
+        errors[i] = Refusal("multiple_faces", f"{counts[i]} faces; --multiple-faces refuse")
+    keys = np.asarray(chosen.rows, dtype=np.int64)
+    at = np.argsort(keys, kind="stable")
+    return Encoded(keys[at], chosen.vectors[at], errors)

@@ -154,3 +154,38 @@ def test_a_group_photo_is_chosen_again_when_the_person_gains_photos(
 
     again = index_pending(rt, model.name, workers=0)  # nothing gained: nothing looked at
     assert again.revisited == Revisited() and not again.index.published
+
+
+@pytest.mark.slow
+def test_calibration_searches_with_the_persons_face(rt: Runtime, group_gallery: Path) -> None:
+    """A calibration person's photo that shows an enrolled person's face larger beside their
+    own searches with their own face (as their gallery photos would enrol), not the largest:
+    the largest would be a near false match and drag the threshold down."""
+    from pipelines.services.calibration import calibrate
+    from pipelines.services.indexing import index_pending
+    from pipelines.services.models import resolve_model
+    from pipelines.services.photo_faces import labelled_file_vectors
+
+    import_items(scan_image_folder(group_gallery), sessions=rt.sessions)
+    options = TrainOptions(backbone="dlib-resnet", epochs=0, flip_average=False)
+    model = train_model(rt, training_set(rt, None, options.crop()), options)
+    index_pending(rt, model.name, workers=0)
+
+    visitors = group_gallery.parent / "visitors"
+    (visitors / "p3").mkdir(parents=True)
+    for i in range(1, 4):
+        _photo([(3, i, 100 + 20 * i, 2.0)], seed=30 + i).save(visitors / "p3" / f"{i}.jpg")
+    _photo([(1, 9, 10, 2.2), (3, 9, 230, 1.4)], seed=9).save(visitors / "p3" / "with-p1.jpg")
+    paths = sorted(str(p) for p in (visitors / "p3").iterdir())
+    enc = labelled_file_vectors(rt, resolve_model(rt.sessions, model.name), paths, ["p3"] * 4)
+    assert enc.keys.tolist() == [0, 1, 2, 3] and not enc.errors
+    group = paths.index(str(visitors / "p3" / "with-p1.jpg"))
+    own = np.delete(enc.vectors, group, axis=0).mean(axis=0)
+    assert np.linalg.norm(enc.vectors[group] - own) < 0.5  # p3's face, not p1's
+
+    cal = calibrate(rt, visitors, 0.25)
+    from storage.models import Calibration
+
+    with rt.sessions() as s:
+        nearest = s.get(Calibration, cal.calibration).details["nonmated_best_quantiles"]["p1"]
+    assert cal.nonmated_searches == 4 and nearest > 0.5  # the group photo did not find p1
