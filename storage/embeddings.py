@@ -255,14 +255,15 @@ def identity_vector_refs(
     ``chosen_by`` keeps only the embeddings whose face was taken for those reasons."""
     if not identity_ids:
         return {}
+    # The identities' live images first (their identity index), then each one's vector row (the
+    # unique key): SQLite would otherwise walk every vector row of the model (1 s at 1M, 2 ms so)
+    theirs = select(FaceImage.id).where(
+        FaceImage.identity_id.in_(set(int(i) for i in identity_ids)), is_live()
+    )
     stmt = (
         select(FaceImage.identity_id, Embedding.vector_ref)
         .join(Embedding, Embedding.face_image_id == FaceImage.id)
-        .where(
-            Embedding.model_version_id == model_version_id,
-            FaceImage.identity_id.in_(set(int(i) for i in identity_ids)),
-            FaceImage.id.in_(live_image_ids()),
-        )
+        .where(Embedding.face_image_id.in_(theirs), Embedding.model_version_id == model_version_id)
         .order_by(FaceImage.id)
     )
     if chosen_by is not None:
