@@ -98,6 +98,7 @@ class LiveIdentifier:
                 return False
             try:
                 ident = Identifier(self.rt, top_k=self.top_k)
+                ident.load_mean_templates()  # before it serves: no search waits for them
             except user_errors() as exc:
                 # Keep answering with the version in use; try again when SQL changes.
                 self._failed, self.last_error = wanted, str(exc)

@@ -30,7 +30,7 @@ from pipelines.services.models import LoadedEncoder, ModelRef, resolve_model
 from pipelines.services.owners import Owners
 from pipelines.services.refusals import Refusal
 from pipelines.services.runtime import Runtime
-from pipelines.services.scoring import TEMPLATES, mean_template
+from pipelines.services.scoring import TEMPLATES, mean_template, mean_templates
 from pipelines.services.threshold import resolve_threshold
 from siamese.images import IMAGE_EXTENSIONS
 
@@ -210,6 +210,27 @@ class Identifier:
                     store.read(r), normalize=self.encoder.config.normalize
                 )
         return {g: self._means[g] for g in identity_ids if g in self._means}
+
+    def load_mean_templates(self) -> int:
+        """Every enrolled identity's mean template at once (template ``mean``; the number
+        loaded), so that no search pays SQL and shard reads for an identity seen first: the
+        HTTP service loads them before it serves a version."""
+        from index.vector_store import VectorStore
+        from storage.embeddings import live_embeddings
+
+        if self.template != "mean":
+            return 0
+        with self.lookups() as s:
+            rows = live_embeddings(session=s, model_version_id=self.model.id)
+        slots = self.owners.slot_of(np.asarray([f for f, _ in rows], dtype=np.int64))
+        mine = np.flatnonzero(slots >= 0)
+        store = VectorStore(self.rt.settings.vector_store_dir(self.model.id), self.model.dim)
+        vectors = store.read([rows[i][1] for i in mine.tolist()])
+        normalize = bool(self.encoder.config.normalize)
+        owners, means = mean_templates(vectors, slots[mine], normalize=normalize)
+        ids = self.owners.identity_ids[owners].tolist()
+        self._means = dict(zip(ids, means, strict=True))
+        return len(ids)
 
     def _rescore_by_mean(
         self, vectors: np.ndarray, grouped: list[list[tuple[int, float, int]]]

@@ -98,6 +98,23 @@ def mean_template(vectors: np.ndarray, *, normalize: bool) -> np.ndarray:
     return m.astype(np.float32)
 
 
+def mean_templates(
+    vectors: np.ndarray, owner: np.ndarray, *, normalize: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Many identities' templates at once: [n, d] vectors and each one's owner -> (the owners
+    present, sorted; [m, d] the mean of each one's vectors), as :func:`mean_template` per owner."""
+    order = np.argsort(owner, kind="stable")
+    sorted_owner = np.asarray(owner)[order]
+    if sorted_owner.size == 0:
+        return sorted_owner, np.zeros((0, vectors.shape[1]), np.float32)
+    starts = np.flatnonzero(np.r_[True, sorted_owner[1:] != sorted_owner[:-1]])
+    sums = np.add.reduceat(np.asarray(vectors, np.float64)[order], starts, axis=0)
+    means = sums / np.diff(np.r_[starts, len(order)])[:, None]
+    if normalize:
+        means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    return sorted_owner[starts], means.astype(np.float32)
+
+
 def group_by_identity(
     distances: np.ndarray,
     ids: np.ndarray,

@@ -202,3 +202,27 @@ def test_mean_template_distances_are_each_candidates_own(rt: Runtime, served: st
             expected = pairwise_distances(probe[None], mean[None], ident.model.distance)
             assert c.distance == pytest.approx(float(expected[0, 0]), abs=1e-9)
         assert row[0].distance == pytest.approx(0.0, abs=1e-5)
+
+
+def test_mean_templates_loaded_at_once_are_the_ones_read_one_by_one(
+    rt: Runtime, served: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service loads every identity's mean template with the version: the same templates
+    the search would read identity by identity, and no search reads SQL for them after."""
+    import storage.embeddings
+
+    lazy = Identifier(rt, template="mean")
+    bulk = Identifier(rt, template="mean")
+    assert bulk.load_mean_templates() == len(bulk.owners.identity_ids) > 1
+    one_by_one = lazy._mean_templates(sorted(bulk._means))
+    assert sorted(one_by_one) == sorted(bulk._means)
+    for g, mean in one_by_one.items():
+        np.testing.assert_allclose(bulk._means[g], mean, rtol=0, atol=1e-6)
+
+    def no_sql(**kwargs: object) -> None:
+        raise AssertionError("mean templates read again")
+
+    monkeypatch.setattr(storage.embeddings, "identity_vector_refs", no_sql)
+    probes = np.stack(list(one_by_one.values()))
+    assert [row[0].identity_id for row in bulk.search(probes)] == list(one_by_one)
+    assert Identifier(rt, template="best").load_mean_templates() == 0
