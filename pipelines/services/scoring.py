@@ -108,8 +108,8 @@ def mean_templates(
     if sorted_owner.size == 0:
         return sorted_owner, np.zeros((0, vectors.shape[1]), np.float32)
     starts = np.flatnonzero(np.r_[True, sorted_owner[1:] != sorted_owner[:-1]])
-    sums = np.add.reduceat(np.asarray(vectors, np.float64)[order], starts, axis=0)
-    means = sums / np.diff(np.r_[starts, len(order)])[:, None]
+    sums = np.add.reduceat(np.asarray(vectors, np.float32)[order], starts, axis=0)
+    means = sums / np.diff(np.r_[starts, len(order)]).astype(np.float32)[:, None]
     if normalize:
         means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     return sorted_owner[starts], means.astype(np.float32)
