@@ -98,6 +98,8 @@ def test_bad_refs(tmp_path, rng) -> None:
     for bad in ["nonsense", f"{name}#", f"{name}#-1", "../../etc/passwd#0", f"{name}/x#1"]:
         with pytest.raises(VectorRefError, match="malformed"):
             store.read([bad])
+        with pytest.raises(VectorRefError, match="malformed"):  # after a good ref of its shard
+            store.read([refs[0], bad])
     with pytest.raises(VectorRefError, match="past the end"):
         store.read([f"{name}#2"])
     missing = "shard-00000000000000000001-0123456789ab#0"
