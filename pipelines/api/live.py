@@ -98,7 +98,8 @@ class LiveIdentifier:
                 return False
             try:
                 ident = Identifier(self.rt, top_k=self.top_k)
-                ident.load_mean_templates()  # before it serves: no search waits for them
+                # before it serves, so that no search waits for one
+                ident.load_mean_templates(previous=self._current)
             except user_errors() as exc:
                 # Keep answering with the version in use; try again when SQL changes.
                 self._failed, self.last_error = wanted, str(exc)

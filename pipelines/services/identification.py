@@ -30,7 +30,8 @@ from pipelines.services.models import LoadedEncoder, ModelRef, resolve_model
 from pipelines.services.owners import Owners
 from pipelines.services.refusals import Refusal
 from pipelines.services.runtime import Runtime
-from pipelines.services.scoring import TEMPLATES, mean_template, mean_templates
+from pipelines.services.scoring import TEMPLATES
+from pipelines.services.templates import MeanTemplates
 from pipelines.services.threshold import resolve_threshold
 from siamese.images import IMAGE_EXTENSIONS
 
@@ -126,6 +127,7 @@ class Identifier:
         with rt.sessions() as s:
             iv = require_published_index(session=s)
             self.index_version_id, path, sha = iv.id, iv.path, iv.sha256
+            built_at = iv.created_at
             model_id = iv.model_version_id
         self.model: ModelRef = resolve_model(rt.sessions, str(model_id))
         self.model.crop.check(faces, self.model.name)
@@ -144,8 +146,15 @@ class Identifier:
         )
         with self.lookups() as s:
             self.owners = Owners.load(s)
-        # identity id -> mean template (template "mean"), filled as searches need them
-        self._means: dict[int, np.ndarray] = {}
+        # template "mean": the identities' templates, read as searches need them or all at once
+        self.means = MeanTemplates(
+            rt,
+            self.model,
+            self.owners,
+            self.lookups,
+            normalize=bool(self.encoder.config.normalize),
+            built_at=built_at,
+        )
 
     def refresh_removals(self) -> int:
         """Stop answering identities removed in SQL since the load; the number removed now."""
@@ -188,69 +197,16 @@ class Identifier:
             return out
         name_of = {c.identity_id: c.identity for row in out for c in row}
         grouped = [[(c.identity_id, c.distance, c.face_image_id) for c in row] for row in out]
-        grouped = self._rescore_by_mean(vectors, grouped)
+        grouped = self.means.rescore(vectors, grouped)
         return [[Candidate(name_of[g], d, g, f) for g, d, f in row] for row in grouped]
 
-    def _mean_templates(self, identity_ids: Sequence[int]) -> dict[int, np.ndarray]:
-        """The mean templates of these identities, read from SQL and the vector store the first
-        time one is asked for and kept for this loaded index version (its vectors do not change;
-        removals are the owners' job), so that repeated searches need neither."""
-        wanted = [g for g in identity_ids if g not in self._means]
-        if wanted:
-            from index.vector_store import VectorStore
-            from storage.embeddings import identity_vector_refs
-
-            store = VectorStore(self.rt.settings.vector_store_dir(self.model.id), self.model.dim)
-            with self.lookups() as s:
-                refs = identity_vector_refs(
-                    session=s, model_version_id=self.model.id, identity_ids=sorted(wanted)
-                )
-            for ident, r in refs.items():
-                self._means[ident] = mean_template(
-                    store.read(r), normalize=self.encoder.config.normalize
-                )
-        return {g: self._means[g] for g in identity_ids if g in self._means}
-
-    def load_mean_templates(self) -> int:
-        """Every enrolled identity's mean template at once (template ``mean``; the number
-        loaded), so that no search pays SQL and shard reads for an identity seen first: the
-        HTTP service loads them before it serves a version."""
-        from index.vector_store import VectorStore
-        from storage.embeddings import live_embeddings
-
+    def load_mean_templates(self, previous: Identifier | None = None) -> int:
+        """Every enrolled identity's mean template now (template ``mean``; the number held),
+        keeping ``previous``' of identities that did not change: the HTTP service loads them
+        before it serves a version, so no search waits for one."""
         if self.template != "mean":
             return 0
-        with self.lookups() as s:
-            rows = live_embeddings(session=s, model_version_id=self.model.id)
-        slots = self.owners.slot_of(np.asarray([f for f, _ in rows], dtype=np.int64))
-        mine = np.flatnonzero(slots >= 0)
-        store = VectorStore(self.rt.settings.vector_store_dir(self.model.id), self.model.dim)
-        vectors = store.read([rows[i][1] for i in mine.tolist()])
-        normalize = bool(self.encoder.config.normalize)
-        owners, means = mean_templates(vectors, slots[mine], normalize=normalize)
-        ids = self.owners.identity_ids[owners].tolist()
-        self._means = dict(zip(ids, means, strict=True))
-        return len(ids)
-
-    def _rescore_by_mean(
-        self, vectors: np.ndarray, grouped: list[list[tuple[int, float, int]]]
-    ) -> list[list[tuple[int, float, int]]]:
-        """Re-score each candidate identity by the distance to its mean template."""
-        from siamese.distances import pairwise_distances
-
-        means = self._mean_templates(sorted({g for row in grouped for g, _, _ in row}))
-        if not means:
-            return [[] for _ in grouped]
-        # One distance matrix for the batch: every probe against every candidate's mean.
-        column = {g: j for j, g in enumerate(means)}
-        dist = pairwise_distances(vectors, np.stack(list(means.values())), self.model.distance)
-        return [
-            sorted(
-                ((g, float(dist[i, column[g]]), f) for g, _, f in row if g in column),
-                key=lambda t: t[1],
-            )
-            for i, row in enumerate(grouped)
-        ]
+        return self.means.load_all(previous.means if previous is not None else None)
 
     def decide(
         self, probe: str, candidates: list[Candidate], face: Face | None = None, rank: int = 0

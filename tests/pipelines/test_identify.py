@@ -193,12 +193,12 @@ def test_mean_template_distances_are_each_candidates_own(rt: Runtime, served: st
 
     ident = Identifier(rt, template="mean", top_k=3)
     warm = ident.search(np.zeros((1, ident.model.dim), np.float32) + 0.1)
-    means = ident._mean_templates([c.identity_id for c in warm[0]])
+    means = ident.means.get([c.identity_id for c in warm[0]])
     probes = np.stack([means[g] for g in sorted(means)[:2]]).astype(np.float32)
     for probe, row in zip(probes, ident.search(probes), strict=True):
         assert [c.distance for c in row] == sorted(c.distance for c in row)
         for c in row:
-            mean = ident._mean_templates([c.identity_id])[c.identity_id]
+            mean = ident.means.get([c.identity_id])[c.identity_id]
             expected = pairwise_distances(probe[None], mean[None], ident.model.distance)
             assert c.distance == pytest.approx(float(expected[0, 0]), abs=1e-9)
         assert row[0].distance == pytest.approx(0.0, abs=1e-5)
@@ -214,10 +214,10 @@ def test_mean_templates_loaded_at_once_are_the_ones_read_one_by_one(
     lazy = Identifier(rt, template="mean")
     bulk = Identifier(rt, template="mean")
     assert bulk.load_mean_templates() == len(bulk.owners.identity_ids) > 1
-    one_by_one = lazy._mean_templates(sorted(bulk._means))
-    assert sorted(one_by_one) == sorted(bulk._means)
+    one_by_one = lazy.means.get(sorted(bulk.means.cached))
+    assert sorted(one_by_one) == sorted(bulk.means.cached)
     for g, mean in one_by_one.items():
-        np.testing.assert_allclose(bulk._means[g], mean, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(bulk.means.cached[g], mean, rtol=0, atol=1e-6)
 
     def no_sql(**kwargs: object) -> None:
         raise AssertionError("mean templates read again")
@@ -226,3 +226,38 @@ def test_mean_templates_loaded_at_once_are_the_ones_read_one_by_one(
     probes = np.stack(list(one_by_one.values()))
     assert [row[0].identity_id for row in bulk.search(probes)] == list(one_by_one)
     assert Identifier(rt, template="best").load_mean_templates() == 0
+
+
+def test_a_new_version_keeps_the_templates_of_identities_that_did_not_change(
+    rt: Runtime, served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After one more person is enrolled and published, the next version's templates are the
+    previous version's for everyone else (the same arrays, no bulk read) and are read for the
+    newcomer only; they equal the templates read one by one."""
+    import storage.embeddings
+    from pipelines.services.gallery import import_items, scan_image_folder
+
+    before = Identifier(rt, template="mean")
+    before.load_mean_templates()
+    newcomer = tmp_path / "newcomer"
+    generate_gallery(newcomer, identities=1, per_identity=3, seed=9, first_identity=900)
+    import_items(scan_image_folder(newcomer), sessions=rt.sessions)
+    index_pending(rt, served)
+
+    after = Identifier(rt, template="mean")
+    assert after.index_version_id != before.index_version_id
+
+    def no_bulk(**kwargs: object) -> None:
+        raise AssertionError("every template read again")
+
+    monkeypatch.setattr(storage.embeddings, "live_embeddings", no_bulk)
+    everyone = after.owners.identity_ids.tolist()
+    assert (
+        after.load_mean_templates(previous=before) == len(everyone) == len(before.means.cached) + 1
+    )
+    (new,) = set(everyone) - set(before.means.cached)
+    assert all(after.means.cached[g] is before.means.cached[g] for g in everyone if g != new)
+    monkeypatch.undo()
+    fresh = Identifier(rt, template="mean").means.get(everyone)
+    for g in everyone:
+        np.testing.assert_allclose(after.means.cached[g], fresh[g], rtol=0, atol=1e-6)
