@@ -152,7 +152,7 @@ class Identifier:
             self.model,
             self.owners,
             self.lookups,
-            normalize=bool(self.encoder.config.normalize),
+            encoder=self.encoder,
             built_at=built_at,
         )
 

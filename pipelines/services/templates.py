@@ -20,7 +20,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipelines.services.models import ModelRef
+from pipelines.services.models import LoadedEncoder, ModelRef
 from pipelines.services.owners import Owners
 from pipelines.services.runtime import Runtime
 from pipelines.services.scoring import mean_template, mean_templates
@@ -42,12 +42,19 @@ class MeanTemplates:
         owners: Owners,
         lookups: sessionmaker[Session],
         *,
-        normalize: bool,
+        encoder: LoadedEncoder | None,
         built_at: datetime | None,
     ) -> None:
         self.rt, self.model, self.owners, self.lookups = rt, model, owners, lookups
-        self.normalize, self.built_at = normalize, built_at
+        self.encoder, self.built_at = encoder, built_at
         self.cached: dict[int, np.ndarray] = {}
+
+    @property
+    def normalize(self) -> bool:
+        """Templates of unit length when the model's vectors are (asked only when one is made:
+        an identifier for pre-embedded probes loads no encoder)."""
+        assert self.encoder is not None, "mean templates need the model's encoder"
+        return bool(self.encoder.config.normalize)
 
     def _store(self):  # type: ignore[no-untyped-def]  # -> index.vector_store.VectorStore
         from index.vector_store import VectorStore
