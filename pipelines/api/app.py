@@ -78,6 +78,7 @@ def create_app(
         finally:
             state.jobs.stop()
             state.live.stop()
+            state.stop_compute()
             sys.setswitchinterval(switch_interval)
             batch_searches_through_blas(blas_threshold)
 

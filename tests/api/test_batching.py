@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipelines.api.batching import MicroBatcher
+from pipelines.api.settings import ApiSettings
 from pipelines.services.enrolment import remove_identity
 from pipelines.services.identification import Identifier
 from pipelines.services.runtime import Runtime
@@ -149,3 +150,24 @@ def test_concurrent_searches_share_index_calls_and_never_answer_a_removed_identi
     assert len(late) > 50 and not any(victim in names for names in late)
     searches = state.queries.searches
     assert searches.batches - batches_before < len(answers)  # some batches held several
+
+
+def test_compute_runs_on_pinned_threads_and_stops_with_the_app(
+    rt: Runtime, api_settings: ApiSettings
+) -> None:
+    """The service's CPU work runs on at most ``compute_slots`` threads of its own, each with
+    faiss' thread count pinned to ``search_threads``; they go when the app stops."""
+    import faiss
+
+    from pipelines.api.app import create_app
+
+    def where() -> tuple[str, int]:
+        return threading.current_thread().name, faiss.omp_get_max_threads()
+
+    with TestClient(create_app(api_settings=api_settings, runtime=rt)) as client:
+        state = client.app.state.siamid  # type: ignore[attr-defined]
+        seen = {client.portal.call(state.compute, where) for _ in range(8)}  # type: ignore[union-attr]
+        assert all(name.startswith("siamid-compute") for name, _ in seen)
+        assert len({name for name, _ in seen}) <= api_settings.compute_slots
+        assert {n for _, n in seen} == {api_settings.search_threads}
+    assert state._executor is None
