@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +136,10 @@ def calibrate(
     )
 
 
+#: Distances held at once when searches are compared with a whole gallery (128 MB as float64).
+DISTANCE_BUDGET = 1 << 24
+
+
 @dataclass
 class LiveGallery:
     """The live vectors of the identifier's model, grouped by identity (``starts``: where each
@@ -174,17 +178,39 @@ class LiveGallery:
             )
         return cls(ident, vectors, starts, compared)
 
-    def distances(self, vectors: np.ndarray, chunk: int = 256) -> np.ndarray:
-        """[n, identities] distance of each vector to every identity (exact)."""
+    def distance_chunks(
+        self, vectors: np.ndarray, budget: int = DISTANCE_BUDGET
+    ) -> Iterator[np.ndarray]:
+        """The rows of :meth:`distances`, a few at a time: no chunk (nor its distances to every
+        compared vector) holds more than about ``budget`` numbers, whatever the gallery size."""
         from siamese.distances import pairwise_distances
 
+        step = max(1, budget // max(len(self.compared), 1))
+        mean = self.ident.template == "mean"
+        for i in range(0, len(vectors), step):
+            d = pairwise_distances(vectors[i : i + step], self.compared, self.ident.model.distance)
+            yield d if mean else np.minimum.reduceat(d, self.starts, axis=1)
+
+    def distances(self, vectors: np.ndarray) -> np.ndarray:
+        """[n, identities] distance of each vector to every identity (exact)."""
         if len(self.starts) == 0 or len(vectors) == 0:
             return np.zeros((len(vectors), len(self.starts)))
-        out = []
-        for i in range(0, len(vectors), chunk):
-            d = pairwise_distances(vectors[i : i + chunk], self.compared, self.ident.model.distance)
-            mean = self.ident.template == "mean"
-            out.append(d if mean else np.minimum.reduceat(d, self.starts, axis=1))
+        return np.concatenate(list(self.distance_chunks(vectors)))
+
+    def nearest(
+        self, vectors: np.ndarray, own: np.ndarray | None = None, budget: int = DISTANCE_BUDGET
+    ) -> np.ndarray:
+        """[n] each vector's distance to its nearest identity, other than the one at column
+        ``own[i]`` when given (:func:`~pipelines.services.scoring.gallery_self_search`),
+        chunk by chunk: the [n, identities] matrix is never held (5,000 searches of a gallery
+        of 100,000 people would be 4 GB)."""
+        if len(self.starts) == 0 or len(vectors) == 0:
+            return np.full(len(vectors), np.inf)
+        out, at = [], 0
+        for d in self.distance_chunks(vectors, budget):
+            rows = slice(at, at + len(d))
+            out.append(d.min(axis=1) if own is None else gallery_self_search(d, own[rows]))
+            at += len(d)
         return np.concatenate(out)
 
     def self_search(self, most: int) -> np.ndarray:
@@ -194,14 +220,14 @@ class LiveGallery:
         if len(picked) > most:
             picked = np.sort(np.random.default_rng(0).choice(picked, most, replace=False))
         own = np.searchsorted(self.starts, picked, side="right") - 1
-        return gallery_self_search(self.distances(self.vectors[picked]), own)
+        return self.nearest(self.vectors[picked], own)
 
 
-def identity_distances(ident: Identifier, vectors: np.ndarray) -> np.ndarray:
-    """[n, identities] distance of each vector to every enrolled identity under this
-    identifier's template (exact: every live vector of the model, not the index's top-k);
-    what calibration keeps to set its threshold again as the gallery grows."""
-    return LiveGallery.load(ident).distances(vectors)
+def identity_distances(ident: Identifier, vectors: np.ndarray) -> Iterator[np.ndarray]:
+    """The distance of each vector to every enrolled identity under this identifier's
+    template (exact: every live vector of the model, not the index's top-k), a few rows at a
+    time; what calibration keeps to set its threshold again as the gallery grows."""
+    return LiveGallery.load(ident).distance_chunks(vectors)
 
 
 #: Enrolled faces searched against the other enrolled people when a threshold is set again
@@ -259,7 +285,7 @@ def threshold_for_published(rt: Runtime) -> float | None:
         return None
     ident = Identifier(rt, threshold=0.0, top_k=1)
     gallery = LiveGallery.load(ident)
-    searches = gallery.distances(np.load(path)).min(axis=1)
+    searches = gallery.nearest(np.load(path))
     own = gallery.self_search(GALLERY_SEARCHES)
     threshold = threshold_for_searches(target, searches, own)
     record = {

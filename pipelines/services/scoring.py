@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -159,14 +159,21 @@ def operating_threshold(target_fpir: float, nonmated_best: np.ndarray) -> float:
 TAIL_KEEP = 4096
 
 
-def false_match_tail(per_identity: np.ndarray, keep: int = TAIL_KEEP) -> dict[str, Any]:
+def false_match_tail(
+    per_identity: np.ndarray | Iterable[np.ndarray], keep: int = TAIL_KEEP
+) -> dict[str, Any]:
     """[searches, identities] non-mated distances of each calibration search to every enrolled
-    identity -> the per-comparison false-match curve's low end: the ``keep`` lowest distances,
-    sorted, and how many comparisons there were (JSON-ready)."""
-    d = np.asarray(per_identity, dtype=np.float64).ravel()
-    d = d[np.isfinite(d)]
-    lowest = np.sort(d)[:keep] if d.size > keep else np.sort(d)
-    return {"lowest": lowest.tolist(), "comparisons": int(d.size)}
+    identity (or those rows a few at a time) -> the per-comparison false-match curve's low end:
+    the ``keep`` lowest distances, sorted, and how many comparisons there were (JSON-ready)."""
+    chunks = [per_identity] if isinstance(per_identity, np.ndarray) else per_identity
+    lowest, comparisons = np.zeros(0), 0
+    for chunk in chunks:
+        d = np.asarray(chunk, dtype=np.float64).ravel()
+        d = d[np.isfinite(d)]
+        comparisons += int(d.size)
+        both = np.concatenate([lowest, d])
+        lowest = np.sort(np.partition(both, keep - 1)[:keep] if both.size > keep else both)
+    return {"lowest": lowest.tolist(), "comparisons": comparisons}
 
 
 def threshold_for_gallery(

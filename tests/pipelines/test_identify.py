@@ -261,3 +261,24 @@ def test_a_new_version_keeps_the_templates_of_identities_that_did_not_change(
     fresh = Identifier(rt, template="mean").means.get(everyone)
     for g in everyone:
         np.testing.assert_allclose(after.means.cached[g], fresh[g], rtol=0, atol=1e-6)
+
+
+def test_a_gallery_is_compared_a_few_rows_at_a_time(rt: Runtime, served: str) -> None:
+    """Searches against the whole gallery (calibration's tail, a threshold set again at
+    publish) go a few rows at a time, so memory stays bounded at any gallery size, and give
+    what the whole matrix gives."""
+    from pipelines.services.calibration import LiveGallery
+    from pipelines.services.scoring import false_match_tail, gallery_self_search
+
+    for template in ("best", "mean"):
+        gallery = LiveGallery.load(Identifier(rt, threshold=0.0, top_k=1, template=template))
+        budget = 3 * len(gallery.compared)  # three rows a chunk
+        full = gallery.distances(gallery.vectors)
+        chunks = list(gallery.distance_chunks(gallery.vectors, budget))
+        assert len(chunks) > 1 and np.array_equal(np.concatenate(chunks), full)
+        own = np.searchsorted(gallery.starts, np.arange(len(gallery.vectors)), side="right") - 1
+        np.testing.assert_array_equal(
+            gallery.nearest(gallery.vectors, own, budget), gallery_self_search(full, own)
+        )
+        np.testing.assert_array_equal(gallery.nearest(gallery.vectors, None, budget), full.min(1))
+        assert false_match_tail(iter(chunks), keep=7) == false_match_tail(full, keep=7)
