@@ -18,7 +18,7 @@ from pipelines.services.runtime import Runtime
 from pipelines.services.scoring import (
     false_match_tail,
     gallery_self_search,
-    mean_template,
+    mean_templates,
     operating_threshold,
     set_for_size,
     threshold_for_searches,
@@ -153,29 +153,14 @@ class LiveGallery:
 
     @classmethod
     def load(cls, ident: Identifier) -> LiveGallery:
-        from index.vector_store import VectorStore
-        from storage.embeddings import identity_ids_of, live_embeddings
-
-        with ident.lookups() as s:
-            rows = live_embeddings(session=s, model_version_id=ident.model.id)
-            owners = identity_ids_of(session=s, face_image_ids=[f for f, _ in rows])
-        rows = [(f, r) for f, r in rows if f in owners]
-        dim = ident.model.dim
-        if not rows:
-            empty = np.zeros((0, dim), np.float32)
+        vectors, slots = ident.means.live_vectors()
+        if not len(slots):
+            empty = np.zeros((0, ident.model.dim), np.float32)
             return cls(ident, empty, np.zeros(0, np.int64), empty)
-        store = VectorStore(ident.rt.settings.vector_store_dir(ident.model.id), dim)
-        who = np.asarray([owners[f] for f, _ in rows])
-        order = np.argsort(who, kind="stable")
-        vectors, who = store.read([rows[i][1] for i in order]), who[order]
-        starts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
+        starts = np.flatnonzero(np.r_[True, slots[1:] != slots[:-1]])
         compared = vectors
         if ident.template == "mean":
-            normalize = bool(ident.encoder.config.normalize)
-            spans = zip(starts, np.r_[starts[1:], len(who)], strict=True)
-            compared = np.stack(
-                [mean_template(vectors[a:b], normalize=normalize) for a, b in spans]
-            )
+            compared = mean_templates(vectors, slots, normalize=ident.means.normalize)[1]
         return cls(ident, vectors, starts, compared)
 
     def distance_chunks(

@@ -90,16 +90,22 @@ class MeanTemplates:
                 self.cached = kept
                 self.get([g for g in everyone if g not in kept])
                 return len(self.cached)
+        vectors, slots = self.live_vectors()
+        owners, means = mean_templates(vectors, slots, normalize=self.normalize)
+        self.cached = dict(zip(self.owners.identity_ids[owners].tolist(), means, strict=True))
+        return len(self.cached)
+
+    def live_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every live vector of the model whose identity this version answers, sorted by
+        identity: ([V, d] vectors, [V] each one's identity slot in ``owners``)."""
         from storage.embeddings import live_embeddings
 
         with self.lookups() as s:
             rows = live_embeddings(session=s, model_version_id=self.model.id)
         slots = self.owners.slot_of(np.asarray([f for f, _ in rows], dtype=np.int64))
         mine = np.flatnonzero(slots >= 0)
-        vectors = self._store().read([rows[i][1] for i in mine.tolist()])
-        owners, means = mean_templates(vectors, slots[mine], normalize=self.normalize)
-        self.cached = dict(zip(self.owners.identity_ids[owners].tolist(), means, strict=True))
-        return len(self.cached)
+        mine = mine[np.argsort(slots[mine], kind="stable")]
+        return self._store().read([rows[i][1] for i in mine.tolist()]), slots[mine]
 
     def _follows(self, previous: MeanTemplates) -> bool:
         return (
