@@ -8,8 +8,6 @@ import logging
 from collections import Counter
 from dataclasses import replace
 
-import numpy as np
-
 from pipelines.services.crops import CropSpec
 from pipelines.services.encoding import encode_paths
 from pipelines.services.evaluation import (
@@ -18,7 +16,7 @@ from pipelines.services.evaluation import (
     Protocol,
 )
 from pipelines.services.models import resolve_model
-from pipelines.services.photo_faces import EmbeddedSet
+from pipelines.services.photo_faces import EmbeddedSet, embed_every_face
 from pipelines.services.refusals import Refusal
 from pipelines.services.runtime import Runtime
 from pipelines.services.training import TrainedModel, TrainingSet, TrainOptions, train_model
@@ -134,20 +132,11 @@ def embed_dataset(rt: Runtime, model_ref: str, data: EvalData) -> EmbeddedSet:
         enc = encode_paths(encoder, data.paths, rt.limits, spec=model.crop, batch_size=128)
         _refuse_errors(enc.errors, data.paths)
         return EmbeddedSet.one_per_row(enc.dense(len(data.paths)), model.distance, normalized)
-    jobs = [(i, f) for i, faces in enumerate(data.usable_faces()) for f in faces]
-    enc = encode_paths(
-        encoder,
-        [data.paths[i] for i, _ in jobs],
-        rt.limits,
-        spec=model.crop,
-        faces=[f for _, f in jobs],
-        batch_size=128,
-        workers=0,
+    embedded, errors = embed_every_face(
+        encoder, model, data.paths, data.usable_faces(), rt.limits, batch_size=128
     )
-    _refuse_errors(enc.errors, [data.paths[i] for i, _ in jobs])
-    counts = np.bincount([i for i, _ in jobs], minlength=len(data.paths))
-    start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return EmbeddedSet(enc.dense(len(jobs)), start, model.distance, normalized)
+    _refuse_errors(errors, data.paths)
+    return embedded
 
 
 def _refuse_errors(errors: dict[int, Refusal], paths: list[str]) -> None:

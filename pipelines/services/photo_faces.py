@@ -23,9 +23,12 @@ from pipelines.services.face_choice import choose_faces
 from pipelines.services.scoring import mean_template
 
 if TYPE_CHECKING:
+    from faces.face import Face
     from pipelines.services.encoding import Encoded
-    from pipelines.services.models import ModelRef
+    from pipelines.services.models import LoadedEncoder, ModelRef
+    from pipelines.services.refusals import Refusal
     from pipelines.services.runtime import Runtime
+    from siamese.images import DecodeLimits
 
 
 @dataclass
@@ -206,6 +209,43 @@ def mean_templates(
     return np.asarray(means, dtype=np.float32).reshape(-1, dim), np.asarray(ids, dtype=np.int64)
 
 
+def embed_every_face(
+    encoder: LoadedEncoder,
+    model: ModelRef,
+    paths: Sequence[str | Path],
+    faces: Sequence[Sequence[Face]],
+    limits: DecodeLimits,
+    batch_size: int = 64,
+) -> tuple[EmbeddedSet, dict[int, Refusal]]:
+    """Every face of ``faces[i]`` (largest first) cropped from ``paths[i]`` and embedded, one
+    batch for them all; a photo with a face that cannot be encoded keeps none, and its refusal
+    is keyed by its position."""
+    from pipelines.services.encoding import encode_paths
+
+    jobs = [(i, f) for i, photo in enumerate(faces) for f in photo]
+    enc = encode_paths(
+        encoder,
+        [paths[i] for i, _ in jobs],
+        limits,
+        spec=model.crop,
+        faces=[f for _, f in jobs],
+        batch_size=batch_size,
+        workers=0,
+    )
+    errors = {jobs[k][0]: e for k, e in enc.errors.items()}
+    order = np.argsort(enc.keys, kind="stable")  # each photo's faces stay largest first
+    photo = np.asarray([jobs[k][0] for k in enc.keys[order].tolist()], dtype=np.int64)
+    ok = ~np.isin(photo, list(errors))
+    counts = np.bincount(photo[ok], minlength=len(paths))
+    embedded = EmbeddedSet(
+        enc.vectors[order][ok].reshape(int(ok.sum()), model.dim),
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        model.distance,
+        bool(encoder.config.normalize),
+    )
+    return embedded, errors
+
+
 def labelled_file_vectors(
     rt: Runtime, model: ModelRef, paths: Sequence[str | Path], names: Sequence[str]
 ) -> Encoded:
@@ -222,21 +262,9 @@ def labelled_file_vectors(
     if not model.crop.detect:
         return encode_paths(encoder, paths, rt.limits, spec=model.crop)
     found = detect_paths(paths, rt.limits)
-    jobs = [(i, f) for i, pf in enumerate(found) for f in pf.faces if not is_too_small(f)]
-    enc = encode_paths(
-        encoder, [paths[i] for i, _ in jobs], rt.limits, spec=model.crop, faces=[f for _, f in jobs]
-    )
-    errors = {jobs[k][0]: e for k, e in enc.errors.items()}
-    order = np.argsort(enc.keys, kind="stable")  # each photo's faces stay largest first
-    photo = np.asarray([jobs[k][0] for k in enc.keys[order].tolist()], dtype=np.int64)
-    ok = ~np.isin(photo, list(errors))  # a photo with a face that failed to encode is refused
-    counts = np.bincount(photo[ok], minlength=len(paths))
-    embedded = EmbeddedSet(
-        enc.vectors[order][ok],
-        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        model.distance,
-        bool(encoder.config.normalize),
-    )
+    usable = [[f for f in pf.faces if not is_too_small(f)] for pf in found]
+    embedded, errors = embed_every_face(encoder, model, paths, usable, rt.limits)
+    counts = embedded.n_faces()
     for i, pf in enumerate(found):
         if counts[i] == 0 and i not in errors:
             errors[i] = Refusal(pf.outcome, pf.detail or "")
