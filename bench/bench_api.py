@@ -252,7 +252,7 @@ def build_and_publish_all(rt: Any, model: Any, data: FaceEmbeddings, args: Any) 
 
     t0 = time.perf_counter()
     plan = plan_index(rt, model)
-    factory = choose_factory(int(plan.live_ids.size), model.dim, args.kind)
+    factory = choose_factory(int(plan.live_ids.size), model.dim, args.kind, model.distance)
     index = VectorIndex.create(factory, model.dim, model.distance, nprobe=args.nprobe)
     if not index.is_trained:
         index.train(data.vectors, max_points=args.train_points, seed=args.seed)

@@ -141,7 +141,8 @@ def build_index(rt: Runtime, plan: IndexPlan) -> BuiltIndex:
         changed = bool(removed.size or added.size or replaced.size)
         return BuiltIndex(index, int(added.size), int(removed.size), False, changed)
 
-    chosen = plan.factory or choose_factory(int(plan.live_ids.size), model.dim, "auto")
+    size = int(plan.live_ids.size)
+    chosen = plan.factory or choose_factory(size, model.dim, "auto", model.distance)
     index = VectorIndex.create(chosen, model.dim, model.distance)
     vectors = (
         store.read([plan.refs[int(i)] for i in plan.live_ids])

@@ -23,16 +23,25 @@ def test_auto_small_gallery_is_exact_flat() -> None:
     assert choose_factory(FLAT_MAX_N - 1, 512) == "IDMap2,Flat"
 
 
-def test_auto_large_gallery_is_ivf_with_4_sqrt_n_lists() -> None:
-    assert choose_factory(FLAT_MAX_N, 128) == f"IVF{round(4 * math.sqrt(FLAT_MAX_N))},Flat"
-    assert choose_factory(1_000_000, 512) == "IVF4000,Flat"
-    assert choose_factory(10_000_000, 512) == f"IVF{round(4 * math.sqrt(10_000_000))},Flat"
+def test_auto_large_gallery_is_ivf_fastscan_reranked_with_4_sqrt_n_lists() -> None:
+    nlist = round(4 * math.sqrt(FLAT_MAX_N))
+    assert choose_factory(FLAT_MAX_N, 128) == f"IDMap2,IVF{nlist},PQ32x4fs,RFlat"
+    assert choose_factory(1_000_000, 512, metric="cosine") == "IDMap2,IVF4000,PQ64x4fs,RFlat"
+    nlist = round(4 * math.sqrt(10_000_000))
+    assert choose_factory(10_000_000, 64) == f"IDMap2,IVF{nlist},PQ16x4fs,RFlat"
+
+
+def test_auto_large_l1_gallery_keeps_flat_lists() -> None:
+    # faiss computes L1 only on uncompressed codes
+    assert choose_factory(1_000_000, 512, metric="l1") == "IVF4000,Flat"
+    VectorIndex.create(choose_factory(FLAT_MAX_N, 8, metric="l1"), 8, "l1")
 
 
 def test_explicit_kinds() -> None:
     assert choose_factory(10, 64, "flat") == "IDMap2,Flat"
     assert choose_factory(10, 64, "HNSW") == "IDMap2,HNSW32,Flat"
     assert choose_factory(1_000_000, 64, "ivf") == "IVF4000,Flat"
+    assert choose_factory(1_000_000, 64, "ivf-fastscan") == "IDMap2,IVF4000,PQ16x4fs,RFlat"
     assert choose_factory(1_000_000, 64, "ivfpq") == "IVF4000,PQ16np"
     assert choose_factory(1_000_000, 512, "ivfpq") == "IVF4000,PQ64np"
     assert choose_factory(1_000_000, 64, "ivfpq-rflat") == "IDMap2,IVF4000,PQ16np,RFlat"
