@@ -140,3 +140,13 @@ def test_bench_embed_gpu_prepares_and_runs_on_the_cpu(tmp_path: Path) -> None:
     assert saved["pipeline"][0]["images_per_s"] > 0 and saved["stages"]["losses"]
     assert saved["agreement"]["max_l2_gpu_vs_cpu_fp32"] == 0.0  # both on the CPU here
     assert saved["full_network_train_images_per_s"] > 0
+
+
+def test_bench_fastscan(tmp_path: Path) -> None:
+    saved = run_smoke("bench_fastscan", tmp_path)
+    flat, fastscan = saved["rows"]
+    assert flat["factory"].endswith(",Flat") and fastscan["factory"].endswith("x4fs,RFlat")
+    for row in (flat, fastscan):  # exact distances either way at these sizes
+        assert row["nearest_identity"] == 1.0
+        assert row["nearest_distance_error_max"] < 1e-4
+        assert row["us_per_probe_batch1"] > 0 and row["us_per_probe_batch8"] > 0
