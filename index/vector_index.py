@@ -132,6 +132,21 @@ def _supports_remove_ids(index: Any) -> bool:
     return isinstance(idx, (faiss.IndexIVF, faiss.IndexFlatCodes))
 
 
+def _list_ids(ivf: Any) -> Iterator[np.ndarray]:
+    """The ids of each non-empty inverted list, as a view on faiss' memory (valid until the
+    next one is taken; writing to it relabels the list)."""
+    invlists = ivf.invlists
+    for list_no in range(ivf.nlist):
+        size = invlists.list_size(list_no)
+        if size == 0:
+            continue
+        ptr = invlists.get_ids(list_no)
+        try:
+            yield faiss.rev_swig_ptr(ptr, size)
+        finally:
+            invlists.release_ids(list_no, ptr)
+
+
 def _packed_lists(index: Any) -> Any | None:
     """The inverted lists of 4-bit fast-scan codes (packed 32 vectors a block), or None."""
     for sub in _walk(index):
@@ -542,17 +557,8 @@ class VectorIndex:
                     f"{type(part).__name__} held {gone} of their positions; {REPAIR_HINT}"
                 )
         moved_down = np.cumsum(drop, dtype=np.int64)  # removed positions at or before each
-        invlists = base.invlists
-        for list_no in range(base.nlist):
-            size = invlists.list_size(list_no)
-            if size == 0:
-                continue
-            ptr = invlists.get_ids(list_no)
-            try:
-                labels = faiss.rev_swig_ptr(ptr, size)  # a view: relabelled in place
-                labels -= moved_down[labels]
-            finally:
-                invlists.release_ids(list_no, ptr)
+        for labels in _list_ids(base):
+            labels -= moved_down[labels]  # relabelled in place
         faiss.copy_array_to_vector(np.ascontiguousarray(all_ids[~drop]), top.id_map)
         top.construct_rev_map()
         refine.ntotal = top.ntotal = exact.ntotal
@@ -633,17 +639,7 @@ class VectorIndex:
             return faiss.vector_to_array(top.id_map).astype(np.int64, copy=True)
         ivf = self._ivf()
         if ivf is not None:
-            invlists = ivf.invlists
-            parts = []
-            for list_no in range(ivf.nlist):
-                size = invlists.list_size(list_no)
-                if size == 0:
-                    continue
-                ptr = invlists.get_ids(list_no)
-                try:
-                    parts.append(faiss.rev_swig_ptr(ptr, size).astype(np.int64, copy=True))
-                finally:
-                    invlists.release_ids(list_no, ptr)
+            parts = [ids.astype(np.int64, copy=True) for ids in _list_ids(ivf)]
             return np.concatenate(parts) if parts else np.empty(0, np.int64)
         # Not reachable for indexes built by create(): plain faiss indexes number sequentially.
         return np.arange(self.ntotal, dtype=np.int64)
