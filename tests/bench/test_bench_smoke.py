@@ -150,3 +150,19 @@ def test_bench_fastscan(tmp_path: Path) -> None:
         assert row["nearest_identity"] == 1.0
         assert row["nearest_distance_error_max"] < 1e-4
         assert row["us_per_probe_batch1"] > 0 and row["us_per_probe_batch8"] > 0
+
+
+def test_bench_fastscan_on_descriptors_from_a_file(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    people = rng.standard_normal((200, 32)).astype(np.float32)
+    vectors = np.repeat(people, 30, axis=0) + 0.1 * rng.standard_normal((6_000, 32))
+    faces = tmp_path / "faces.npz"  # 3,000 photos of 2 faces each, 15 photos a person
+    names = np.repeat([f"p{i}" for i in range(200)], 15)
+    np.savez(faces, vectors=vectors.astype(np.float32), start=np.arange(0, 6_000, 2), names=names)
+    saved = run_smoke("bench_fastscan", tmp_path, "--real", str(faces), "--k", "5")
+    assert saved["data"] == str(faces) and saved["vectors"] == 6_000
+    assert [row["kind"] for row in saved["rows"]] == ["ivf", "ivf-fastscan"]
+    for row in saved["rows"]:  # each face's nearest other face is of its person
+        assert row["nearest_identity"] > 0.95
