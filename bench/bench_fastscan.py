@@ -54,7 +54,8 @@ def real_faces(path: Path) -> tuple[np.ndarray, np.ndarray]:
     ``start`` and ``names``."""
     z = np.load(path)
     vectors = np.ascontiguousarray(z["vectors"], dtype=np.float32)
-    counts = np.diff(np.append(z["start"], len(vectors)))
+    start = z["start"]  # with or without the end offset (EmbeddedSet.face_start has it)
+    counts = np.diff(start if start[-1] == len(vectors) else np.append(start, len(vectors)))
     people = np.unique(z["names"], return_inverse=True)[1]
     return vectors, np.repeat(people, counts)
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=Path,
         default=None,
         help="real descriptors instead: an .npz of 'vectors' (one row a face), 'start' (each "
-        "photo's first row) and 'names' (each photo's person); every face searches the others",
+        "photo's first row; the end may follow) and 'names' (each photo's person); every face searches the others",
     )
     args = p.parse_args(argv)
     if args.smoke:
