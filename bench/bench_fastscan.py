@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=Path,
         default=None,
         help="real descriptors instead: an .npz of 'vectors' (one row a face), 'start' (each "
-        "photo's first row; the end may follow) and 'names' (each photo's person); every face searches the others",
+        "photo's first row; the end may follow) and 'names' (each photo's person); every "
+        "face searches the others",
     )
     args = p.parse_args(argv)
     if args.smoke:
