@@ -104,17 +104,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ids = np.arange(n, dtype=np.int64) * 3 + 7  # database ids are not positions
     probes = np.ascontiguousarray(probes, dtype=np.float32)
     own = ids if args.real is not None else np.full(len(probes), -1, np.int64)
-    searched = vectors
-    if args.metric == "cosine":
-        searched = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def as_searched(x: np.ndarray) -> np.ndarray:  # cosine: on the unit sphere, as VectorIndex
+        if args.metric == "cosine":
+            x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
     exact = faiss.IndexFlat(dim, faiss.METRIC_L2)
-    exact.add(np.ascontiguousarray(searched, dtype=np.float32))
-    q = (
-        probes / np.linalg.norm(probes, axis=1, keepdims=True)
-        if args.metric == "cosine"
-        else probes
-    )
-    exact_d, exact_i = exact.search(np.ascontiguousarray(q, dtype=np.float32), 2)
+    exact.add(as_searched(vectors))
+    exact_d, exact_i = exact.search(as_searched(probes), 2)
     exact_d = np.sqrt(np.maximum(exact_d, 0))
     if args.metric == "cosine":  # unit vectors: 1 - cos = |a - b|^2 / 2
         exact_d = exact_d**2 / 2

@@ -148,11 +148,13 @@ def _list_ids(ivf: Any) -> Iterator[np.ndarray]:
 
 
 def _packed_lists(index: Any) -> Any | None:
-    """The inverted lists of 4-bit fast-scan codes (packed 32 vectors a block), or None."""
+    """The inverted lists of 4-bit fast-scan codes (packed 32 vectors a block), or None; a
+    view that the index owns."""
     for sub in _walk(index):
         if isinstance(sub, faiss.IndexIVF):
-            lists = faiss.downcast_InvertedLists(sub.invlists)  # a view: the index owns it
-            return lists if isinstance(lists, faiss.BlockInvertedLists) else None
+            lists: Any = faiss.downcast_InvertedLists(sub.invlists)  # type: ignore[arg-type]
+            packed = isinstance(lists, faiss.BlockInvertedLists)  # type: ignore[attr-defined]
+            return lists if packed else None
     return None
 
 
@@ -171,7 +173,8 @@ def _clear_packed_tails(lists: Any, before: np.ndarray) -> None:
     masks them). Empty blocks need nothing: the list's storage is cut to whole blocks.
     """
     packer = lists.packer
-    zero = np.zeros(packer.code_size, np.uint8)
+    zero_code = np.zeros(packer.code_size, np.uint8)
+    zero = faiss.swig_ptr(zero_code)
     after = _list_sizes(lists)
     for list_no in np.flatnonzero(after < before):
         size = int(after[list_no])
@@ -181,9 +184,15 @@ def _clear_packed_tails(lists: Any, before: np.ndarray) -> None:
         codes = lists.get_codes(int(list_no))
         try:
             for slot in range(size, end):
-                packer.pack_1_c(faiss.swig_ptr(zero), slot, codes)
+                packer.pack_1_c(zero, slot, codes)
         finally:
             lists.release_codes(int(list_no), codes)
+
+
+def _mapped_to_drop(top: Any, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An ``IDMap``'s database ids in position order, and which of them are in ``ids``."""
+    all_ids = faiss.vector_to_array(top.id_map).astype(np.int64, copy=False)
+    return all_ids, np.isin(all_ids, ids)
 
 
 def _refine_in_place(index: Any) -> bool:
@@ -517,14 +526,14 @@ class VectorIndex:
         if len(ids) == 0 or self.ntotal == 0:
             return 0
         packed = _packed_lists(self._index)
-        sizes = _list_sizes(packed) if packed is not None else None
+        sizes = None if packed is None else _list_sizes(packed)
         if _supports_remove_ids(self._index):
             removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
         elif _refine_in_place(self._index):
             removed = self._remove_from_refine(ids)
         else:
             removed = self._remove_by_rebuild(ids)
-        if packed is not None and sizes is not None:
+        if sizes is not None:
             _clear_packed_tails(packed, sizes)
         self._sorted_ids = None
         logger.info("removed %d of %d requested ids from %r", removed, len(ids), self.factory)
@@ -542,8 +551,7 @@ class VectorIndex:
         """
         top = _down(self._index)
         refine = _down(top.index)
-        all_ids = faiss.vector_to_array(top.id_map).astype(np.int64, copy=False)
-        drop = np.isin(all_ids, ids)
+        all_ids, drop = _mapped_to_drop(top, ids)
         removed = int(drop.sum())
         if removed == 0:
             return 0
@@ -571,8 +579,7 @@ class VectorIndex:
                 f"index {self.factory!r} supports neither remove_ids nor reconstruction; "
                 "rebuild it from the vector store without these ids"
             )
-        all_ids = faiss.vector_to_array(top.id_map).astype(np.int64, copy=False)
-        drop = np.isin(all_ids, ids)
+        all_ids, drop = _mapped_to_drop(top, ids)
         removed = int(drop.sum())
         if removed == 0:
             return 0
